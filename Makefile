@@ -1,0 +1,40 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both set up .venv/ first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# CPU wheel used when no torch is installed yet; a machine that already has a
+# (CUDA) torch keeps it: the venv then sees the system site-packages.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: install demo test test-fast test-mpi bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "using the torch already installed for $(PYTHON)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+	    $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && \
+	    $(PY) -m pip install -q "$(TORCH_CPU)"; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m bench.demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not mpi and not notebook"
+
+bench: install
+	$(PY) bench/simulator_speed.py
+	$(PY) bench/prediction_accuracy.py
+	$(PY) bench/executor_vs_torch.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,0 +1,23 @@
+"""Pipeline schedules as per-rank op lists: the IR, the builders, lowering and validation.
+
+    >>> import schedules
+    >>> s = schedules.build("1f1b", ranks=4, microbatches=8)
+    >>> lowered = schedules.validate(s, comm="blocking")
+
+This package imports nothing else of the project: the simulator and the executor are two
+interpreters of what it produces.
+"""
+
+from . import analytic
+from . import gpipe, interleaved, naive, one_f_one_b, zb_h1, zbv  # noqa: F401  (register builders)
+from .csvio import load_csv
+from .dryrun import COMMS, Deadlock, DryRun, dry_run
+from .ir import COMM_KINDS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError
+from .registry import build, default_chunks, names, register
+from .validate import validate
+
+__all__ = [
+    "Op", "OpKind", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "COMMS",
+    "build", "names", "register", "default_chunks", "validate", "dry_run", "DryRun", "Deadlock",
+    "load_csv", "analytic",
+]

@@ -1,0 +1,208 @@
+"""The schedule IR: one tiny immutable op record and the per-rank lists that hold them.
+
+An op prints in torch.distributed.pipelining's action syntax (``2F0``, ``1SEND_B3``,
+``0REDUCE_GRAD``) and :meth:`Op.parse` reads that text back, so schedules written by
+torch load here and ours load there.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+__all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "transfer_key", "is_send", "peer_stage"]
+
+
+class ScheduleError(ValueError):
+    """A schedule breaks a rule of the IR; the message names the rank, the op and the rule."""
+
+
+class OpKind(enum.Enum):
+    F = "F"  # forward of one stage on one microbatch
+    B = "B"  # full backward (input and weight gradients together)
+    I = "I"  # backward for inputs only: produces the gradient sent upstream  # noqa: E741
+    W = "W"  # backward for weights only: needs I's intermediate results
+    SEND_F = "SEND_F"  # send stage's forward output to stage + 1
+    RECV_F = "RECV_F"  # receive stage's forward input from stage - 1
+    SEND_B = "SEND_B"  # send stage's input gradient to stage - 1
+    RECV_B = "RECV_B"  # receive stage's output gradient from stage + 1
+    REDUCE_GRAD = "REDUCE_GRAD"  # all-reduce one stage's gradients over the data-parallel group
+
+    def __str__(self) -> str:
+        return self.value
+
+    # Members are singletons compared by identity; hashing them by id keeps the
+    # validator's and simulators' hot loops off Enum's Python-level __hash__.
+    __hash__ = object.__hash__
+
+    @property
+    def is_compute(self) -> bool:
+        return self in COMPUTE_KINDS
+
+    @property
+    def is_comm(self) -> bool:
+        return self in COMM_KINDS
+
+
+COMPUTE_KINDS = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W})
+COMM_KINDS = frozenset({OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B})
+
+# torch's action names that this IR deliberately does not model.
+_FOREIGN = ("UNSHARD", "RESHARD", "OVERLAP_F_B")
+# Longest names first so that "SEND_F" is not read as "S" + ...
+_ACTION = re.compile(
+    r"^(\d+)(" + "|".join(sorted([k.value for k in OpKind] + list(_FOREIGN), key=len, reverse=True)) + r")(\d*)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One action of one rank: ``kind`` applied to model ``stage`` on microbatch ``mb``.
+
+    ``mb`` is ``None`` only for REDUCE_GRAD, which covers every microbatch of the stage.
+    """
+
+    kind: OpKind
+    stage: int
+    mb: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.stage}{self.kind.value}{'' if self.mb is None else self.mb}"
+
+    @classmethod
+    def parse(cls, text: str) -> Op:
+        """Read one action in torch's syntax, e.g. ``2F0`` or ``3RECV_B1``."""
+        match = _ACTION.match(text.strip())
+        if match is None:
+            raise ScheduleError(f"cannot parse action {text.strip()!r}: expected e.g. '2F0', '1SEND_B3'")
+        stage, name, mb = match.groups()
+        if name in _FOREIGN:
+            raise ScheduleError(f"action {text.strip()!r}: {name} is not part of this IR (pipeline ops only)")
+        kind = OpKind(name)
+        if kind is OpKind.REDUCE_GRAD:
+            if mb:
+                raise ScheduleError(f"action {text.strip()!r}: REDUCE_GRAD takes no microbatch")
+            return cls(kind, int(stage))
+        if not mb:
+            raise ScheduleError(f"action {text.strip()!r}: {name} needs a microbatch index")
+        return cls(kind, int(stage), int(mb))
+
+
+def transfer_key(op: Op) -> tuple[str, int, int]:
+    """Names the transfer a SEND or RECV takes part in, identically on both sides:
+    ('F', s, mb) carries stage s's output to s + 1, ('B', s, mb) carries stage s's
+    input gradient to s - 1."""
+    kind = op.kind
+    if kind is OpKind.SEND_F:
+        return ("F", op.stage, op.mb)
+    if kind is OpKind.RECV_F:
+        return ("F", op.stage - 1, op.mb)
+    if kind is OpKind.SEND_B:
+        return ("B", op.stage, op.mb)
+    if kind is OpKind.RECV_B:
+        return ("B", op.stage + 1, op.mb)
+    raise ValueError(f"{op} is not a point-to-point op")
+
+
+def is_send(kind: OpKind) -> bool:
+    return kind is OpKind.SEND_F or kind is OpKind.SEND_B
+
+
+def peer_stage(op: Op) -> int:
+    """The stage at the other end of a SEND or RECV."""
+    return op.stage + (1 if op.kind is OpKind.SEND_F or op.kind is OpKind.RECV_B else -1)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-rank ordered op lists: what each rank does, in order, never when.
+
+    Bubbles are not written down here; they come out of a simulator or a clock.
+    """
+
+    name: str
+    num_ranks: int
+    num_microbatches: int
+    num_stages: int
+    stage_to_rank: tuple[int, ...]  # stage_to_rank[s] is the rank holding model stage s
+    ops: tuple[tuple[Op, ...], ...]  # ops[rank] in execution order
+    _stages_of: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage_to_rank", tuple(self.stage_to_rank))
+        object.__setattr__(self, "ops", tuple(tuple(rank_ops) for rank_ops in self.ops))
+        if len(self.stage_to_rank) != self.num_stages:
+            raise ScheduleError(
+                f"stage_to_rank has {len(self.stage_to_rank)} entries for {self.num_stages} stages"
+            )
+        if len(self.ops) != self.num_ranks:
+            raise ScheduleError(f"ops has {len(self.ops)} rank lists for {self.num_ranks} ranks")
+        for stage, rank in enumerate(self.stage_to_rank):
+            if not 0 <= rank < self.num_ranks:
+                raise ScheduleError(f"stage {stage} is placed on rank {rank}, outside 0..{self.num_ranks - 1}")
+        stages_of: list[list[int]] = [[] for _ in range(self.num_ranks)]
+        for stage, rank in enumerate(self.stage_to_rank):
+            stages_of[rank].append(stage)
+        object.__setattr__(self, "_stages_of", tuple(tuple(s) for s in stages_of))
+
+    def stages_of(self, rank: int) -> tuple[int, ...]:
+        """The model stages held by ``rank``, ascending."""
+        return self._stages_of[rank]
+
+    @property
+    def chunks(self) -> int:
+        """Model stages per rank (v); 1 for non-interleaved schedules."""
+        return self.num_stages // self.num_ranks
+
+    @property
+    def has_comms(self) -> bool:
+        return any(op.kind.is_comm for rank_ops in self.ops for op in rank_ops)
+
+    @property
+    def has_reduce_grad(self) -> bool:
+        return any(op.kind is OpKind.REDUCE_GRAD for rank_ops in self.ops for op in rank_ops)
+
+    def __iter__(self) -> Iterator[tuple[int, Op]]:
+        """(rank, op) for every op, rank by rank."""
+        for rank, rank_ops in enumerate(self.ops):
+            for op in rank_ops:
+                yield rank, op
+
+    def num_ops(self) -> int:
+        return sum(len(rank_ops) for rank_ops in self.ops)
+
+    def compute_only(self) -> Schedule:
+        """This schedule without SEND/RECV/REDUCE_GRAD ops."""
+        return self.replace_ops(tuple(op for op in rank_ops if op.kind.is_compute) for rank_ops in self.ops)
+
+    def replace_ops(self, ops) -> Schedule:
+        return Schedule(
+            self.name, self.num_ranks, self.num_microbatches, self.num_stages, self.stage_to_rank, tuple(ops)
+        )
+
+    def with_comms(self, reduce_grad: bool = False) -> Schedule:
+        """The lowered schedule: SEND/RECV inserted (see :mod:`schedules.lowering`).
+
+        A schedule that already holds communication ops is returned as given, so that
+        a compute+comms CSV keeps its author's ordering; the validator still checks it.
+        """
+        from .lowering import lower  # lowering builds on this module
+
+        cache = self.__dict__.setdefault("_lowered", {})  # immutable, so lower once per flag
+        if reduce_grad not in cache:
+            cache[reduce_grad] = lower(self, reduce_grad=reduce_grad)
+        return cache[reduce_grad]
+
+    def to_csv(self, path, comms: bool = False) -> None:
+        """Write torch's CSV form: one row per rank, one action per cell."""
+        from .csvio import write_csv
+
+        write_csv(self, path, comms=comms)
+
+    def grid(self, mark: tuple[int, int] | None = None, window: int | None = None) -> str:
+        """The step x rank grid as text; ``mark=(rank, step)`` flags one cell."""
+        from .grid import format_grid
+
+        return format_grid(self, mark=mark, window=window)
