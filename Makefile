@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(PY) -m bench.demo
+	$(PY) -m executor.demo
 
 test: install
 	$(PY) -m pytest -q

@@ -9,7 +9,8 @@ interpreters of what it produces.
 """
 
 from . import analytic
-from . import gpipe, interleaved, naive, one_f_one_b, zb_h1, zbv  # noqa: F401  (register builders)
+# Registration order is the order names() lists: simplest schedule first.
+from . import naive, gpipe, one_f_one_b, interleaved, zb_h1, zbv  # noqa: F401,I001  (register builders)
 from .csvio import load_csv
 from .dryrun import COMMS, Deadlock, DryRun, dry_run
 from .ir import COMM_KINDS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError

@@ -60,9 +60,10 @@ def load_csv(path, name: str | None = None) -> Schedule:
     return Schedule(name or path.stem, len(ops), num_microbatches, num_stages, stage_to_rank, ops)
 
 
-def write_csv(schedule: Schedule, path, comms: bool = False) -> None:
-    """Write ``schedule`` in torch's form: compute_comms when ``comms``, else compute_only."""
-    body = schedule.with_comms() if comms else schedule.compute_only()
+def write_csv(schedule: Schedule, path, comms: bool = False, comm: str = "async") -> None:
+    """Write ``schedule`` in torch's form: compute_comms (lowered for ``comm``) when
+    ``comms``, else compute_only."""
+    body = schedule.with_comms(comm=comm) if comms else schedule.compute_only()
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)
         for rank_ops in body.ops:

@@ -80,6 +80,9 @@ def repair_blocking(schedule: Schedule) -> tuple[list[list[Op]], bool]:
 
 
 _COMPUTE, _SEND, _RECV = 0, 1, 2
+_CODE = {kind: _COMPUTE for kind in OpKind} | {
+    OpKind.SEND_F: _SEND, OpKind.SEND_B: _SEND, OpKind.RECV_F: _RECV, OpKind.RECV_B: _RECV
+}
 
 
 class _Run:
@@ -106,22 +109,12 @@ class _Run:
     def _encode(self, rank_ops: list[Op], cost) -> tuple[list[int], list[int], list[float]]:
         """Transfer ('F'|'B', stage, mb) becomes the int (direction * stages + stage) * m + mb."""
         m, span = max(self.schedule.num_microbatches, 1), self.span
-        sf, rf, sb, rb = OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B
-        codes, keys, costs = [], [], []
-        for op in rank_ops:
-            kind = op.kind
-            if kind is sf:
-                codes.append(_SEND), keys.append(op.stage * m + op.mb)
-            elif kind is rf:
-                codes.append(_RECV), keys.append((op.stage - 1) * m + op.mb)
-            elif kind is sb:
-                codes.append(_SEND), keys.append(span + op.stage * m + op.mb)
-            elif kind is rb:
-                codes.append(_RECV), keys.append(span + (op.stage + 1) * m + op.mb)
-            else:
-                codes.append(_COMPUTE), keys.append(-1)
-            costs.append(cost[kind])
-        return codes, keys, costs
+        # Key of a comm op = stage * m + mb + offset: a RECV_F names the transfer leaving
+        # stage - 1, a RECV_B the one leaving stage + 1; backward transfers sit past `span`.
+        offset = {OpKind.SEND_F: 0, OpKind.RECV_F: -m, OpKind.SEND_B: span, OpKind.RECV_B: span + m}
+        codes = [_CODE[op.kind] for op in rank_ops]
+        keys = [op.stage * m + op.mb + offset[op.kind] if c != _COMPUTE else -1 for op, c in zip(rank_ops, codes)]
+        return codes, keys, [cost[op.kind] for op in rank_ops]
 
     def run(self) -> None:
         while True:
@@ -172,30 +165,39 @@ class _Run:
         while j < len(code) and code[j] != _COMPUTE:
             j += 1
         moved = self.moved[rank]
-        self.batch[rank] = [j, j - i - sum(1 for k in range(i, j) if k in moved), self.clock[rank]]
+        # [stop index, ops not yet matched, latest match time]; _post counts the unmatched.
+        self.batch[rank] = [j, 0, self.clock[rank]]
         for k in range(i, j):
-            if k not in moved:  # a moved RECV was posted (and matched) earlier
+            if not (moved and k in moved):  # a moved RECV was posted (and matched) earlier
                 self._post(rank, keys[k])
         if self.batch[rank] is not None and self.batch[rank][1] == 0:
             self._finish_batch(rank)
 
     def _post(self, rank: int, key: int) -> None:
-        t = self.clock[rank]
-        if key not in self.posted:
+        """Post one op of ``rank``'s open batch, matching it if its counterpart waits."""
+        t, batch = self.clock[rank], self.batch[rank]
+        counterpart = self.posted.pop(key, None)
+        if counterpart is None:
             self.posted[key] = (t, rank)
+            batch[1] += 1
             return
-        when, other = self.posted.pop(key)  # `other` is never `rank`: no comm within a rank
-        when = max(when, t)
-        for who in (rank, other):
-            self.batch[who][1] -= 1
-            self.batch[who][2] = max(self.batch[who][2], when)
-        if self.batch[other][1] == 0:
+        when, other = counterpart  # `other` is never `rank`: no comm within a rank
+        # Rendezvous: both complete at the later post; each batch's clock already covers
+        # its own post time.
+        if when > batch[2]:
+            batch[2] = when
+        theirs = self.batch[other]
+        if t > theirs[2]:
+            theirs[2] = t
+        theirs[1] -= 1
+        if theirs[1] == 0:
             self._finish_batch(other)
 
     def _finish_batch(self, rank: int) -> None:
         stop, _, t = self.batch[rank]
-        for i in range(self.pc[rank], stop):
-            self.start[rank][i], self.end[rank][i] = self.clock[rank], t
+        i = self.pc[rank]
+        self.start[rank][i:stop] = [self.clock[rank]] * (stop - i)
+        self.end[rank][i:stop] = [t] * (stop - i)
         self.pc[rank], self.clock[rank], self.batch[rank] = stop, t, None
         self.ready.append(rank)
 
@@ -219,7 +221,6 @@ class _Run:
             if j is None or j < stop:
                 continue
             self.moved[rank][j] = stop
-            self.batch[rank][1] += 1
             self._post(rank, key)
             if self.batch[rank] is not None and self.batch[rank][1] == 0:
                 self._finish_batch(rank)
@@ -230,16 +231,10 @@ class _Run:
         """Each rank's list with every early-posted RECV at the end of the batch that posted it."""
         out = []
         for rank_ops, moved in zip(self.ops, self.moved):
-            if not moved:
-                out.append(rank_ops)
-                continue
-            before: dict[int, list[int]] = {}
-            for j, stop in sorted(moved.items()):
-                before.setdefault(stop, []).append(j)
-            new: list[Op] = []
-            for i in range(len(rank_ops) + 1):
-                new.extend(rank_ops[j] for j in before.get(i, ()))
-                if i < len(rank_ops) and i not in moved:
-                    new.append(rank_ops[i])
-            out.append(new)
+            # Sort positions: op i sits at 2i + 1; a RECV moved to precede op `stop` sits at
+            # 2 * stop, and the stable sort keeps several such RECVs in their old order.
+            place = list(range(1, 2 * len(rank_ops), 2))
+            for j, stop in moved.items():
+                place[j] = 2 * stop
+            out.append([rank_ops[i] for i in sorted(range(len(rank_ops)), key=place.__getitem__)] if moved else rank_ops)
         return out

@@ -40,18 +40,13 @@ def build_interleaved(ranks: int, microbatches: int, chunks: int = 2) -> Schedul
     total = microbatches * chunks
     ops = []
     for rank in range(ranks):
-
-        def fwd(k: int) -> Op:
-            return Op(OpKind.F, *_stage_and_mb(k, ranks, chunks, rank, backward=False))
-
-        def bwd(k: int) -> Op:
-            return Op(OpKind.B, *_stage_and_mb(k, ranks, chunks, rank, backward=True))
-
+        fwd = [Op(OpKind.F, *_stage_and_mb(k, ranks, chunks, rank, backward=False)) for k in range(total)]
+        bwd = [Op(OpKind.B, *_stage_and_mb(k, ranks, chunks, rank, backward=True)) for k in range(total)]
         warmup = min(2 * (ranks - rank - 1) + (chunks - 1) * ranks, total)
-        rank_ops = [fwd(k) for k in range(warmup)]
-        for i in range(total - warmup):
-            rank_ops += [fwd(warmup + i), bwd(i)]
-        rank_ops += [bwd(k) for k in range(total - warmup, total)]
+        rank_ops = fwd[:warmup]
+        for f, b in zip(fwd[warmup:], bwd):
+            rank_ops += (f, b)
+        rank_ops += bwd[total - warmup:]
         ops.append(rank_ops)
     stage_to_rank = tuple(s % ranks for s in range(ranks * chunks))
     return Schedule("interleaved-1f1b", ranks, microbatches, ranks * chunks, stage_to_rank, ops)

@@ -12,13 +12,17 @@ simulator and the executor all implement exactly these:
     the rank waits until the whole batch completes; a send completes only when its
     receiver has posted the matching receive (rendezvous).
 
-Why the placement above is deadlock-free under ``blocking`` for the built-in schedules:
-the sends of one op's output and the receives of the next op's input stand next to each
-other, so they form one batch, exactly Megatron's send_forward_recv_backward /
-send_backward_recv_forward pairs. Two neighbours in 1F1B's steady state then post
-mirror-image batches ([SEND_F a, RECV_B b] against [SEND_B b, RECV_F a]) and complete
-together instead of each waiting for the other's next batch. Posting a whole batch at
-once is also what keeps the warm-up and cool-down edges free of send/send cycles.
+The placement above is what ``async`` runs: no rank ever waits for data earlier than the
+op that uses it. Under ``blocking`` it is deadlock-free for the single-chunk schedules,
+since the sends of one op's output and the receives of the next op's input stand next to
+each other and form one batch (Megatron's send_forward_recv_backward pairs): neighbours
+in 1F1B's steady state post mirror-image batches and complete them together. Schedules
+whose traffic runs both ways between two ranks (interleaved, V-shape) can deadlock on
+rendezvous, rank A sending to B while B sends to A; so for ``comm="blocking"`` the pass
+runs a blocking dry run and, wherever every rank is stuck, moves the RECV of a waiting
+send up into the batch where its receiver is stuck (see ``schedules.dryrun``). That
+posts the receive earlier, which costs nothing under rendezvous, and would make ``async``
+ranks wait early for nothing: hence one lowered list per semantics, cached on the schedule.
 
 With ``reduce_grad=True`` a REDUCE_GRAD of each stage follows that stage's last backward
 op (after the SENDs that op triggers, so the upstream rank is not kept waiting): the
@@ -27,29 +31,42 @@ gradient all-reduce of a stage can then overlap the backwards of the rank's othe
 
 from __future__ import annotations
 
-from .dryrun import repair_blocking
-from .ir import Op, OpKind, Schedule, is_send
+from .dryrun import COMMS, repair_blocking
+from .ir import Op, OpKind, Schedule, gc_paused, is_send
 
 __all__ = ["lower"]
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
+SEND_F, RECV_F, SEND_B, RECV_B = OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B
 
 
 def _lower_rank(schedule: Schedule, rank: int) -> list[Op]:
     where = schedule.stage_to_rank
     last = schedule.num_stages - 1
+    # Per stage: is the neighbour upstream / downstream on another rank? Looked up once
+    # per op instead of re-deriving it, since this loop runs over every op of a schedule.
+    remote_prev = [s > 0 and where[s - 1] != rank for s in range(last + 1)]
+    remote_next = [s < last and where[s + 1] != rank for s in range(last + 1)]
     out: list[Op] = []
+    append = out.append
     for op in schedule.ops[rank]:
-        kind, stage, mb = op.kind, op.stage, op.mb
-        if kind is F and stage > 0 and where[stage - 1] != rank:
-            out.append(Op(OpKind.RECV_F, stage, mb))
-        elif (kind is B or kind is I) and stage < last and where[stage + 1] != rank:
-            out.append(Op(OpKind.RECV_B, stage, mb))
-        out.append(op)
-        if kind is F and stage < last and where[stage + 1] != rank:
-            out.append(Op(OpKind.SEND_F, stage, mb))
-        elif (kind is B or kind is I) and stage > 0 and where[stage - 1] != rank:
-            out.append(Op(OpKind.SEND_B, stage, mb))
+        kind = op.kind
+        if kind is F:
+            stage, mb = op.stage, op.mb
+            if remote_prev[stage]:
+                append(Op(RECV_F, stage, mb))
+            append(op)
+            if remote_next[stage]:
+                append(Op(SEND_F, stage, mb))
+        elif kind is B or kind is I:
+            stage, mb = op.stage, op.mb
+            if remote_next[stage]:
+                append(Op(RECV_B, stage, mb))
+            append(op)
+            if remote_prev[stage]:
+                append(Op(SEND_B, stage, mb))
+        else:
+            append(op)
     return out
 
 
@@ -66,21 +83,30 @@ def _add_reduce_grad(rank_ops: list[Op] | tuple[Op, ...]) -> list[Op]:
     out: list[Op] = []
     for i, op in enumerate(rank_ops):
         out.append(op)
-        out.extend(Op(OpKind.REDUCE_GRAD, stage) for stage in sorted(after.get(i, ())))
+        if i in after:
+            out += [Op(OpKind.REDUCE_GRAD, stage) for stage in sorted(after[i])]
     return out
 
 
-def lower(schedule: Schedule, reduce_grad: bool = False) -> Schedule:
-    """Insert point-to-point ops (and REDUCE_GRAD when ``reduce_grad``).
+def lower(schedule: Schedule, reduce_grad: bool = False, comm: str = "async") -> Schedule:
+    """Insert point-to-point ops (and REDUCE_GRAD when ``reduce_grad``) for ``comm``.
 
     A schedule that already has SEND/RECV keeps them as they are.
     """
+    if comm not in COMMS:
+        raise ValueError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
+    with gc_paused():
+        return _lower(schedule, reduce_grad, comm)
+
+
+def _lower(schedule: Schedule, reduce_grad: bool, comm: str) -> Schedule:
     lowered = schedule
     if not schedule.has_comms:
         lowered = schedule.replace_ops(_lower_rank(schedule, r) for r in range(schedule.num_ranks))
-        repaired, finished = repair_blocking(lowered)
-        lowered = lowered.replace_ops(repaired)
-        lowered.__dict__["_deadlock_free"] = finished  # read by the validator
+        if comm == "blocking":
+            repaired, finished = repair_blocking(lowered)
+            lowered = lowered.replace_ops(repaired)
+            lowered.__dict__["_deadlock_free"] = finished  # read by the validator
     if reduce_grad and not lowered.has_reduce_grad:
         lowered = lowered.replace_ops(_add_reduce_grad(rank_ops) for rank_ops in lowered.ops)
     return lowered

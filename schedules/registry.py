@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .ir import Schedule, ScheduleError
+from .ir import Schedule, ScheduleError, gc_paused
 
 __all__ = ["register", "build", "names", "Builder"]
 
@@ -49,4 +49,5 @@ def build(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
         chunks = default_chunks(name)
     if not isinstance(chunks, int) or not _CHUNKS[name](chunks):
         raise ScheduleError(f"{name}: {_CHUNK_RULE[name]}, got chunks={chunks!r}")
-    return _BUILDERS[name](ranks, microbatches, chunks)
+    with gc_paused():
+        return _BUILDERS[name](ranks, microbatches, chunks)

@@ -4,6 +4,7 @@ Checks, in order, each failing with a :class:`ScheduleError` that names the rank
 op and the rule, above the step x rank grid with the op marked:
   1. every op names a stage and microbatch that exist, on the rank holding that stage;
   2. each (stage, mb) has exactly one F and exactly one backward: a B, or an I and a W;
+     a REDUCE_GRAD, if any, comes after every backward of its stage;
   3. on each rank, inputs come before use: a forward after its input arrived (a RECV_F
      or the local forward of the previous stage), a backward after its forward and its
      output gradient, W after I, a SEND after the op producing its data;
@@ -16,8 +17,8 @@ exactly what the simulator and executor will run.
 from __future__ import annotations
 
 from .dryrun import COMMS, Deadlock, dry_run
-from .ir import COMM_KINDS, Op, OpKind, Schedule, ScheduleError
-from .ir import transfer_key
+from .ir import COMM_KINDS, OpKind, Schedule, ScheduleError
+from .ir import is_send, peer_stage, transfer_key
 
 __all__ = ["validate"]
 
@@ -31,12 +32,30 @@ def _fail(schedule: Schedule, rank: int, step: int, rule: str) -> ScheduleError:
     return ScheduleError(f"{schedule.name}: rank {rank}, step {step}, op {op}: {rule}\n{grid}")
 
 
+class _Keys:
+    """Ops of one schedule as ints, (kind * stages + stage) * (m + 1) + mb, so that the
+    checks below hash ints rather than (kind, stage, mb) tuples; REDUCE_GRAD's mb is m."""
+
+    def __init__(self, schedule: Schedule):
+        self.m = schedule.num_microbatches
+        self.row = self.m + 1  # one stage's block of microbatches
+        block = schedule.num_stages * self.row
+        self.offset = {kind: i * block for i, kind in enumerate(OpKind)}
+
+    def __call__(self, kind: OpKind, stage: int, mb: int | None) -> int:
+        return self.offset[kind] + stage * self.row + (self.m if mb is None else mb)
+
+
 def _check_ops(schedule: Schedule, lowered: bool) -> None:
     """Rules 1-3 in one pass. Every op an op needs lives on the same rank (a stage has one
     rank, remote inputs arrive by a RECV on it), so "seen so far" means "done earlier here"."""
     m, stages, where = schedule.num_microbatches, schedule.num_stages, schedule.stage_to_rank
     last = stages - 1
-    seen: dict[tuple, tuple[int, int]] = {}
+    key_of = _Keys(schedule)
+    offset, row = key_of.offset, key_of.row
+    seen: dict[int, int] = {}  # op key -> step; the rank is where[stage] once rule 1 held
+    # What an op needs depends only on its kind and stage (its rank is the stage's).
+    needs_of = {kind: [_needs(kind, s, where[s], where, last, lowered) for s in range(stages)] for kind in OpKind}
     for rank, rank_ops in enumerate(schedule.ops):
         for step, op in enumerate(rank_ops):
             kind, s, mb = op.kind, op.stage, op.mb
@@ -44,51 +63,72 @@ def _check_ops(schedule: Schedule, lowered: bool) -> None:
                 raise _fail(schedule, rank, step, f"stage {s} does not exist (0..{last})")
             if where[s] != rank:
                 raise _fail(schedule, rank, step, f"stage {s} is held by rank {where[s]}, not {rank}")
-            if kind is not OpKind.REDUCE_GRAD and (mb is None or not 0 <= mb < m):
+            if kind is OpKind.REDUCE_GRAD:
+                mb = m
+            elif mb is None or not 0 <= mb < m:
                 raise _fail(schedule, rank, step, f"microbatch {mb} does not exist (0..{m - 1})")
-            key = (kind, s, mb)
+            base = s * row + mb
+            key = offset[kind] + base
             if key in seen:
-                raise _fail(schedule, rank, step, f"{op} appears twice (also step {seen[key][1]}); each op runs once")
-            for options, what in _needs(op, rank, where, last, lowered):
-                if not any(n in seen for n in options):
-                    raise _fail(schedule, rank, step, f"runs before {what}")
-            seen[key] = (rank, step)
-    for (kind, s, mb), at in seen.items():
-        if kind is B and (I, s, mb) in seen:
-            raise _fail(schedule, *at, "stage has both a full backward B and a split I for this microbatch")
-        if kind is I and (W, s, mb) not in seen:
-            raise _fail(schedule, *at, f"backward-input I has no matching W ({s}W{mb})")
-    for s in range(stages):
-        for mb in range(m):
-            if (F, s, mb) not in seen:
-                raise _missing(schedule, where[s], f"forward {s}F{mb} is missing")
-            if (B, s, mb) not in seen and (I, s, mb) not in seen:
-                raise _missing(schedule, where[s], f"backward {s}B{mb} (or {s}I{mb} + {s}W{mb}) is missing")
+                raise _fail(schedule, rank, step, f"{op} appears twice (also step {seen[key]}); each op runs once")
+            for options, what in needs_of[kind][s]:
+                for k, ds in options:
+                    if offset[k] + base + ds * row in seen:
+                        break
+                else:
+                    raise _fail(schedule, rank, step, "runs before " + what.format(s=s, mb=mb, prev=s - 1, next=s + 1))
+            seen[key] = step
+    _check_complete(schedule, seen, key_of)
 
 
-def _needs(op: Op, rank: int, where: tuple[int, ...], last: int, lowered: bool) -> list[tuple[tuple, str]]:
-    """What must already be done on this rank before ``op`` runs: (any of these ops, name).
-    Remote inputs count only once ``lowered``: before, their RECV is not there yet."""
-    kind, s, mb = op.kind, op.stage, op.mb
-    needs = []
+def _needs(kind: OpKind, s: int, rank: int, where: tuple[int, ...], last: int,
+           lowered: bool) -> list[tuple[tuple[tuple[OpKind, int], ...], str]]:
+    """What must already be done on this rank before ``kind`` on stage ``s`` runs: (any of
+    these (kind, stage offset), text), for the same microbatch. The text is formatted
+    only on failure. Remote inputs count only once ``lowered``: before, no RECV is there."""
     if kind is F and s > 0:
         if where[s - 1] == rank:
-            needs.append((((F, s - 1, mb),), f"the forward of the previous stage {s - 1}F{mb}"))
-        elif lowered:
-            needs.append((((OpKind.RECV_F, s, mb),), f"the RECV_F of its input {s}RECV_F{mb}"))
+            return [(((F, -1),), "the forward of the previous stage {prev}F{mb}")]
+        if lowered:
+            return [(((OpKind.RECV_F, 0),), "the RECV_F of its input {s}RECV_F{mb}")]
     elif kind is B or kind is I:
-        needs.append((((F, s, mb),), f"its forward {s}F{mb}"))
+        needs = [(((F, 0),), "its forward {s}F{mb}")]
         if s < last and where[s + 1] == rank:
-            needs.append((((B, s + 1, mb), (I, s + 1, mb)), f"the backward of the next stage {s + 1}I{mb}/B{mb}"))
+            needs.append((((B, 1), (I, 1)), "the backward of the next stage {next}I{mb}/B{mb}"))
         elif s < last and lowered:
-            needs.append((((OpKind.RECV_B, s, mb),), f"the RECV_B of its gradient {s}RECV_B{mb}"))
+            needs.append((((OpKind.RECV_B, 0),), "the RECV_B of its gradient {s}RECV_B{mb}"))
+        return needs
     elif kind is W:
-        needs.append((((I, s, mb),), f"its I {s}I{mb}"))
+        return [(((I, 0),), "its I {s}I{mb}")]
     elif kind is OpKind.SEND_F:
-        needs.append((((F, s, mb),), f"its forward {s}F{mb} produced the data"))
+        return [(((F, 0),), "its forward {s}F{mb} produced the data")]
     elif kind is OpKind.SEND_B:
-        needs.append((((B, s, mb), (I, s, mb)), f"the backward {s}I{mb}/B{mb} produced the gradient"))
-    return needs
+        return [(((B, 0), (I, 0)), "the backward {s}I{mb}/B{mb} produced the gradient")]
+    return []
+
+
+def _check_complete(schedule: Schedule, seen: dict[int, int], key_of: _Keys) -> None:
+    """Rule 2 over the whole schedule: every (stage, mb) has one F and one backward (B, or
+    I and W, never both), and a REDUCE_GRAD follows every backward of its stage."""
+    where, row = schedule.stage_to_rank, key_of.row
+    of_f, of_b, of_i, of_w = (key_of.offset[kind] for kind in (F, B, I, W))
+    for s in range(schedule.num_stages):
+        at = where[s]
+        reduce_step = seen.get(key_of(OpKind.REDUCE_GRAD, s, None))
+        for mb in range(schedule.num_microbatches):
+            base = s * row + mb
+            if of_f + base not in seen:
+                raise _missing(schedule, at, f"forward {s}F{mb} is missing")
+            full, split, weight = seen.get(of_b + base), seen.get(of_i + base), seen.get(of_w + base)
+            if full is not None and split is not None:
+                raise _fail(schedule, at, full, "stage has both a full backward B and a split I for this microbatch")
+            if split is not None and weight is None:
+                raise _fail(schedule, at, split, f"backward-input I has no matching W ({s}W{mb})")
+            if full is None and split is None:
+                raise _missing(schedule, at, f"backward {s}B{mb} (or {s}I{mb} + {s}W{mb}) is missing")
+            done = full if full is not None else weight
+            if reduce_step is not None and reduce_step < done:
+                raise _fail(schedule, at, reduce_step, f"REDUCE_GRAD runs before the backward of microbatch {mb} finished")
 
 
 def _missing(schedule: Schedule, rank: int, rule: str) -> ScheduleError:
@@ -96,27 +136,25 @@ def _missing(schedule: Schedule, rank: int, rule: str) -> ScheduleError:
 
 
 def _check_pairs(schedule: Schedule) -> None:
+    """Rule 4. Each op appears once (rule 2 checked that), so a transfer has at most one
+    SEND and one RECV; what is left to find is a side without its partner."""
     where, last = schedule.stage_to_rank, schedule.num_stages - 1
-    sides: dict[tuple, list[tuple[int, int, bool]]] = {}
+    sends: dict[tuple, tuple[int, int]] = {}
+    recvs: dict[tuple, tuple[int, int]] = {}
     for rank, rank_ops in enumerate(schedule.ops):
         for step, op in enumerate(rank_ops):
             if op.kind not in COMM_KINDS:
                 continue
-            peer = op.stage + (1 if op.kind in (OpKind.SEND_F, OpKind.RECV_B) else -1)
+            peer = peer_stage(op)
             if not 0 <= peer <= last:
                 raise _fail(schedule, rank, step, f"no stage {peer} to exchange with")
             if where[peer] == rank:
                 raise _fail(schedule, rank, step, f"stages {op.stage} and {peer} share rank {rank}: hand over locally, no SEND/RECV")
-            is_send = op.kind in (OpKind.SEND_F, OpKind.SEND_B)
-            sides.setdefault(transfer_key(op), []).append((rank, step, is_send))
-    for key, ends in sides.items():
-        sends = [e for e in ends if e[2]]
-        recvs = [e for e in ends if not e[2]]
-        if len(sends) != 1 or len(recvs) != 1:
-            rank, step, _ = ends[0]
-            if len(sends) > 1 or len(recvs) > 1:
-                raise _fail(schedule, rank, step, "this transfer is posted more than once")
-            raise _fail(schedule, rank, step, "has no matching " + ("RECV" if sends else "SEND"))
+            (sends if is_send(op.kind) else recvs)[transfer_key(op)] = (rank, step)
+    for mine, theirs, missing in ((sends, recvs, "RECV"), (recvs, sends, "SEND")):
+        for key, (rank, step) in mine.items():
+            if key not in theirs:
+                raise _fail(schedule, rank, step, f"has no matching {missing}")
 
 
 def _check_deadlock(schedule: Schedule, comm: str) -> None:
@@ -128,18 +166,18 @@ def _check_deadlock(schedule: Schedule, comm: str) -> None:
         raise _fail(schedule, rank, step, f"deadlock under {comm} communication: {waits}") from None
 
 
-def validate(schedule: Schedule, comm: str = "async") -> Schedule:
-    """Raise ScheduleError if ``schedule`` breaks a rule; return the lowered schedule."""
+def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) -> Schedule:
+    """Raise ScheduleError if ``schedule`` breaks a rule; return the schedule lowered for
+    ``comm`` (with a REDUCE_GRAD per stage when ``reduce_grad``), which is what to run."""
     if comm not in COMMS:
         raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
     given_comms = schedule.has_comms
     _check_ops(schedule, lowered=given_comms)
     if given_comms:
         _check_pairs(schedule)
-    lowered = schedule.with_comms()
+    lowered = schedule.with_comms(comm=comm)
     # Our own lowering pairs every transfer and keeps inputs ahead of their use by
-    # construction, and its blocking dry run already proved it deadlock-free under both
-    # semantics (async waits on a subset of what blocking waits on).
+    # construction; for blocking, its repair run already proved the list deadlock-free.
     if not lowered.__dict__.get("_deadlock_free"):
         _check_deadlock(lowered, comm)
-    return lowered
+    return lowered.with_comms(reduce_grad=True, comm=comm) if reduce_grad else lowered

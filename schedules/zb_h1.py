@@ -6,7 +6,7 @@ Each rank keeps 1F1B's order of F and I and defers its W passes: rank r lags its
 by r microbatches, which fills the cool-down, where upstream ranks would otherwise
 idle, with the r weight-gradients it held back (the last rank ends on p W passes).
 
-Uniform costs, free communication, m >= p:
+Free communication, m >= p and t_w <= min(t_f, t_i) (so a W never overfills a gap):
 makespan m(t_f + t_b) + (p - 1)(t_f + t_i - t_w); with t_f = t_i = t_w that is 3m + p - 1
 time units and bubble fraction (p - 1) / (3m + p - 1), a third of 1F1B's bubble time.
 Full activations in flight are 1F1B's (rank r: min(m, p - r)); rank r also keeps the

@@ -1,0 +1,112 @@
+"""The op record: torch's action syntax both ways, and the errors for what it cannot hold."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schedules import Op, OpKind, Schedule, ScheduleError
+from schedules.ir import peer_stage, transfer_key
+
+PER_MB = [kind for kind in OpKind if kind is not OpKind.REDUCE_GRAD]
+
+
+@st.composite
+def ops(draw) -> Op:
+    kind = draw(st.sampled_from(list(OpKind)))
+    stage = draw(st.integers(0, 10_000))
+    mb = None if kind is OpKind.REDUCE_GRAD else draw(st.integers(0, 10_000))
+    return Op(kind, stage, mb)
+
+
+@given(ops())
+def test_str_parse_round_trip(op: Op) -> None:
+    assert Op.parse(str(op)) == op
+
+
+@given(ops())
+def test_str_is_torch_syntax(op: Op) -> None:
+    mb = "" if op.mb is None else str(op.mb)
+    assert str(op) == f"{op.stage}{op.kind.value}{mb}"
+
+
+@pytest.mark.parametrize("text, op", [
+    ("2F0", Op(OpKind.F, 2, 0)),
+    ("0B3", Op(OpKind.B, 0, 3)),
+    ("1I2", Op(OpKind.I, 1, 2)),
+    ("1W2", Op(OpKind.W, 1, 2)),
+    ("2SEND_F0", Op(OpKind.SEND_F, 2, 0)),
+    ("3RECV_B1", Op(OpKind.RECV_B, 3, 1)),
+    ("12SEND_B34", Op(OpKind.SEND_B, 12, 34)),
+    ("0REDUCE_GRAD", Op(OpKind.REDUCE_GRAD, 0)),
+    (" 4RECV_F7 ", Op(OpKind.RECV_F, 4, 7)),
+])
+def test_parse_examples(text: str, op: Op) -> None:
+    assert Op.parse(text) == op
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0UNSHARD", ["UNSHARD", "not part of this IR"]),
+    ("3RESHARD", ["RESHARD", "not part of this IR"]),
+    ("1OVERLAP_F_B", ["OVERLAP_F_B", "not part of this IR"]),
+    ("hello", ["cannot parse", "'hello'"]),
+    ("F0", ["cannot parse"]),
+    ("0X1", ["cannot parse"]),
+    ("-1F0", ["cannot parse"]),
+    ("0F", ["needs a microbatch"]),
+    ("0SEND_F", ["needs a microbatch"]),
+    ("0REDUCE_GRAD1", ["takes no microbatch"]),
+    ("", ["cannot parse"]),
+])
+def test_parse_errors(text: str, words: list[str]) -> None:
+    with pytest.raises(ScheduleError) as err:
+        Op.parse(text)
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_op_is_frozen_and_slotted() -> None:
+    op = Op(OpKind.F, 0, 0)
+    with pytest.raises(AttributeError):
+        op.stage = 1  # type: ignore[misc]
+    assert not hasattr(op, "__dict__")
+
+
+def test_kind_classes() -> None:
+    assert {k for k in OpKind if k.is_compute} == {OpKind.F, OpKind.B, OpKind.I, OpKind.W}
+    assert {k for k in OpKind if k.is_comm} == {OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B}
+    assert not OpKind.REDUCE_GRAD.is_compute and not OpKind.REDUCE_GRAD.is_comm
+
+
+@given(st.integers(1, 50), st.integers(0, 50))
+def test_transfer_key_names_one_transfer_from_both_sides(stage: int, mb: int) -> None:
+    # stage's output goes to stage + 1; stage's input gradient goes to stage - 1.
+    assert transfer_key(Op(OpKind.SEND_F, stage - 1, mb)) == transfer_key(Op(OpKind.RECV_F, stage, mb))
+    assert transfer_key(Op(OpKind.SEND_B, stage, mb)) == transfer_key(Op(OpKind.RECV_B, stage - 1, mb))
+    assert peer_stage(Op(OpKind.SEND_F, stage, mb)) == stage + 1
+    assert peer_stage(Op(OpKind.RECV_F, stage, mb)) == stage - 1
+    assert peer_stage(Op(OpKind.SEND_B, stage, mb)) == stage - 1
+    assert peer_stage(Op(OpKind.RECV_B, stage, mb)) == stage + 1
+    with pytest.raises(ValueError):
+        transfer_key(Op(OpKind.F, stage, mb))
+
+
+def test_schedule_checks_its_shape() -> None:
+    with pytest.raises(ScheduleError, match="stage_to_rank has 1 entries for 2 stages"):
+        Schedule("x", 2, 1, 2, (0,), ((), ()))
+    with pytest.raises(ScheduleError, match="ops has 1 rank lists for 2 ranks"):
+        Schedule("x", 2, 1, 2, (0, 1), ((),))
+    with pytest.raises(ScheduleError, match="outside 0..1"):
+        Schedule("x", 2, 1, 2, (0, 2), ((), ()))
+
+
+def test_schedule_accessors() -> None:
+    s = Schedule("x", 2, 1, 4, (0, 1, 1, 0), ([Op(OpKind.F, 0, 0)], []))
+    assert s.stages_of(0) == (0, 3) and s.stages_of(1) == (1, 2)
+    assert s.chunks == 2
+    assert s.num_ops() == 1
+    assert list(s) == [(0, Op(OpKind.F, 0, 0))]
+    assert isinstance(s.ops, tuple) and isinstance(s.ops[1], tuple)

@@ -1,0 +1,192 @@
+"""Every builder, property-based: valid under both semantics, each op once, transfers paired,
+and the unit-cost dry run equal to the closed forms of REFERENCE.md."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schedules
+from schedules import COMMS, OpKind, Schedule, ScheduleError, analytic
+from schedules.ir import is_send, transfer_key
+
+F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
+SPLIT = {"zb-h1", "zbv"}  # builders that split the backward into I and W
+
+
+@st.composite
+def configs(draw, names=None) -> tuple[str, int, int, int]:
+    """A valid (name, ranks, microbatches, chunks): ranks 1..8, microbatches 1..16, with
+    interleaved-1f1b's chunks 2..4 and microbatches a multiple of ranks."""
+    name = draw(st.sampled_from(names or schedules.names()))
+    ranks = draw(st.integers(1, 8))
+    if name == "interleaved-1f1b":
+        chunks = draw(st.integers(2, 4))
+        microbatches = ranks * draw(st.integers(1, max(1, 16 // ranks)))
+    else:
+        chunks = schedules.default_chunks(name)
+        microbatches = draw(st.integers(1, 16))
+    return name, ranks, microbatches, chunks
+
+
+def build(config: tuple[str, int, int, int]) -> Schedule:
+    name, ranks, microbatches, chunks = config
+    return schedules.build(name, ranks=ranks, microbatches=microbatches, chunks=chunks)
+
+
+@given(configs())
+def test_validates_under_both_semantics(config) -> None:
+    schedule = build(config)
+    for comm in COMMS:
+        lowered = schedules.validate(schedule, comm)
+        assert lowered.compute_only().ops == schedule.ops  # lowering only adds comm ops
+        assert schedules.dry_run(lowered, comm).makespan == 0.0  # untimed, but it finishes
+
+
+@given(configs())
+def test_each_forward_and_backward_exactly_once(config) -> None:
+    schedule = build(config)
+    name, m = config[0], schedule.num_microbatches
+    counts = Counter((op.kind, op.stage, op.mb) for _, op in schedule)
+    everything = {(s, mb) for s in range(schedule.num_stages) for mb in range(m)}
+    backward_kinds = (I, W) if name in SPLIT else (B,)
+    for kind in (F, *backward_kinds):
+        assert {(s, mb) for (k, s, mb), n in counts.items() if k is kind} == everything
+    assert set(counts.values()) == {1}
+    assert {k for k, _, _ in counts} == {F, *backward_kinds}
+    for rank, op in schedule:
+        assert schedule.stage_to_rank[op.stage] == rank
+
+
+@given(configs())
+def test_sends_and_receives_pair_up(config) -> None:
+    schedule = build(config)
+    lowered = schedule.with_comms()
+    sends = Counter(transfer_key(op) for _, op in lowered if is_send(op.kind))
+    recvs = Counter(transfer_key(op) for _, op in lowered if op.kind.is_comm and not is_send(op.kind))
+    where, last = schedule.stage_to_rank, schedule.num_stages - 1
+    # Exactly the transfers between stages on different ranks, each sent once, received once.
+    expected = {("F", s, mb) for s in range(last) if where[s] != where[s + 1] for mb in range(schedule.num_microbatches)}
+    expected |= {("B", s + 1, mb) for _, s, mb in expected}
+    assert set(sends) == set(recvs) == expected
+    assert set(sends.values()) <= {1} and set(recvs.values()) <= {1}
+
+
+@given(configs())
+def test_sends_right_after_their_producer(config) -> None:
+    # RECVs may move up (the blocking repair posts them early), sends never move.
+    lowered = build(config).with_comms()
+    for rank_ops in lowered.ops:
+        for i, op in enumerate(rank_ops):
+            if is_send(op.kind):
+                producer = next(o for o in reversed(rank_ops[:i]) if not o.kind.is_comm)
+                assert (producer.stage, producer.mb) == (op.stage, op.mb)
+                assert producer.kind in ((F,) if op.kind is OpKind.SEND_F else (B, I))
+
+
+def _unit(t: float) -> dict[OpKind, float]:
+    return {F: t, I: t, W: t}
+
+
+@given(configs(names=["naive", "gpipe", "1f1b", "interleaved-1f1b"]), st.sampled_from([(1, 1, 1), (1, 2, 3), (3, 1, 1)]))
+def test_dry_run_makespan_equals_closed_form(config, costs) -> None:
+    name, p, m, v = config
+    t_f, t_i, t_w = costs
+    t_b = t_i + t_w
+    expected = {
+        "naive": m * p * (t_f + t_b),
+        "gpipe": (m + p - 1) * (t_f + t_b),
+        "1f1b": (m + p - 1) * (t_f + t_b),  # m < p included
+        "interleaved-1f1b": (m * v + p - 1) * (t_f + t_b),  # per-chunk costs
+    }[name]
+    lowered = schedules.validate(build(config), "async")
+    assert schedules.dry_run(lowered, "async", {F: t_f, I: t_i, W: t_w}).makespan == expected
+    assert analytic.makespan(name, p, m, v, t_f, t_i, t_w) == expected
+
+
+@given(configs(names=["naive", "gpipe", "1f1b"]))
+def test_blocking_keeps_the_closed_form_of_single_chunk_schedules(config) -> None:
+    # Batched sends and receives meet in the same step for these: rendezvous costs nothing.
+    name, p, m, v = config
+    lowered = schedules.validate(build(config), "blocking")
+    assert schedules.dry_run(lowered, "blocking", _unit(1)).makespan == analytic.makespan(name, p, m, v)
+
+
+@given(configs())
+def test_blocking_is_never_faster_than_async(config) -> None:
+    schedule = build(config)
+    spans = {c: schedules.dry_run(schedules.validate(schedule, c), c, {F: 1, I: 2, W: 1}).makespan for c in COMMS}
+    assert spans["blocking"] >= spans["async"]
+
+
+@given(configs(names=["zb-h1"]), st.sampled_from([1, 2]))
+def test_zb_h1_makespan(config, t) -> None:
+    _, p, m, _ = config
+    lowered = schedules.validate(build(config), "async")
+    span = schedules.dry_run(lowered, "async", _unit(t)).makespan
+    if m >= p:
+        assert span == t * (3 * m + p - 1)
+        assert analytic.bubble_fraction("zb-h1", p, m, t_f=t, t_i=t, t_w=t) == pytest.approx((p - 1) / (3 * m + p - 1))
+    else:  # no closed form; never worse than 1F1B's
+        assert span <= t * 3 * (m + p - 1)
+
+
+def test_zb_h1_example_with_cost_two() -> None:
+    # p = 4, m = 8, t_f = t_i = t_w = 2: 2 * (3 * 8 + 4 - 1) = 54
+    lowered = schedules.validate(schedules.build("zb-h1", ranks=4, microbatches=8), "async")
+    assert schedules.dry_run(lowered, "async", _unit(2)).makespan == 54
+
+
+@given(configs(), st.sampled_from(COMMS))
+def test_reduce_grad_once_per_stage_after_its_last_backward(config, comm) -> None:
+    schedule = build(config)
+    lowered = schedule.with_comms(reduce_grad=True, comm=comm)
+    assert lowered.compute_only().ops == schedule.ops
+    assert lowered.with_comms().ops == lowered.ops  # already lowered: kept as given
+    for rank, rank_ops in enumerate(lowered.ops):
+        where = {op.stage: i for i, op in enumerate(rank_ops) if op.kind is OpKind.REDUCE_GRAD}
+        assert sorted(where) == list(schedule.stages_of(rank))
+        for stage, at in where.items():
+            last = max(i for i, op in enumerate(rank_ops) if op.stage == stage and op.kind in (B, W))
+            assert at > last
+            assert all(is_send(op.kind) or op.kind is OpKind.REDUCE_GRAD for op in rank_ops[last + 1:at])
+    assert schedules.validate(lowered, comm).ops == lowered.ops
+
+
+@pytest.mark.parametrize("name", schedules.names())
+def test_builders_are_pure(name: str) -> None:
+    chunks = 2 if name == "interleaved-1f1b" else None
+    assert build((name, 4, 8, chunks)).ops == build((name, 4, 8, chunks)).ops
+
+
+@pytest.mark.parametrize("name, ranks, microbatches, chunks, message", [
+    ("nope", 2, 2, None, "unknown schedule 'nope'"),
+    ("1f1b", 0, 2, None, "ranks must be a whole number >= 1"),
+    ("1f1b", 2, 0, None, "microbatches must be a whole number >= 1"),
+    ("1f1b", 2, 2, 2, "1f1b: chunks must be 1"),
+    ("zbv", 2, 2, 3, "zbv: chunks must be 2"),
+    ("interleaved-1f1b", 2, 2, 1, "chunks (model stages per rank) must be >= 2"),
+    ("interleaved-1f1b", 4, 6, 2, "microbatches (6) must be divisible by ranks (4)"),
+])
+def test_build_rejects_bad_arguments(name, ranks, microbatches, chunks, message) -> None:
+    with pytest.raises(ScheduleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        schedules.build(name, ranks=ranks, microbatches=microbatches, chunks=chunks)
+
+
+@given(st.integers(1, 8), st.integers(1, 16), st.integers(2, 4))
+@settings(max_examples=30)
+def test_interleaved_constraint(ranks, microbatches, chunks) -> None:
+    if microbatches % ranks:
+        with pytest.raises(ScheduleError, match="divisible by ranks"):
+            schedules.build("interleaved-1f1b", ranks=ranks, microbatches=microbatches, chunks=chunks)
+    else:
+        schedules.build("interleaved-1f1b", ranks=ranks, microbatches=microbatches, chunks=chunks)
+
+
+def test_names_and_default_chunks() -> None:
+    assert schedules.names() == ["naive", "gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv"]
+    assert {n: schedules.default_chunks(n) for n in schedules.names()} == {
+        "naive": 1, "gpipe": 1, "1f1b": 1, "interleaved-1f1b": 2, "zb-h1": 1, "zbv": 2}
