@@ -1,5 +1,34 @@
-"""SimPy discrete-event simulator of pipeline schedules (see issue: Simulator)."""
+"""SimPy discrete-event simulator of pipeline schedules: step time, bubbles, memory, timelines.
 
-from .trace import STREAMS, TRACE_COLUMNS, check_trace, stream_of
+    >>> import schedules, simulator
+    >>> result = simulator.simulate(schedules.build("1f1b", ranks=4, microbatches=8))
+    >>> round(result.bubble_fraction, 4)   # (p - 1) / (m + p - 1)
+    0.2727
 
-__all__ = ["TRACE_COLUMNS", "STREAMS", "check_trace", "stream_of"]
+The simulator and the executor are two interpreters of the same lowered op lists
+(:mod:`schedules`), and write traces in the one schema of :mod:`simulator.trace`.
+"""
+
+from .costs import Costs
+from .memory import PeakMemory, memory_timeline, peak_memory
+from .result import SimResult, simulate
+from .trace import STREAMS, TRACE_COLUMNS, bubble_of, check_trace, empty_trace, makespan_of, stream_of, transfers
+
+__all__ = [
+    "simulate", "SimResult", "Costs", "PeakMemory", "memory_timeline", "peak_memory",
+    "plot_gantt", "plot_compare", "to_chrome_trace",
+    "TRACE_COLUMNS", "STREAMS", "check_trace", "empty_trace", "stream_of", "makespan_of", "bubble_of", "transfers",
+]
+
+
+def __getattr__(name: str):
+    # Plotting pulls in matplotlib (about a second): load it only when asked for.
+    if name in ("plot_gantt", "plot_compare"):
+        from . import gantt
+
+        return getattr(gantt, name)
+    if name == "to_chrome_trace":
+        from .chrome import to_chrome_trace
+
+        return to_chrome_trace
+    raise AttributeError(f"module 'simulator' has no attribute {name!r}")

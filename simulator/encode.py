@@ -1,0 +1,95 @@
+"""Lowered op lists turned into flat int/float columns once, so the SimPy loop stays cheap.
+
+Everything an op needs is a function of (kind, stage) plus its microbatch: its dispatch
+code, its cost (compute time, the SEND's time on its link, or the REDUCE_GRAD's ring
+time), the rank a SEND goes to, and the number naming its transfer,
+``key = (direction * stages + source stage) * m + mb`` (the dry run's numbering), the
+same on the SEND and on the RECV side. So one small (kind x stage) table per column is
+built from the costs, and the ops are only read once for (kind, stage, mb).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from schedules import OpKind, Schedule
+
+from .costs import Costs
+
+__all__ = ["Encoded", "encode", "COMPUTE", "SEND", "RECV", "REDUCE", "KINDS"]
+
+COMPUTE, SEND, RECV, REDUCE = 0, 1, 2, 3
+KINDS = list(OpKind)  # row order of the tables; trace kinds are KINDS[kind]
+_ROW = {k: i for i, k in enumerate(KINDS)}
+_CODE = {OpKind.F: COMPUTE, OpKind.B: COMPUTE, OpKind.I: COMPUTE, OpKind.W: COMPUTE,
+         OpKind.SEND_F: SEND, OpKind.SEND_B: SEND, OpKind.RECV_F: RECV, OpKind.RECV_B: RECV,
+         OpKind.REDUCE_GRAD: REDUCE}
+
+
+@dataclass
+class Encoded:
+    """Flat columns over all ranks (``kind``, ``stage``, ``mb``, ``rank``) and, per rank, the
+    Python lists the rank process indexes (``code``, ``key``, ``cost``, ``dest``)."""
+
+    kind: np.ndarray
+    stage: np.ndarray
+    mb: np.ndarray
+    rank: np.ndarray
+    code: list[list[int]]
+    key: list[list[int]]
+    cost: list[list[float]]
+    dest: list[list[int]]
+    free: bool  # no transfer takes time: no link processes needed
+
+
+def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cost, dest, key base) indexed [kind row, stage]; key = base + mb."""
+    stages, m = schedule.num_stages, max(schedule.num_microbatches, 1)
+    where, span = schedule.stage_to_rank, stages * m
+    cost = np.zeros((len(KINDS), stages))
+    dest = np.full((len(KINDS), stages), -1, dtype=np.int64)
+    base = np.full((len(KINDS), stages), -1, dtype=np.int64)
+    t_f, t_i, t_w = (np.asarray(costs.per_stage(n, stages)) for n in ("t_f", "t_i", "t_w"))
+    cost[_ROW[OpKind.F]], cost[_ROW[OpKind.I]], cost[_ROW[OpKind.W]] = t_f, t_i, t_w
+    cost[_ROW[OpKind.B]] = t_i + t_w
+    cost[_ROW[OpKind.REDUCE_GRAD]] = [costs.reduce_time(s, stages) for s in range(stages)]
+    size = costs.per_stage("act_bytes", stages)
+    for s in range(stages - 1):  # boundary s -> s + 1
+        base[_ROW[OpKind.SEND_F], s] = base[_ROW[OpKind.RECV_F], s + 1] = s * m
+        base[_ROW[OpKind.SEND_B], s + 1] = base[_ROW[OpKind.RECV_B], s] = span + (s + 1) * m
+        a, b = where[s], where[s + 1]
+        if a == b:
+            continue  # handed over locally: no SEND on this boundary
+        dest[_ROW[OpKind.SEND_F], s], dest[_ROW[OpKind.SEND_B], s + 1] = b, a
+        cost[_ROW[OpKind.SEND_F], s] = _transfer(costs, a, b, size[s])
+        cost[_ROW[OpKind.SEND_B], s + 1] = _transfer(costs, b, a, size[s])
+    return cost, dest, base
+
+
+def _transfer(costs: Costs, src: int, dst: int, nbytes: float) -> float:
+    """latency + bytes / bandwidth on the directed link src -> dst."""
+    return costs.link("latency", src, dst) + (nbytes / costs.link("bandwidth", src, dst) if nbytes else 0.0)
+
+
+def encode(schedule: Schedule, costs: Costs) -> Encoded:
+    ops = [op for rank_ops in schedule.ops for op in rank_ops]
+    kind = np.array([_ROW[op.kind] for op in ops], dtype=np.int64)
+    stage = np.array([op.stage for op in ops], dtype=np.int64)
+    mb = np.array([-1 if op.mb is None else op.mb for op in ops], dtype=np.int64)
+    counts = [len(rank_ops) for rank_ops in schedule.ops]
+    rank = np.repeat(np.arange(schedule.num_ranks), counts)
+    cost_t, dest_t, base_t = _tables(schedule, costs)
+    code = np.array([_CODE[k] for k in KINDS])[kind]
+    base = base_t[kind, stage]
+    key = np.where(base >= 0, base + mb, -1)
+    cost, dest = cost_t[kind, stage], dest_t[kind, stage]
+    bounds = np.cumsum([0] + counts)
+
+    def per_rank(column: np.ndarray) -> list[list]:
+        flat = column.tolist()
+        return [flat[bounds[r]:bounds[r + 1]] for r in range(schedule.num_ranks)]
+
+    free = not bool((cost[code == SEND] > 0).any())
+    return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest), free)

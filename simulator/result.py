@@ -1,0 +1,133 @@
+"""``simulate(schedule, costs, comm)``: validate, lower, run the SimPy model, summarise.
+
+Bubble fraction is this project's definition (see REFERENCE.md): the share of rank-time
+not spent computing, 1 - sum of busy compute / (ranks * makespan). The optimizer step,
+when it costs time, counts as busy: it is work, not a pipeline bubble.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import chain
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import schedules
+from schedules import Schedule
+
+from .costs import Costs
+from .memory import PeakMemory, peak_memory
+from .encode import KINDS
+from .model import Model
+from .trace import TRACE_COLUMNS, makespan_of, stream_of
+
+__all__ = ["simulate", "SimResult"]
+
+_KINDS = np.array([k.value for k in KINDS], dtype=object)
+_STREAMS = np.array([stream_of(k.value) for k in KINDS], dtype=object)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What one simulated step costs."""
+
+    schedule: Schedule
+    """The lowered schedule that ran."""
+    comm: str
+    costs: Costs
+    trace: pd.DataFrame
+    """One row per op execution in the shared schema (:mod:`simulator.trace`)."""
+    makespan: float
+    """Step time: from 0 until the last rank finished its optimizer step."""
+    busy: tuple[float, ...]
+    """Compute seconds per rank (F, B, I, W and the optimizer step)."""
+    peak_memory: tuple[PeakMemory, ...]
+    """Per rank: highest activation bytes and microbatch-stages in flight (see :mod:`simulator.memory`)."""
+    wall_time: float
+    """Seconds the simulation itself took (model and trace, not validation)."""
+
+    @property
+    def ranks(self) -> int:
+        return self.schedule.num_ranks
+
+    @property
+    def events(self) -> int:
+        """Op executions simulated (rows of the trace)."""
+        return len(self.trace)
+
+    @property
+    def bubble_fraction(self) -> float:
+        if self.makespan == 0:
+            return 0.0
+        return 1.0 - sum(self.busy) / (self.ranks * self.makespan)
+
+    @property
+    def bubble_per_rank(self) -> tuple[float, ...]:
+        return tuple(1.0 - b / self.makespan if self.makespan else 0.0 for b in self.busy)
+
+    @property
+    def per_rank(self) -> pd.DataFrame:
+        """rank, busy (seconds), bubble_fraction, peak_memory_bytes, peak_inflight."""
+        return pd.DataFrame({
+            "rank": range(self.ranks),
+            "busy": self.busy,
+            "bubble_fraction": self.bubble_per_rank,
+            "peak_memory_bytes": [p.bytes for p in self.peak_memory],
+            "peak_inflight": [p.inflight for p in self.peak_memory],
+        })
+
+    def summary(self) -> dict:
+        """The CLI's --json object."""
+        s = self.schedule
+        return {
+            "schedule": s.name, "ranks": s.num_ranks, "microbatches": s.num_microbatches,
+            "chunks": s.chunks, "comm": self.comm, "makespan": self.makespan,
+            "bubble_fraction": self.bubble_fraction, "per_rank": self.per_rank.to_dict("records"),
+        }
+
+
+def simulate(schedule: Schedule, costs: Costs | None = None, comm: str = "async") -> SimResult:
+    """Validate ``schedule`` (raising :class:`schedules.ScheduleError`), then simulate one step.
+
+    With ``costs.dp > 1`` the schedule is lowered with a REDUCE_GRAD per stage.
+    """
+    costs = Costs() if costs is None else costs
+    lowered = schedules.validate(schedule, comm, reduce_grad=costs.dp > 1)
+    for name in ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory"):
+        costs.per_stage(name, lowered.num_stages)  # wrong lengths fail here, before the run
+    began = time.perf_counter()
+    model = Model(lowered, costs, comm)
+    model.run()
+    trace = _trace(lowered, model)
+    makespan = makespan_of(trace)
+    busy = _busy(trace, lowered.num_ranks)
+    peaks = peak_memory(trace, lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
+    trace.attrs.update(schedule=lowered.name, ranks=lowered.num_ranks,
+                       microbatches=lowered.num_microbatches, chunks=lowered.chunks, comm=comm)
+    return SimResult(lowered, comm, costs, trace, makespan, busy, peaks, time.perf_counter() - began)
+
+
+def _trace(lowered: Schedule, model: Model) -> pd.DataFrame:
+    ops = model.ops
+    trace = pd.DataFrame({
+        "rank": ops.rank, "stage": ops.stage, "mb": ops.mb,
+        "kind": _KINDS[ops.kind], "stream": _STREAMS[ops.kind],
+        "start": np.array(list(chain.from_iterable(model.start)), dtype=float),
+        "end": np.array(list(chain.from_iterable(model.end)), dtype=float),
+    }, columns=TRACE_COLUMNS)
+    step = model.costs.optimizer_time
+    if not step:
+        return trace
+    ranks = lowered.num_ranks
+    optimizer = pd.DataFrame({"rank": range(ranks), "stage": -1, "mb": -1, "kind": "OPTIMIZER",
+                              "stream": "compute", "start": [f - step for f in model.finish], "end": model.finish})
+    return pd.concat([trace, optimizer], ignore_index=True)
+
+
+def _busy(trace: pd.DataFrame, ranks: int) -> tuple[float, ...]:
+    compute = trace[trace["stream"].to_numpy() == "compute"]
+    spent = np.bincount(compute["rank"].to_numpy(), weights=(compute["end"] - compute["start"]).to_numpy(),
+                        minlength=ranks)
+    return tuple(float(b) for b in spent)

@@ -1,0 +1,127 @@
+"""Costs: validation of bad values, and calibration from a trace (round trip through the simulator)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+import schedules
+import simulator
+from simulator import Costs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"t_f": -1.0}, "Costs.t_f must be >= 0"),
+    ({"t_i": math.nan}, "Costs.t_i must be >= 0"),
+    ({"t_w": math.inf}, "Costs.t_w must be finite"),
+    ({"t_f": [1.0, -2.0]}, "Costs.t_f must be >= 0"),
+    ({"t_f": []}, "Costs.t_f is an empty list"),
+    ({"t_f": "fast"}, "Costs.t_f must be a number"),
+    ({"bandwidth": 0.0}, "Costs.bandwidth must be > 0"),
+    ({"bandwidth": {(0, 1): 0}}, "Costs.bandwidth must be > 0"),
+    ({"latency": {"0-1": 1e-3}}, "keys must be .src_rank, dst_rank. pairs"),
+    ({"latency": -1e-6}, "Costs.latency must be >= 0"),
+    ({"dp": 0}, "Costs.dp must be a whole number >= 1"),
+    ({"w_memory_fraction": 1.5}, "within .0, 1."),
+    ({"optimizer_time": math.nan}, "Costs.optimizer_time"),
+])
+def test_bad_values_fail_in_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=message) as err:
+        Costs(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"t_f": [1.0, 1.0, 1.0]}, r"Costs.t_f has 3 values; expected one per stage \(num_stages = 4\)"),
+    ({"act_bytes": [1.0] * 4}, r"Costs.act_bytes has 4 values; expected one per stage boundary"),
+    ({"act_memory": [1.0] * 5}, "Costs.act_memory has 5 values"),
+])
+def test_wrong_lengths_fail_before_the_run(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        simulator.simulate(schedules.build("1f1b", ranks=4, microbatches=4), Costs(**kwargs))
+
+
+def test_costs_are_frozen_and_lists_become_tuples():
+    costs = Costs(t_f=[1.0, 2.0])
+    assert costs.t_f == (1.0, 2.0)
+    with pytest.raises(AttributeError):
+        costs.t_f = 3.0  # type: ignore[misc]
+
+
+def test_ring_defaults_to_the_slowest_link():
+    costs = Costs(bandwidth={(0, 1): 1e9, (1, 2): 1e8}, latency={(0, 1): 1e-6, (1, 2): 1e-5})
+    assert costs.ring() == (1e8, 1e-5)
+    assert costs.link("bandwidth", 2, 1) == 1e8  # one direction given: applies both ways
+
+
+TRUE = Costs(t_f=[1.0, 2.0, 1.5], t_i=[0.5, 1.0, 0.75], t_w=[0.25, 0.5, 0.5],
+             act_bytes=[1e6, 4e6], latency=2e-3, bandwidth=1e9, optimizer_time=0.3)
+
+
+def _measured(name: str, comm: str = "async") -> pd.DataFrame:
+    schedule = schedules.build(name, ranks=3, microbatches=6)
+    return simulator.simulate(schedule, TRUE, comm).trace
+
+
+def test_from_trace_recovers_split_backward_costs():
+    costs = Costs.from_trace(_measured("zb-h1"), act_bytes=TRUE.act_bytes)
+    assert costs.t_f == pytest.approx(TRUE.t_f)
+    assert costs.t_i == pytest.approx(TRUE.t_i)
+    assert costs.t_w == pytest.approx(TRUE.t_w)
+    assert costs.latency == pytest.approx(TRUE.latency, rel=1e-6)
+    assert costs.bandwidth == pytest.approx(TRUE.bandwidth, rel=1e-6)
+    assert costs.optimizer_time == pytest.approx(0.3)
+
+
+def test_from_trace_splits_a_full_backward_half_and_half():
+    costs = Costs.from_trace(_measured("1f1b"))
+    t_b = [i + w for i, w in zip(TRUE.t_i, TRUE.t_w)]
+    assert costs.t_i == pytest.approx([b / 2 for b in t_b])
+    assert [i + w for i, w in zip(costs.t_i, costs.t_w)] == pytest.approx(t_b)
+
+
+def test_from_trace_splits_b_by_the_measured_ratio_when_some_stage_was_split():
+    trace = _measured("zb-h1")
+    stage2 = trace[(trace["stage"] == 2) & trace["kind"].isin(["I", "W"])]
+    merged = stage2[stage2["kind"] == "I"].assign(kind="B", end=stage2[stage2["kind"] == "I"]["start"].to_numpy()
+                                                  + 1.25)
+    trace = pd.concat([trace.drop(stage2.index), merged], ignore_index=True)
+    costs = Costs.from_trace(trace)
+    ratio = 0.5 / 0.75  # stages 0 and 1: I / (I + W) = 2/3
+    assert costs.t_i[2] == pytest.approx(ratio * 1.25)
+    assert costs.t_w[2] == pytest.approx((1 - ratio) * 1.25)
+
+
+def test_from_trace_with_one_message_size_fits_latency_only():
+    costs = Costs.from_trace(_measured("1f1b"))  # no sizes given
+    assert costs.bandwidth == math.inf
+    assert costs.latency > 0
+    assert any("latency only" in note for note in costs.notes)
+
+
+@pytest.mark.parametrize("name", ["gpipe", "1f1b", "zb-h1"])
+def test_calibrated_costs_predict_the_measured_step(name):
+    trace = _measured(name)
+    costs = Costs.from_trace(trace, act_bytes=TRUE.act_bytes)
+    predicted = simulator.simulate(schedules.build(name, ranks=3, microbatches=6), costs)
+    assert predicted.makespan == pytest.approx(float(trace["end"].max()), rel=1e-9)
+
+
+def test_from_trace_rejects_a_trace_without_compute():
+    with pytest.raises(ValueError, match="no compute rows"):
+        Costs.from_trace(simulator.empty_trace())
+    with pytest.raises(ValueError, match="lacks column"):
+        Costs.from_trace(pd.DataFrame({"rank": [0]}))
+
+
+def test_from_trace_fits_the_data_parallel_ring():
+    """REDUCE_GRAD durations with three gradient sizes give back the ring's bandwidth and latency."""
+    true = Costs(dp=4, grad_bytes=[1e6, 3e6, 2e6], dp_bandwidth=5e8, dp_latency=1e-4)
+    schedule = schedules.build("1f1b", ranks=3, microbatches=3)
+    trace = simulator.simulate(schedule, true).trace
+    costs = Costs.from_trace(trace, dp=4, grad_bytes=true.grad_bytes)
+    assert costs.dp_bandwidth == pytest.approx(5e8, rel=1e-6)
+    assert costs.dp_latency == pytest.approx(1e-4, rel=1e-6)
+    assert simulator.simulate(schedule, costs).makespan == pytest.approx(float(trace["end"].max()))
