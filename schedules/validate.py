@@ -177,7 +177,7 @@ def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False)
         _check_pairs(schedule)
     lowered = schedule.with_comms(comm=comm)
     # Our own lowering pairs every transfer and keeps inputs ahead of their use by
-    # construction; for blocking, its repair run already proved the list deadlock-free.
+    # construction; for blocking, its planning run already proved the list deadlock-free.
     if not lowered.__dict__.get("_deadlock_free"):
         _check_deadlock(lowered, comm)
     return lowered.with_comms(reduce_grad=True, comm=comm) if reduce_grad else lowered

@@ -77,7 +77,7 @@ def test_sends_and_receives_pair_up(config) -> None:
 
 @given(configs())
 def test_sends_right_after_their_producer(config) -> None:
-    # RECVs may move up (the blocking repair posts them early), sends never move.
+    # The async list: each SEND right after its producer (blocking lists may post later).
     lowered = build(config).with_comms()
     for rank_ops in lowered.ops:
         for i, op in enumerate(rank_ops):
