@@ -24,7 +24,7 @@ from .costs import Costs
 from .result import SimResult, simulate
 from .trace import check_trace
 
-__all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "UsageError"]
+__all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "format_summary", "UsageError"]
 
 
 class UsageError(Exception):

@@ -164,6 +164,15 @@ class Costs:
         return 2 * (d - 1) / d * size / bw + 2 * (d - 1) * lat
 
     @classmethod
+    def model_share(cls, chunks: int = 1, **fields) -> Costs:
+        """Costs for comparing schedules on one model: a rank's share of the model costs
+        t_f, t_i, t_w and act_memory (default 1 each), split evenly over its ``chunks``
+        stages, so interleaved and V schedules are not charged v times the work."""
+        for name in ("t_f", "t_i", "t_w", "act_memory"):
+            fields[name] = fields.get(name, 1.0) / chunks
+        return cls(**fields)
+
+    @classmethod
     def from_trace(cls, trace: pd.DataFrame, act_bytes: PerStage | None = None, **overrides) -> Costs:
         """Calibrate from a measured trace (see :mod:`simulator.calibrate`)."""
         from .calibrate import costs_from_trace

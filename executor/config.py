@@ -1,0 +1,166 @@
+"""The executor's options: one frozen dataclass and the argparse CLI that fills it.
+
+Every flag name is part of the contract of the executor issue; defaults suit a laptop CPU.
+Parsing touches no MPI: all checks that can be made from the arguments alone happen on
+every rank before any communication (see :mod:`executor.setup`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+__all__ = ["RunConfig", "UsageError", "parse_args", "build_parser"]
+
+
+class UsageError(ValueError):
+    """Arguments that cannot work: the CLI prints the message as one line and exits 2."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One executor run. Times are milliseconds on the command line, seconds here."""
+
+    schedule: str = "1f1b"
+    """Built-in schedule name (ignored when ``schedule_file`` is given)."""
+    schedule_file: str | None = None
+    """torch-format CSV (compute_only or compute_comms) to run instead of a built-in."""
+    microbatches: int = 8
+    """m: microbatches per step per data-parallel replica."""
+    chunks: int | None = None
+    """Model stages per rank (v); None: the schedule's default."""
+    dp: int = 1
+    """Data-parallel degree D: world size = pipeline ranks x D."""
+    model: str = "mlp"
+    """mlp, transformer, or package.module:factory returning (model, inputs, targets, loss_fn)."""
+    layers: int = 8
+    """Layers of the built-in models."""
+    width: int = 512
+    """Hidden width (d_model for the transformer)."""
+    batch: int = 512
+    """Rows in the full batch (all replicas together); must divide by dp x microbatches."""
+    seq_len: int = 16
+    """Sequence length of the built-in transformer."""
+    heads: int = 4
+    """Attention heads of the built-in transformer."""
+    balance: tuple[int, ...] | None = None
+    """Layers per model stage; None: balanced by parameter count."""
+    steps: int = 5
+    """Timed steps."""
+    warmup: int = 2
+    """Untimed steps run first (allocator, caches, first-touch pages)."""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    dtype: str = "float32"
+    """float32, float64 or bfloat16."""
+    comm: str = "async"
+    """async or blocking: the two semantics of schedules.lowering."""
+    compute: str = "real"
+    """real, or sleep: timed sleeps instead of compute, activation-sized buffers still move."""
+    t_f: float = 0.010
+    """Sleep per forward (s) under compute=sleep."""
+    t_i: float = 0.005
+    """Sleep per backward-for-inputs (s); a full backward B sleeps t_i + t_w."""
+    t_w: float = 0.005
+    """Sleep per backward-for-weights (s)."""
+    out: str | None = None
+    """Output folder; None: out/run-<schedule>-p<P>-m<M>/."""
+    check: bool = False
+    """Compare loss and gradients of one step with a single-process run; exit 1 on mismatch."""
+    seed: int = 0
+    """Seed for model weights and data (identical on every rank)."""
+    threads: int | None = None
+    """torch threads per rank; None: cores of the node // ranks on the node, at least 1."""
+    lr: float = 1e-3
+    """SGD learning rate of the optimizer step that closes each step."""
+    predict: bool = True
+    """Calibrate the simulator from the trace and print predicted against measured."""
+    fail_rank: int | None = None
+    """Testing aid: this world rank raises an exception halfway through the first step."""
+
+    @property
+    def schedule_label(self) -> str:
+        return Path(self.schedule_file).stem if self.schedule_file else self.schedule
+
+    def out_dir(self, ranks: int) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("out") / f"run-{self.schedule_label}-p{ranks}-m{self.microbatches}"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _millis(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a time >= 0 ms, got {text}")
+    return value / 1000.0
+
+
+def _balance(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer counts like 3,2,3, got {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"every stage needs at least one layer, got {text!r}")
+    return sizes
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, without argparse's usage block
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = _Parser(prog="python -m executor", description="Run a pipeline schedule for real under mpiexec.")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--schedule", default=d.schedule, help="built-in schedule name (default %(default)s)")
+    what.add_argument("--schedule-file", help="torch-format CSV schedule to run")
+    p.add_argument("--microbatches", type=_positive, default=d.microbatches, help="microbatches per step (default %(default)s)")
+    p.add_argument("--chunks", type=_positive, help="model stages per rank (default: the schedule's)")
+    p.add_argument("--dp", type=_positive, default=d.dp, help="data-parallel replicas; world = pipeline ranks x dp")
+    p.add_argument("--model", default=d.model, help="mlp, transformer or package.module:factory")
+    p.add_argument("--layers", type=_positive, default=d.layers, help="layers of the built-in model")
+    p.add_argument("--width", type=_positive, default=d.width, help="hidden width / d_model")
+    p.add_argument("--batch", type=_positive, default=d.batch, help="rows of the full batch")
+    p.add_argument("--seq-len", type=_positive, default=d.seq_len, help="transformer sequence length")
+    p.add_argument("--heads", type=_positive, default=d.heads, help="transformer attention heads")
+    p.add_argument("--balance", type=_balance, help="layers per model stage, e.g. 3,2,3 (default: by parameter count)")
+    p.add_argument("--steps", type=_positive, default=d.steps, help="timed steps")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps before them")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
+    p.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default=d.dtype)
+    p.add_argument("--comm", choices=("async", "blocking"), default=d.comm, help="communication semantics")
+    p.add_argument("--compute", choices=("real", "sleep"), default=d.compute, help="sleep: timed sleeps, real transfers")
+    p.add_argument("--t-f", type=_millis, default=d.t_f, help="sleep per forward, ms (compute=sleep)")
+    p.add_argument("--t-i", type=_millis, default=d.t_i, help="sleep per input-backward, ms")
+    p.add_argument("--t-w", type=_millis, default=d.t_w, help="sleep per weight-backward, ms")
+    p.add_argument("--out", help="output folder (default out/run-<schedule>-p<P>-m<M>/)")
+    p.add_argument("--check", action="store_true", help="compare one step with a single-process run")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=_positive, help="torch threads per rank (default: cores // ranks on the node)")
+    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
+    p.add_argument("--no-predict", dest="predict", action="store_false", help="skip the simulator comparison")
+    p.add_argument("--fail-rank", type=int, help="testing aid: raise on this world rank mid-step (failure handling)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> RunConfig:
+    """Parse the command line into a RunConfig; raise UsageError on bad arguments."""
+    ns = build_parser().parse_args(argv)
+    if ns.warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {ns.warmup}")
+    cfg = RunConfig(**{k: v for k, v in vars(ns).items()})
+    if cfg.check and cfg.compute == "sleep":
+        raise UsageError("--check needs --compute real: sleeping stages compute no gradients")
+    if cfg.check:
+        cfg = replace(cfg, steps=1, warmup=0)  # the gradients of exactly one step are compared
+    return cfg

@@ -1,0 +1,166 @@
+"""``python -m executor.demo`` (what ``make demo`` runs): the whole project in one command.
+
+1. Every built-in schedule at p = 4, m = 8: its step x rank grid, the simulator's summary,
+   a Gantt PNG and a Perfetto trace under ``out/sim-<schedule>-p4-m8/``. Costs are those
+   of one model: a rank's share of one microbatch takes t_f = 1 forward and
+   t_b = t_i + t_w = 2 backward, so a schedule with v chunks per rank gets 1/v per chunk;
+   communication is free, so the bubble fractions match the closed forms of
+   :mod:`schedules.analytic`.
+2. The executor for real: 1F1B on 2 ranks with real compute, under the bundled mpiexec
+   (the one beside this Python); it prints its predicted-against-measured table and
+   writes ``out/run-1f1b-p2-m8/`` (trace.csv, trace.json, gantt.png, compare.png,
+   summary.json).
+3. The list of files written and how to open a trace.
+
+Exit status 0; 1 when a step fails (a line names it; an unexpected error in a step ends
+the demo with its traceback, also status 1); usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+import schedules
+import simulator
+from simulator.cli import format_summary
+from simulator.sweep import sweep
+
+__all__ = ["main", "launch", "simulate_all", "run_executor", "MPIEXEC"]
+
+P_SIM, M_SIM = 4, 8  # the gallery size: small enough to read every op in the grid
+P_RUN, M_RUN = 2, 8  # two ranks with real compute fit this 2-core machine
+RUN_TIMEOUT_S = 150
+MPIEXEC = Path(sys.executable).parent / "mpiexec"  # the MPICH wheel's, installed beside this Python
+RUN_FILES = ("trace.csv", "trace.json", "gantt.png", "compare.png", "summary.json")  # the executor's outputs
+
+
+class StepFailed(RuntimeError):
+    """A demo step did not complete; the message says which and why."""
+
+
+def _banner(text: str) -> None:
+    print(f"\n{'=' * 78}\n{text}\n{'=' * 78}", flush=True)
+
+
+def same_model_costs(name: str) -> simulator.Costs:
+    """Unit costs per rank share of the model: v chunks per rank get 1/v each."""
+    return simulator.Costs.model_share(schedules.default_chunks(name))
+
+
+def simulate_all(out: Path) -> list[Path]:
+    """Step 1: grid, summary, Gantt and Perfetto trace of each built-in schedule."""
+    print("Simulated schedules: a rank's share of one microbatch costs 1 time unit forward and 2 backward\n"
+          "(printed as seconds; v chunks per rank get 1/v each), communication is free, and memory counts\n"
+          "the activations of one microbatch on one rank share as 1 (printed as bytes).")
+    written = []
+    for name in schedules.names():
+        _banner(f"{name}: p = {P_SIM}, m = {M_SIM} (steps are positions in each rank's list, not time)")
+        schedule = schedules.build(name, ranks=P_SIM, microbatches=M_SIM)
+        print(schedule.grid())
+        result = simulator.simulate(schedule, same_model_costs(name))
+        print(format_summary(result))
+        folder = out / f"sim-{name}-p{P_SIM}-m{M_SIM}"
+        gantt, trace = folder / "gantt.png", folder / "trace.json"
+        simulator.plot_gantt(result.trace, gantt)
+        simulator.to_chrome_trace(result.trace, trace, result.costs.act_memory, result.costs.w_memory_fraction)
+        written += [gantt, trace]
+    _overview()
+    return written
+
+
+def _overview() -> None:
+    """All schedules side by side, from the simulator's own sweep table."""
+    table = pd.concat([sweep([name], [P_SIM], [M_SIM], ["async"], same_model_costs(name), progress=False)[0]
+                       for name in schedules.names()], ignore_index=True)
+    shown = {"schedule": "schedule", "chunks": "chunks", "makespan": "makespan", "bubble_fraction": "bubble",
+             "analytic_bubble_fraction": "analytic", "peak_memory_bytes": "peak activations"}
+    table = table[list(shown)].rename(columns=shown)
+    _banner(f"all schedules, p = {P_SIM}, m = {M_SIM} (bubble = share of rank-time idle; "
+            "activations in microbatch rank-shares)")
+    print(table.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
+
+
+def launch(ranks: int, args: Sequence[str], mpiexec: Path = MPIEXEC, timeout: float = RUN_TIMEOUT_S,
+           capture: bool = False) -> subprocess.CompletedProcess:
+    """Run ``mpiexec -n ranks python -m executor *args`` and wait for it.
+
+    On timeout mpiexec gets SIGTERM, which hydra passes on to every rank before it exits
+    (a SIGKILL would leave the ranks running), and TimeoutExpired is raised.
+    """
+    cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "executor", *args]
+    pipe = subprocess.PIPE if capture else None
+    with subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.communicate(timeout=30)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def run_executor(out: Path, mpiexec: Path) -> list[Path]:
+    """Step 2: the executor under mpiexec; its own output streams to this terminal."""
+    folder = out / f"run-1f1b-p{P_RUN}-m{M_RUN}"
+    args = ["--schedule", "1f1b", "--microbatches", str(M_RUN), "--compute", "real", "--out", str(folder)]
+    _banner(f"executor: {mpiexec.name} -n {P_RUN} python -m executor {' '.join(args[:-2])}")
+    if not mpiexec.exists():
+        raise StepFailed(f"executor: no mpiexec at {mpiexec} (install the project with `make install`)")
+    began = time.time()
+    try:
+        done = launch(P_RUN, args, mpiexec, RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"executor: no result after {RUN_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise StepFailed(f"executor: exited with status {done.returncode}")
+    written = sorted(p for p in folder.glob("*") if p.is_file() and p.stat().st_mtime >= began - 1)
+    missing = set(RUN_FILES) - {p.name for p in written}
+    if missing:
+        raise StepFailed(f"executor: {folder} lacks {', '.join(sorted(missing))}")
+    return written
+
+
+def _listing(written: list[Path]) -> None:
+    _banner("files written")
+    here = Path.cwd()
+    for path in written:
+        shown = path.relative_to(here) if path.is_relative_to(here) else path
+        print(f"  {shown}  ({path.stat().st_size / 1024:.0f} KiB)")
+    print("\nOpen a trace.json at https://ui.perfetto.dev (Open trace file, or drag it onto the page;\n"
+          "chrome://tracing loads it too): one process per rank with compute, send and recv tracks,\n"
+          "arrows from each send to its receive, and a counter of activation memory.\n"
+          "The PNGs open in any image viewer; compare.png sets the measured run over its prediction.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m executor.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out", help="folder for everything the demo writes (default %(default)s)")
+    ap.add_argument("--mpiexec", default=str(MPIEXEC),
+                    help="mpiexec to launch the executor with (default: the one beside this Python)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Path(args.out).resolve()
+    began = time.perf_counter()
+    try:
+        written = simulate_all(out)
+        written += run_executor(out, Path(args.mpiexec))
+    except StepFailed as err:
+        print(f"demo failed: {err}", file=sys.stderr)
+        return 1
+    _listing(written)
+    print(f"\ndemo done in {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The executor proper: one rank's lowered op list, run by a dispatch table and one loop.
+
+Like DeepSpeed's pipe engine, every op kind has one handler and the loop raises on a
+kind it does not know; unlike it, nothing here is specific to a schedule. Data moves
+between handlers through a mailbox keyed by ``schedules.ir.transfer_key``: F of stage s
+leaves its output under ('F', s, mb), which the F of stage s + 1 (same rank) or a
+SEND_F takes; a RECV_F puts what arrived under the same key. Gradients travel the same
+way under ('B', s, mb), the input gradient of stage s.
+
+Under blocking semantics the communication layer collects a run of comm ops into one
+batch; the loop settles it before the next non-communication op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from schedules import Op, OpKind
+from schedules.ir import transfer_key
+
+from .p2p import Links
+from .parallel import GradReducer
+from .timing import Recorder
+
+__all__ = ["Interpreter", "Microbatches", "InjectedFailure"]
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by --fail-rank to test that a failure ends the whole job."""
+
+
+@dataclass(frozen=True)
+class Microbatches:
+    """This replica's inputs (for the first stage) and targets (for the last), per microbatch."""
+
+    inputs: tuple[torch.Tensor, ...]
+    targets: tuple[torch.Tensor, ...]
+
+
+class Interpreter:
+    def __init__(self, ops: tuple[Op, ...], stages: dict, last_stage: int, data: Microbatches,
+                 links: Links, reducer: GradReducer | None, recorder: Recorder, fail_at: int | None = None):
+        self.ops, self.stages, self.last, self.data = ops, stages, last_stage, data
+        self.links, self.reducer, self.recorder = links, reducer, recorder
+        self.fail_at = fail_at  # index of the op before which to raise (testing aid)
+        self.mailbox: dict[tuple[str, int, int], torch.Tensor] = links.mailbox
+        self.handlers: dict[OpKind, Callable[[Op], None]] = {
+            OpKind.F: self._forward,
+            OpKind.B: self._backward,
+            OpKind.I: self._backward_input,
+            OpKind.W: self._backward_weight,
+            OpKind.SEND_F: self._send,
+            OpKind.SEND_B: self._send,
+            OpKind.RECV_F: self._recv,
+            OpKind.RECV_B: self._recv,
+            OpKind.REDUCE_GRAD: self._reduce,
+        }
+
+    def run_step(self) -> None:
+        """Run every op of this rank once; afterwards all transfers and reductions are done."""
+        rec = self.recorder
+        self.links.begin_step(self.ops)
+        for i, op in enumerate(self.ops):
+            handler = self.handlers.get(op.kind)
+            if handler is None:
+                raise RuntimeError(f"executor has no handler for op {op}")
+            if i == self.fail_at:
+                raise InjectedFailure(f"injected failure before op {i} ({op}), as asked by --fail-rank")
+            if not op.kind.is_comm:
+                self.links.settle()
+            if op.kind.is_compute:
+                start = rec.stamp()
+                handler(op)
+                rec.add_compute(op, start, rec.stamp())
+            else:
+                handler(op)
+        self.links.end_step()
+        if self.reducer is not None:
+            self.reducer.finish()
+        if self.mailbox:
+            raise RuntimeError(f"step ended with data nobody consumed: {sorted(self.mailbox)}")
+
+    def _forward(self, op: Op) -> None:
+        s, mb = op.stage, op.mb
+        x = self.data.inputs[mb] if s == 0 else self.mailbox.pop(("F", s - 1, mb))
+        target = self.data.targets[mb] if s == self.last else None
+        out = self.stages[s].forward(mb, x, target)
+        if s != self.last:
+            self.mailbox[("F", s, mb)] = out
+
+    def _output_grad(self, op: Op) -> torch.Tensor | None:
+        return None if op.stage == self.last else self.mailbox.pop(("B", op.stage + 1, op.mb))
+
+    def _hand_back(self, op: Op, grad: torch.Tensor | None) -> None:
+        if op.stage > 0:
+            self.mailbox[("B", op.stage, op.mb)] = grad
+
+    def _backward(self, op: Op) -> None:
+        self._hand_back(op, self.stages[op.stage].backward(op.mb, self._output_grad(op)))
+
+    def _backward_input(self, op: Op) -> None:
+        self._hand_back(op, self.stages[op.stage].backward_input(op.mb, self._output_grad(op)))
+
+    def _backward_weight(self, op: Op) -> None:
+        self.stages[op.stage].backward_weight(op.mb)
+
+    def _send(self, op: Op) -> None:
+        self.links.send(op, self.mailbox.pop(transfer_key(op)))
+
+    def _recv(self, op: Op) -> None:
+        self.links.recv(op)
+
+    def _reduce(self, op: Op) -> None:
+        if self.reducer is None:  # a schedule file may carry REDUCE_GRAD without --dp
+            return
+        self.reducer.reduce(op)

@@ -1,0 +1,94 @@
+"""Predicted against measured: calibrate the simulator from the measured trace, simulate
+the same lowered schedule, and set step time and bubble fraction side by side.
+
+Costs come from :meth:`simulator.Costs.from_trace` over every timed step (medians per
+stage and op kind; link latency/bandwidth fitted from the matched transfers), with the
+message sizes the executor knows from the model. The analytic bubble is
+:mod:`schedules.analytic` at the stage-mean t_f, t_i, t_w (None where it has no closed
+form, e.g. zb-h1 with unequal costs, or a schedule read from a file).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import schedules
+import simulator
+from schedules import Schedule
+from simulator.trace import bubble_of
+
+from .setup import Plan
+
+__all__ = ["Comparison", "compare_run", "message_bytes", "measured"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    measured_step_time: float
+    predicted_step_time: float
+    error_pct: float
+    measured_bubble: float
+    predicted_bubble: float
+    analytic_bubble: float | None
+    costs: simulator.Costs
+    predicted: simulator.SimResult
+
+
+def message_bytes(plan: Plan) -> tuple[list[float], list[float]]:
+    """Bytes crossing each stage boundary per microbatch, and gradient bytes per stage."""
+    act = [math.prod(shape) * dtype.itemsize for shape, dtype in plan.boundary[:-1]]
+    grads = []
+    for start, stop in plan.bounds:
+        params = [p for layer in plan.workload.layers[start:stop] for p in layer.parameters()]
+        grads.append(float(sum(p.numel() * p.element_size() for p in params)))
+    return [float(a) for a in act], grads
+
+
+def measured(trace: pd.DataFrame, ranks: int) -> tuple[list[float], list[float], int]:
+    """Step times and bubble fractions of each timed step, and the median step's index."""
+    steps = sorted(trace["step"].unique())
+    times = [float(trace.loc[trace["step"] == s, "end"].max()) for s in steps]
+    bubbles = [bubble_of(trace[trace["step"] == s], ranks) for s in steps]
+    order = sorted(range(len(steps)), key=times.__getitem__)
+    return times, bubbles, int(steps[order[len(order) // 2]])
+
+
+def _median(values: list[float]) -> float:
+    return float(pd.Series(values).median())
+
+
+def analytic_bubble(name: str, schedule: Schedule, costs: simulator.Costs) -> float | None:
+    """The closed form at the stage-mean costs, or None where there is none."""
+    s = schedule.num_stages
+    mean = [sum(costs.per_stage(k, s)) / s for k in ("t_f", "t_i", "t_w")]
+    try:
+        return schedules.analytic.bubble_fraction(name, schedule.num_ranks, schedule.num_microbatches,
+                                                  schedule.chunks, *mean)
+    except ValueError:
+        return None
+
+
+def calibrate(plan: Plan, trace: pd.DataFrame) -> simulator.Costs:
+    act, grads = message_bytes(plan)
+    extra = {"act_bytes": act} if len(act) else {}
+    return simulator.Costs.from_trace(trace, grad_bytes=grads, dp=plan.cfg.dp, **extra)
+
+
+def compare_run(plan: Plan, trace: pd.DataFrame, costs: simulator.Costs | None = None) -> Comparison:
+    """Measured figures of ``trace`` against a simulation with ``costs`` (default: its own)."""
+    costs = costs or calibrate(plan, trace)
+    predicted = simulator.simulate(plan.schedule, costs, comm=plan.cfg.comm)
+    times, bubbles, _ = measured(trace, plan.ranks)
+    step = _median(times)
+    return Comparison(
+        measured_step_time=step,
+        predicted_step_time=predicted.makespan,
+        error_pct=100.0 * (predicted.makespan - step) / step,
+        measured_bubble=_median(bubbles),
+        predicted_bubble=predicted.bubble_fraction,
+        analytic_bubble=None if plan.cfg.schedule_file else analytic_bubble(plan.cfg.schedule, plan.schedule, costs),
+        costs=costs,
+        predicted=predicted,
+    )

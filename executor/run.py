@@ -1,0 +1,148 @@
+"""A whole run: plan, start-up, warm-up and timed steps, --check, trace gathering.
+
+Each step begins after a barrier on the world; every rank stamps its own start, and the
+step's time origin is the earliest of those stamps on the common time base
+(:mod:`executor.timing`). Step time is from that origin to the last optimizer step of
+any rank, the same span the simulator calls makespan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from mpi4py import MPI
+
+from simulator.trace import TRACE_COLUMNS
+
+from . import check as oracle
+from .config import RunConfig
+from .parallel import split_world
+from .runtime import Runtime, build_runtime, node_layout
+from .setup import Plan, plan
+from .timing import sync_clocks
+
+__all__ = ["run", "RunResult", "execute"]
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    ok: bool
+    """False when --check found a mismatch."""
+    message: str
+    """The --check verdict (one line), empty without --check."""
+    loss: float
+    """Mean loss over all microbatches of the last step."""
+    trace: pd.DataFrame | None
+    """World rank 0 only: replica 0's timed steps, the trace schema plus a ``step`` column."""
+    clock_error: float
+    """Bound on the clock alignment error across ranks (s)."""
+
+
+def run(cfg: RunConfig, world: MPI.Comm | None = None) -> RunResult:
+    """Run ``cfg`` on ``world`` (default COMM_WORLD); arguments are checked before any message."""
+    world = world or MPI.COMM_WORLD
+    the_plan = plan(cfg, world.Get_size())  # raises UsageError / ScheduleError on every rank alike
+    return execute(the_plan, world)
+
+
+def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
+    cfg = the_plan.cfg
+    topology = split_world(world, the_plan.ranks, cfg.dp)
+    local_rank, local_size = node_layout(world)
+    want = oracle.reference(the_plan.workload, cfg.dp * cfg.microbatches) if cfg.check else None
+    runtime = build_runtime(the_plan, topology, local_rank, local_size)
+    clock = sync_clocks(world)
+    verdict, loss = "", float("nan")
+    try:
+        for step in range(cfg.warmup + cfg.steps):
+            if step == cfg.warmup:
+                runtime.recorder.clear()
+            local = _step(runtime, world, cfg)
+            if want is not None and step == 0:  # the gradients of one step, before the optimizer
+                verdict = _check(runtime, world, want, _mean_loss(world, local, cfg), the_plan)
+                if verdict.startswith("check FAILED"):
+                    break
+            _optimize(runtime)
+            loss = _mean_loss(world, local, cfg)  # after the optimizer: no sync inside the timed step
+    finally:
+        runtime.close()
+    rows = _gather(runtime, topology.pipe, clock.offset) if topology.replica == 0 else None
+    trace = _frame(rows) if world.Get_rank() == 0 else None
+    ok = not verdict.startswith("check FAILED")
+    return RunResult(the_plan, ok, verdict, loss, trace, clock.error)
+
+
+def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
+    """One step of the schedule; returns this rank's share of the mean loss."""
+    for p in runtime.parameters():
+        p.grad = None
+    for stage in runtime.stages.values():
+        stage.losses.clear()
+    world.Barrier()
+    runtime.recorder.begin_step()
+    runtime.interpreter.run_step()
+    runtime.recorder.end_step()
+    return sum(float(loss) for s in runtime.stages.values() for loss in s.losses) / cfg.microbatches
+
+
+def _mean_loss(world: MPI.Comm, local: float, cfg: RunConfig) -> float:
+    """Mean loss over all microbatches: one last stage per replica holds losses."""
+    total = np.array([local])
+    world.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+    return float(total[0]) / cfg.dp
+
+
+def _optimize(runtime: Runtime) -> None:
+    start = time.perf_counter()
+    if runtime.optimizer is not None:
+        runtime.optimizer.step()
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
+    runtime.recorder.add_row("OPTIMIZER", -1, -1, start, time.perf_counter())
+
+
+def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan: Plan) -> str:
+    """Every rank compares its own stages; rank 0 names the first mismatch in model order."""
+    want_loss, want_grads = want
+    order = {name: i for i, name in enumerate(want_grads)}
+    found: list[tuple[int, str]] = []
+    for s, stage in runtime.stages.items():
+        start, _ = the_plan.bounds[s]
+        for name, p in oracle.param_names(stage.layers, start):
+            problem = oracle.compare(name, p.grad, want_grads[name])
+            if problem:
+                found.append((order[name], problem))
+    bad_loss = oracle.compare_loss(loss, want_loss, next(iter(want_grads.values())).dtype) if want_grads else None
+    everything = world.gather(min(found) if found else None, root=0)  # small tuples of our own making
+    verdict = ""
+    if world.Get_rank() == 0:
+        worst = min((f for f in everything if f is not None), default=None)
+        if bad_loss or worst:
+            verdict = f"check FAILED: {bad_loss or worst[1]}"
+        else:
+            verdict = f"check passed: loss {loss:.10g} and {len(want_grads)} parameter gradients match the single-process run"
+    return world.bcast(verdict, root=0)
+
+
+def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float) -> list | None:
+    """Replica 0's rows on its pipeline rank 0, shifted onto rank 0's clock."""
+    rec = runtime.recorder
+    mine = [(pipe.Get_rank(), *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
+    starts = [t + offset for t in rec.step_starts]
+    gathered = pipe.gather((mine, starts), root=0)
+    if gathered is None:
+        return None
+    origins = np.min([s for _, s in gathered], axis=0)  # per step: earliest start over ranks
+    rows = [row for rank_rows, _ in gathered for row in rank_rows]
+    return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] - origins[r[1]], r[7] - origins[r[1]]) for r in rows]
+
+
+def _frame(rows: list) -> pd.DataFrame:
+    columns = ["rank", "step", "stage", "mb", "kind", "stream", "start", "end"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame[TRACE_COLUMNS + ["step"]].sort_values(["step", "rank", "start"], kind="stable").reset_index(drop=True)

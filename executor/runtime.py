@@ -1,0 +1,102 @@
+"""One rank's working parts, made from a :class:`~executor.setup.Plan` after start-up.
+
+The device is the local rank modulo the node's GPU count; torch threads default to the
+node's cores divided by the ranks on it, so that oversubscribed CPU runs do not fight.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from mpi4py import MPI
+
+from .interpreter import Interpreter, Microbatches
+from .p2p import make_links
+from .parallel import GradReducer, Topology
+from .progress import Progress
+from .setup import Plan
+from .stage import SleepStage, Stage
+from .timing import Recorder
+from .wire import Wire
+
+__all__ = ["Runtime", "build_runtime", "node_layout"]
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    stages: dict
+    interpreter: Interpreter
+    recorder: Recorder
+    progress: Progress
+    optimizer: torch.optim.Optimizer | None
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for stage in self.stages.values() for p in stage.parameters()]
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+def node_layout(world: MPI.Comm) -> tuple[int, int]:
+    """(local rank, ranks on this node); collective over ``world``."""
+    local = world.Split_type(MPI.COMM_TYPE_SHARED)
+    layout = local.Get_rank(), local.Get_size()
+    local.Free()
+    return layout
+
+
+def _device(plan: Plan, local_rank: int) -> torch.device:
+    if plan.device.type != "cuda":
+        return plan.device
+    device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    return device
+
+
+def _stage(plan: Plan, s: int, device: torch.device):
+    cfg, last = plan.cfg, plan.schedule.num_stages - 1
+    if cfg.compute == "sleep":
+        def like(b):
+            return torch.zeros(plan.boundary[b][0], dtype=plan.boundary[b][1], device=device)
+
+        return SleepStage(s, cfg.t_f, cfg.t_i, cfg.t_w, like(s) if s < last else None, like(s - 1) if s > 0 else None)
+    start, stop = plan.bounds[s]
+    layers = [layer.to(device) for layer in plan.workload.layers[start:stop]]
+    return Stage(s, layers, plan.workload.loss_fn if s == last else None, cfg.microbatches)
+
+
+def _microbatches(plan: Plan, topology: Topology, held: tuple[int, ...], device: torch.device) -> Microbatches:
+    cfg, w, last = plan.cfg, plan.workload, plan.schedule.num_stages - 1
+
+    def split(t: torch.Tensor, needed: bool) -> tuple[torch.Tensor, ...]:
+        if not needed or t.is_meta:
+            return (None,) * cfg.microbatches
+        shard = t.tensor_split(cfg.dp)[topology.replica]  # each replica its share of the batch
+        return tuple(mb.to(device) for mb in shard.tensor_split(cfg.microbatches))
+
+    return Microbatches(split(w.inputs, 0 in held), split(w.targets, last in held))
+
+
+def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: int) -> Runtime:
+    cfg, rank = plan.cfg, topology.rank
+    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // local_size))
+    device = _device(plan, local_rank)
+    held = plan.schedule.stages_of(rank)
+    stages = {s: _stage(plan, s, device) for s in held}
+    recorder = Recorder(cuda=device.type == "cuda" and cfg.compute == "real")
+    progress = Progress()
+    wire = Wire(device)
+    links = make_links(cfg.comm, topology.pipe, plan.schedule.stage_to_rank, cfg.microbatches, plan.boundary,
+                       wire, {}, recorder, progress=progress)
+    params = {s: stage.parameters() for s, stage in stages.items()}
+    reducer = GradReducer(topology, params, wire, recorder, progress, cfg.comm == "async") if cfg.dp > 1 else None
+    ops = plan.schedule.ops[rank]
+    fail_at = len(ops) // 2 if cfg.fail_rank == topology.world.Get_rank() else None
+    interpreter = Interpreter(ops, stages, plan.schedule.num_stages - 1, _microbatches(plan, topology, held, device),
+                              links, reducer, recorder, fail_at)
+    flat = [p for group in params.values() for p in group]
+    optimizer = torch.optim.SGD(flat, lr=cfg.lr) if flat else None
+    return Runtime(device, stages, interpreter, recorder, progress, optimizer)

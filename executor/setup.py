@@ -1,0 +1,110 @@
+"""Everything decided before the first message: the schedule, the model, its stages, shapes.
+
+:func:`plan` runs identically on every rank from the arguments and the world size alone,
+so arguments that cannot work are refused everywhere before any communication (the CLI
+turns :class:`UsageError` and :class:`schedules.ScheduleError` into one line and exit 2).
+Activation shapes come from the model itself (one microbatch through the stages, on the
+meta device under --compute sleep), so no rank has to tell another what it will send.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import schedules
+import torch
+from schedules import Schedule
+
+from .config import RunConfig, UsageError
+from .model import Workload, build_workload, stage_bounds
+
+__all__ = ["Plan", "plan", "resolve_device"]
+
+Boundary = tuple[tuple[int, ...], torch.dtype]
+
+
+@dataclass(frozen=True)
+class Plan:
+    cfg: RunConfig
+    schedule: Schedule
+    """Validated and lowered (with REDUCE_GRAD when dp > 1): what the interpreter runs."""
+    ranks: int
+    """Pipeline ranks P (world size = P x dp)."""
+    workload: Workload
+    bounds: list[tuple[int, int]]
+    """[start, stop) layers of each model stage."""
+    boundary: list[Boundary]
+    """Shape and dtype of each stage's output for one microbatch."""
+    device: torch.device
+
+
+def _schedule(cfg: RunConfig, world: int) -> tuple[Schedule, int]:
+    if cfg.schedule_file:
+        schedule = schedules.load_csv(cfg.schedule_file)
+        ranks = schedule.num_ranks
+        if ranks * cfg.dp > world:
+            raise UsageError(f"{cfg.schedule_file} names {ranks} ranks; with --dp {cfg.dp} that needs "
+                             f"{ranks * cfg.dp} processes, but the world has {world}")
+        if ranks * cfg.dp != world:
+            raise UsageError(f"world size {world} is not pipeline ranks {ranks} x dp {cfg.dp}")
+        if schedule.num_microbatches != cfg.microbatches:
+            raise UsageError(f"{cfg.schedule_file} has {schedule.num_microbatches} microbatches; "
+                             f"--microbatches is {cfg.microbatches}")
+        return schedule, ranks
+    if world % cfg.dp:
+        raise UsageError(f"world size {world} is not divisible by --dp {cfg.dp}")
+    ranks = world // cfg.dp
+    return schedules.build(cfg.schedule, ranks=ranks, microbatches=cfg.microbatches, chunks=cfg.chunks), ranks
+
+
+def resolve_device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this torch sees no CUDA device")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")  # the index (local rank mod GPU count) is set after start-up
+
+
+def _boundaries(workload: Workload, bounds: list[tuple[int, int]], rows: int) -> list[Boundary]:
+    """One microbatch through the stages. A meta-built model (--compute sleep) is run one
+    layer at a time on uninitialised CPU memory: only shapes matter, and a forward on the
+    meta device costs seconds of lazy imports per rank. It runs one row, dimension 0 being
+    the batch by the factory contract, and scales dimension 0 back up."""
+    x = workload.inputs[:rows]
+    meta = x.is_meta
+    if meta:
+        x = torch.zeros((1, *x.shape[1:]), dtype=x.dtype)
+    shapes = []
+    with torch.no_grad():
+        for start, stop in bounds:
+            for layer in workload.layers[start:stop]:
+                x = _materialised(layer)(x)
+            shape = (rows, *x.shape[1:]) if meta else tuple(x.shape)
+            shapes.append((tuple(shape), x.dtype))
+    return shapes
+
+
+def _materialised(layer: torch.nn.Module) -> torch.nn.Module:
+    is_meta = any(t.is_meta for t in [*layer.parameters(), *layer.buffers()])
+    return copy.deepcopy(layer).to_empty(device="cpu") if is_meta else layer
+
+
+def plan(cfg: RunConfig, world: int) -> Plan:
+    """Check the arguments and work out the run; raise UsageError / ScheduleError."""
+    if cfg.fail_rank is not None and not 0 <= cfg.fail_rank < world:
+        raise UsageError(f"--fail-rank {cfg.fail_rank} is not a rank of the world (0..{world - 1})")
+    schedule, ranks = _schedule(cfg, world)
+    lowered = schedules.validate(schedule, comm=cfg.comm)
+    if cfg.dp > 1:
+        lowered = lowered.with_comms(reduce_grad=True, comm=cfg.comm)
+    device = resolve_device(cfg)
+    workload = build_workload(cfg, meta=cfg.compute == "sleep")
+    bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)
+    batch, parts = workload.inputs.shape[0], cfg.dp * cfg.microbatches
+    if batch % parts:
+        raise UsageError(f"the batch of {batch} rows does not divide into dp x microbatches = {parts} equal microbatches")
+    if workload.targets.shape[0] != batch:
+        raise UsageError(f"inputs have {batch} rows but targets {workload.targets.shape[0]}")
+    boundary = _boundaries(workload, bounds, batch // parts)
+    return Plan(cfg, lowered, ranks, workload, bounds, boundary, device)
