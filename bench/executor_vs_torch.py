@@ -106,10 +106,10 @@ def run_ours(cfg: RunConfig, schedule: str, work: Path) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--microbatches", type=int, default=8)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run (default %(default)s)")
+    parser.add_argument("--microbatches", type=int, default=8, help="microbatches per step (default %(default)s)")
+    parser.add_argument("--width", type=int, default=512, help="MLP hidden width (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=512, help="rows of the full batch (default %(default)s)")
     args = parser.parse_args(argv)
     cfg = RunConfig(layers=8, width=args.width, batch=args.batch, microbatches=args.microbatches,
                     steps=args.steps, warmup=3)

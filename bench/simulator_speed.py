@@ -87,9 +87,9 @@ def _report(label: str, seconds: list[float], count: int, what: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", type=int, default=64)
-    parser.add_argument("--chunks", type=int, default=2)
-    parser.add_argument("--microbatches", type=int, default=512)
+    parser.add_argument("--ranks", type=int, default=64, help="pipeline ranks p (default %(default)s)")
+    parser.add_argument("--chunks", type=int, default=2, help="chunks v (default %(default)s)")
+    parser.add_argument("--microbatches", type=int, default=512, help="microbatches m (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of ours (median reported)")
     parser.add_argument("--torch-repeat", type=int, default=1, help="runs of torch's (about 19 s each); 0 skips it")
     args = parser.parse_args()

@@ -37,11 +37,14 @@ from .trace import check_trace, transfers
 __all__ = ["costs_from_trace"]
 
 
-def costs_from_trace(trace: pd.DataFrame, act_bytes: PerStage | None = None, **overrides) -> Costs:
+def costs_from_trace(trace: pd.DataFrame, act_bytes: PerStage | None = None, statistic: str = "median",
+                     **overrides) -> Costs:
     check_trace(trace)
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
     trace = trace.assign(duration=trace["end"] - trace["start"])
     stages = _num_stages(trace)
-    t_f, t_i, t_w = _compute_times(trace, stages)
+    t_f, t_i, t_w = _compute_times(trace, stages, statistic)
     notes: list[str] = []
     fields: dict = {"t_f": t_f, "t_i": t_i, "t_w": t_w}
     if act_bytes is not None:
@@ -69,8 +72,8 @@ def _num_stages(trace: pd.DataFrame) -> int:
     return int(compute["stage"].max()) + 1
 
 
-def _compute_times(trace: pd.DataFrame, stages: int) -> tuple[list[float], list[float], list[float]]:
-    med = trace[trace["kind"].isin(["F", "B", "I", "W"])].groupby(["kind", "stage"])["duration"].median()
+def _compute_times(trace: pd.DataFrame, stages: int, statistic: str) -> tuple[list[float], list[float], list[float]]:
+    med = trace[trace["kind"].isin(["F", "B", "I", "W"])].groupby(["kind", "stage"])["duration"].agg(statistic)
 
     def get(kind: str, stage: int) -> float:
         return float(med.get((kind, stage), math.nan))

@@ -173,8 +173,10 @@ class Costs:
         return cls(**fields)
 
     @classmethod
-    def from_trace(cls, trace: pd.DataFrame, act_bytes: PerStage | None = None, **overrides) -> Costs:
-        """Calibrate from a measured trace (see :mod:`simulator.calibrate`)."""
+    def from_trace(cls, trace: pd.DataFrame, act_bytes: PerStage | None = None, statistic: str = "median",
+                   **overrides) -> Costs:
+        """Calibrate from a measured trace (see :mod:`simulator.calibrate`); ``statistic``
+        ("median" or "mean") summarises each stage's op durations."""
         from .calibrate import costs_from_trace
 
-        return costs_from_trace(trace, act_bytes=act_bytes, **overrides)
+        return costs_from_trace(trace, act_bytes=act_bytes, statistic=statistic, **overrides)

@@ -125,3 +125,19 @@ def test_from_trace_fits_the_data_parallel_ring():
     assert costs.dp_bandwidth == pytest.approx(5e8, rel=1e-6)
     assert costs.dp_latency == pytest.approx(1e-4, rel=1e-6)
     assert simulator.simulate(schedule, costs).makespan == pytest.approx(float(trace["end"].max()))
+
+
+def test_from_trace_summarises_op_times_by_median_or_mean():
+    # stage 0's forwards take 1, 1 and 4: median 1, mean 2
+    rows = [(0, 0, mb, "F", "compute", 10.0 * mb, 10.0 * mb + d) for mb, d in enumerate((1.0, 1.0, 4.0))]
+    rows += [(0, 0, mb, "B", "compute", 10.0 * mb + 5, 10.0 * mb + 7) for mb in range(3)]
+    trace = pd.DataFrame(rows, columns=simulator.TRACE_COLUMNS)
+    assert Costs.from_trace(trace).t_f == pytest.approx((1.0,))
+    assert Costs.from_trace(trace, statistic="mean").t_f == pytest.approx((2.0,))
+    with pytest.raises(ValueError, match="statistic"):
+        Costs.from_trace(trace, statistic="mode")
+
+
+def test_model_share_splits_a_rank_share_over_its_chunks():
+    costs = Costs.model_share(2, t_f=3.0, latency=1e-5)
+    assert (costs.t_f, costs.t_i, costs.t_w, costs.act_memory, costs.latency) == (1.5, 0.5, 0.5, 0.5, 1e-5)
