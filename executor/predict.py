@@ -6,9 +6,9 @@ latency/bandwidth fitted from the matched transfers), with the message sizes the
 executor knows from the model. Op times are summarised by their mean, not the median
 from_trace defaults to: a step is a sum of op times, and op times here are skewed to
 the right (an op shares the CPU with the other ranks' ops, and with the system), so the
-median under-predicts. Measured with 2 ranks of real compute, m = 8, 7 steps: mean
-calibration moved the step-time error from -7.8/-5.4/-3.9/-13.5/-16.3/-1.8 % to
--0.0/-2.9/-3.6/-10.3/-12.6/-4.3 % (naive, gpipe, 1f1b, interleaved-1f1b, zb-h1, zbv). The analytic bubble is
+median under-predicts. Measured with 2 ranks of real compute, m = 8: median calibration
+erred by -7.8/-5.4/-3.9/-13.5/-16.3/-1.8 % (naive, gpipe, 1f1b, interleaved-1f1b, zb-h1,
+zbv), mean calibration on a quieter run by -0.2/-2.1/-0.8/-5.5/+8.4/-1.5 %. The analytic bubble is
 :mod:`schedules.analytic` at the stage-mean t_f, t_i, t_w (None where it has no closed
 form, e.g. zb-h1 with unequal costs, or a schedule read from a file).
 """
