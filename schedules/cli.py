@@ -27,7 +27,7 @@ from .validate import validate
 __all__ = ["main", "parser"]
 
 USAGE_ERROR = 2
-_UNIT = {OpKind.F: 1.0, OpKind.I: 1.0, OpKind.W: 1.0}  # B = I + W = 2
+_UNIT = {OpKind.F: 1.0, OpKind.I: 1.0, OpKind.W: 1.0, OpKind.B: 2.0}  # B = I + W
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +81,7 @@ def _analytic_line(schedule: Schedule, from_file: bool) -> str:
 
 def _dry_run_line(lowered: Schedule, comm: str) -> str:
     run = dry_run(lowered, comm, durations=_UNIT)
-    busy = sum(_UNIT.get(op.kind, 2.0) for _, op in lowered if op.kind.is_compute)
+    busy = sum(_UNIT[op.kind] for _, op in lowered if op.kind.is_compute)
     span = run.makespan
     bubble = 1.0 - busy / (lowered.num_ranks * span) if span else 0.0
     return f"unit-cost dry run ({comm}, free communication): makespan {span:g}, bubble fraction {bubble:.4f}"
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> str:
     shown = lowered if args.comms else schedule.compute_only()
     if args.csv is not None:
         try:
-            schedule.to_csv(args.csv, comms=args.comms)
+            schedule.to_csv(args.csv, comms=args.comms, comm=args.comm)
         except OSError as err:
             raise ScheduleError(f"cannot write {args.csv!r}: {err.strerror}") from None
     title = (f"{schedule.name}: {schedule.num_ranks} ranks, {schedule.num_microbatches} microbatches, "

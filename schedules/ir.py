@@ -122,6 +122,15 @@ def transfer_key(op: Op) -> tuple[str, int, int]:
     raise ValueError(f"{op} is not a point-to-point op")
 
 
+def transfer_offsets(schedule: Schedule) -> tuple[int, dict[OpKind, int]]:
+    """:func:`transfer_key` as an int, for loops over every op: ('F'|'B', s, mb) is
+    (direction * stages + s) * m + mb, so a comm op's key is stage * m + mb + offset[kind]
+    (a RECV_F names the transfer leaving stage - 1, a RECV_B the one leaving stage + 1)."""
+    m = max(schedule.num_microbatches, 1)
+    span = schedule.num_stages * m
+    return m, {OpKind.SEND_F: 0, OpKind.RECV_F: -m, OpKind.SEND_B: span, OpKind.RECV_B: span + m}
+
+
 def is_send(kind: OpKind) -> bool:
     return kind is OpKind.SEND_F or kind is OpKind.SEND_B
 

@@ -19,7 +19,7 @@ the schedule):
     async list can deadlock here (interleaved and V-shape schedules: neighbours each
     stuck in a SEND to the other) or just idle (zb-h1: a rank sits in its SEND_B batch
     until the upstream rank reaches the gap before the consuming I). So the gaps come
-    from a unit-cost run (t_f = t_i = t_w, B = I + W; :func:`schedules.dryrun.plan_blocking`):
+    from a unit-cost run (t_f = t_i = t_w, B = I + W; :func:`schedules.blocking_plan.plan_blocking`):
 
         A rank passes through a gap if its next op's input is there, and otherwise waits
         in it (for good, at the end of its list). A transfer's SEND and RECV are posted
@@ -64,10 +64,15 @@ the gradient all-reduce of a stage can then overlap the backwards of the other s
 
 from __future__ import annotations
 
-from .dryrun import COMMS, plan_blocking
+from .blocking_plan import plan_blocking
+from .dryrun import COMMS
 from .ir import Op, OpKind, Schedule, gc_paused, is_send
 
-__all__ = ["lower"]
+__all__ = ["lower", "proven_deadlock_free"]
+
+# Set on a lowered schedule, the way functools.cached_property caches on an instance;
+# only this module writes or reads it.
+_PLANNED = "_blocking_plan_finished"
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
 SEND_F, RECV_F, SEND_B, RECV_B = OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B
@@ -173,8 +178,14 @@ def _lower(schedule: Schedule, reduce_grad: bool, comm: str) -> Schedule:
         else:
             lists = map(_blocking_list, schedule.ops, recvs, sends, *plan)
         lowered = schedule.replace_ops(lists)
-        if comm == "blocking":
-            lowered.__dict__["_deadlock_free"] = plan is not None  # read by the validator
+        if plan is not None:
+            lowered.__dict__[_PLANNED] = True
     if reduce_grad and not lowered.has_reduce_grad:
         lowered = lowered.replace_ops(_add_reduce_grad(rank_ops) for rank_ops in lowered.ops)
     return lowered
+
+
+def proven_deadlock_free(lowered: Schedule) -> bool:
+    """Whether ``lowered`` is a blocking list this pass placed from a finished planning run:
+    such a list finishes at any op costs (see above), so it needs no dry run to show it."""
+    return lowered.__dict__.get(_PLANNED, False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from .dryrun import COMMS, Deadlock, dry_run
 from .ir import COMM_KINDS, OpKind, Schedule, ScheduleError
 from .ir import is_send, peer_stage, transfer_key
+from .lowering import proven_deadlock_free
 
 __all__ = ["validate"]
 
@@ -178,6 +179,6 @@ def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False)
     lowered = schedule.with_comms(comm=comm)
     # Our own lowering pairs every transfer and keeps inputs ahead of their use by
     # construction; for blocking, its planning run already proved the list deadlock-free.
-    if not lowered.__dict__.get("_deadlock_free"):
+    if not proven_deadlock_free(lowered):
         _check_deadlock(lowered, comm)
     return lowered.with_comms(reduce_grad=True, comm=comm) if reduce_grad else lowered

@@ -1,10 +1,11 @@
 """Costs calibrated from a measured trace (the shared schema of :mod:`simulator.trace`).
 
-* Compute: the median duration per model stage and op kind. A stage measured with a full
-  backward B only is split into t_i and t_w by the I / (I + W) ratio of the stages that
-  were measured split (medians over the trace), or half and half when none was: the
-  simulator only ever adds them back for B, so the split matters only when the costs
-  are used for a schedule that splits the backward.
+* Compute: the median (or, with ``statistic="mean"``, the mean) duration per model stage
+  and op kind. A stage measured with a full backward B only is split into t_i and t_w
+  by the I / (I + W) ratio of the stages that were measured split (medians over the
+  trace), or half and half when none was: the simulator only ever adds them back for
+  B, so the split matters only when the costs are used for a schedule that splits the
+  backward.
 * Links: each SEND is paired with its RECV (same transfer: SEND_F s with RECV_F s + 1,
   SEND_B s with RECV_B s - 1, within the same ``step``/``replica`` when the trace has
   those columns). A transfer took ``recv end - send start``; only pairs whose receiver

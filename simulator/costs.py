@@ -27,6 +27,7 @@ __all__ = ["Costs", "PerStage", "PerLink"]
 
 PerStage = Union[float, Sequence[float]]
 PerLink = Union[float, Mapping[tuple[int, int], float]]
+_PER_STAGE = ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory")
 
 
 def _check_number(name: str, value: float, positive: bool = False) -> None:
@@ -97,16 +98,15 @@ class Costs:
     """Remarks from calibration (e.g. why bandwidth could not be fitted)."""
 
     def __post_init__(self) -> None:
-        for name in ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory"):
+        for name in _PER_STAGE:
             value = getattr(self, name)
             if hasattr(value, "tolist"):  # a numpy array (or scalar)
                 value = value.tolist()
             if isinstance(value, list):
                 value = tuple(value)  # frozen means frozen: no shared lists
             object.__setattr__(self, name, value)
-        for name in ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory"):
-            for value in _values(name, getattr(self, name), keyed=False):
-                _check_finite(name, value)
+            for number in _values(name, value, keyed=False):
+                _check_finite(name, number)
         for value in _values("bandwidth", self.bandwidth, keyed=True):
             _check_number("bandwidth", value, positive=True)
         for value in _values("latency", self.latency, keyed=True):
@@ -132,6 +132,11 @@ class Costs:
                 raise ValueError(f"Costs.{name} has {len(value)} values; expected one per {what} = {want})")
             return [float(v) for v in value]
         return [float(value)] * want
+
+    def check_stages(self, num_stages: int) -> None:
+        """Raise ValueError if a per-stage list does not fit ``num_stages``."""
+        for name in _PER_STAGE:
+            self.per_stage(name, num_stages)
 
     def link(self, name: str, src: int, dst: int) -> float:
         """bandwidth or latency of the directed link src -> dst."""

@@ -2,9 +2,9 @@
 
 Everything an op needs is a function of (kind, stage) plus its microbatch: its dispatch
 code, its cost (compute time, the SEND's time on its link, or the REDUCE_GRAD's ring
-time), the rank a SEND goes to, and the number naming its transfer,
-``key = (direction * stages + source stage) * m + mb`` (the dry run's numbering), the
-same on the SEND and on the RECV side. So one small (kind x stage) table per column is
+time), the rank a SEND goes to, and the number naming its transfer
+(:func:`schedules.ir.transfer_offsets`, the numbering the dry run uses too), the same on
+the SEND and on the RECV side. So one small (kind x stage) table per column is
 built from the costs, and the ops are only read once for (kind, stage, mb).
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schedules import OpKind, Schedule
+from schedules.ir import transfer_offsets
 
 from .costs import Costs
 
@@ -46,8 +47,7 @@ class Encoded:
 
 def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cost, dest, key base) indexed [kind row, stage]; key = base + mb."""
-    stages, m = schedule.num_stages, max(schedule.num_microbatches, 1)
-    where, span = schedule.stage_to_rank, stages * m
+    stages, where = schedule.num_stages, schedule.stage_to_rank
     cost = np.zeros((len(KINDS), stages))
     dest = np.full((len(KINDS), stages), -1, dtype=np.int64)
     base = np.full((len(KINDS), stages), -1, dtype=np.int64)
@@ -56,9 +56,10 @@ def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, n
     cost[_ROW[OpKind.B]] = t_i + t_w
     cost[_ROW[OpKind.REDUCE_GRAD]] = [costs.reduce_time(s, stages) for s in range(stages)]
     size = costs.per_stage("act_bytes", stages)
+    m, offset = transfer_offsets(schedule)
+    for kind, shift in offset.items():
+        base[_ROW[kind]] = np.arange(stages) * m + shift
     for s in range(stages - 1):  # boundary s -> s + 1
-        base[_ROW[OpKind.SEND_F], s] = base[_ROW[OpKind.RECV_F], s + 1] = s * m
-        base[_ROW[OpKind.SEND_B], s + 1] = base[_ROW[OpKind.RECV_B], s] = span + (s + 1) * m
         a, b = where[s], where[s + 1]
         if a == b:
             continue  # handed over locally: no SEND on this boundary
@@ -83,7 +84,7 @@ def encode(schedule: Schedule, costs: Costs) -> Encoded:
     cost_t, dest_t, base_t = _tables(schedule, costs)
     code = np.array([_CODE[k] for k in KINDS])[kind]
     base = base_t[kind, stage]
-    key = np.where(base >= 0, base + mb, -1)
+    key = np.where((code == SEND) | (code == RECV), base + mb, -1)
     cost, dest = cost_t[kind, stage], dest_t[kind, stage]
     bounds = np.cumsum([0] + counts)
 

@@ -69,7 +69,7 @@ def _legend(fig: Figure, traces: Sequence[pd.DataFrame]) -> None:
     handles = [Patch(facecolor=c, hatch=h, edgecolor="black", label=label)
                for kind, (c, h, label) in STYLE.items() if kind in kinds]
     handles += [Patch(facecolor=c, alpha=0.6, label=label) for s, (c, label) in LANES.items() if s in streams]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
 
 
 def _title(trace: pd.DataFrame, ranks: int) -> str:
@@ -97,12 +97,11 @@ def plot_gantt(trace: pd.DataFrame, path: str | Path | None = None, title: str |
     check_trace(trace)
     ranks = _ranks(trace)
     height = 0.55 * ranks + 1.8
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")
     ax = fig.add_subplot()
     _draw(ax, trace, ranks)
     ax.set_title(title if title is not None else _title(trace, ranks), fontsize=10)
     _legend(fig, [trace])
-    fig.subplots_adjust(bottom=1.0 / height, top=1 - 0.4 / height)  # inches kept for legend and title
     return _save(fig, path)
 
 
@@ -112,7 +111,7 @@ def plot_compare(trace_a: pd.DataFrame, trace_b: pd.DataFrame, labels: tuple[str
     check_trace(trace_a), check_trace(trace_b)
     ranks = max(_ranks(trace_a), _ranks(trace_b))
     height = 2 * (0.8 + 0.55 * ranks) + 1.4
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")
     top = fig.add_subplot(2, 1, 1)
     bottom = fig.add_subplot(2, 1, 2, sharex=top)
     for ax, trace, label in ((top, trace_a, labels[0]), (bottom, trace_b, labels[1])):
@@ -123,5 +122,4 @@ def plot_compare(trace_a: pd.DataFrame, trace_b: pd.DataFrame, labels: tuple[str
     if title:
         fig.suptitle(title)
     _legend(fig, [trace_a, trace_b])
-    fig.subplots_adjust(hspace=0.4, bottom=1.0 / height, top=1 - 0.5 / height)
     return _save(fig, path)

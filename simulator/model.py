@@ -21,11 +21,10 @@ made: a transfer arrives the moment it starts.
 
 from __future__ import annotations
 
-import gc
-
 import simpy
 
 from schedules import Schedule
+from schedules.ir import gc_paused
 
 from .costs import Costs
 from .encode import COMPUTE, RECV, REDUCE, SEND, encode
@@ -59,13 +58,8 @@ class Model:
         # An event per op is made and dropped soon after, freed by reference counting
         # (a processed event lets go of its callbacks); the cyclic collector would only
         # rescan the schedule's hundreds of thousands of ops (about 5-10% of the run).
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             self.env.run()
-        finally:
-            if collecting:
-                gc.enable()
         stuck = [r for r in range(self.schedule.num_ranks) if self.finish[r] < 0]
         if stuck:  # the validator's dry run rules this out; guard against a model bug
             raise RuntimeError(f"simulation stopped with ranks {stuck} unfinished")

@@ -95,8 +95,7 @@ def simulate(schedule: Schedule, costs: Costs | None = None, comm: str = "async"
     """
     costs = Costs() if costs is None else costs
     lowered = schedules.validate(schedule, comm, reduce_grad=costs.dp > 1)
-    for name in ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory"):
-        costs.per_stage(name, lowered.num_stages)  # wrong lengths fail here, before the run
+    costs.check_stages(lowered.num_stages)  # wrong lengths fail here, before the run
     began = time.perf_counter()
     model = Model(lowered, costs, comm)
     model.run()

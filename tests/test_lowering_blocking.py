@@ -17,7 +17,7 @@ from test_schedules import build, configs
 
 import schedules
 from schedules import Op, OpKind, Schedule, ScheduleError
-from schedules.dryrun import plan_blocking
+from schedules.blocking_plan import plan_blocking
 from schedules.lowering import _transfers
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
