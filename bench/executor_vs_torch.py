@@ -17,22 +17,23 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import schedules  # noqa: E402
 import simulator  # noqa: E402
 from executor.config import RunConfig  # noqa: E402
+from executor.launch import launch  # noqa: E402
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 RANKS = 2
 
 
@@ -88,16 +89,12 @@ def run_torch(cfg: RunConfig, schedule: str, work: Path) -> float:
 def run_ours(cfg: RunConfig, schedule: str, work: Path) -> tuple[float, float]:
     """(median step time, prediction from op costs alone with free communication)."""
     out = work / f"ours-{schedule}"
-    cmd = [str(MPIEXEC), "-n", str(RANKS), sys.executable, "-m", "executor", "--schedule", schedule,
-           *model_flags(cfg), "--steps", str(cfg.steps), "--warmup", str(cfg.warmup), "--threads", "1",
-           "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    args = ["--schedule", schedule, *model_flags(cfg), "--steps", str(cfg.steps), "--warmup", str(cfg.warmup),
+            "--threads", "1", "--out", str(out)]
+    done = launch(RANKS, args, timeout=900, capture=True, cwd=ROOT)
     if done.returncode:
         raise SystemExit(f"executor failed:\n{done.stdout}\n{done.stderr}")
     summary = json.loads((out / "summary.json").read_text())
-    import pandas as pd
-    import schedules
-
     costs = simulator.Costs.from_trace(pd.read_csv(out / "trace_steps.csv"))
     compute_only = replace(costs, latency=0.0, bandwidth=float("inf"))
     lowered = schedules.validate(schedules.build(schedule, ranks=RANKS, microbatches=cfg.microbatches))

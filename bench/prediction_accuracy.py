@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 import simulator  # noqa: E402
 from executor.config import parse_args  # noqa: E402
+from executor.launch import launch  # noqa: E402
 from executor.predict import calibrate  # noqa: E402
 from executor.setup import plan  # noqa: E402
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 MODES = {
     # ranks, flags; rows per microbatch fixed by --batch = rows * m
     "sleep": (4, ["--compute", "sleep", "--t-f", "20", "--t-i", "10", "--t-w", "10", "--width", "256"], 8),
@@ -46,12 +45,11 @@ def flags(mode: str, schedule: str, m: int, out: Path) -> list[str]:
             "--warmup", "2", "--out", str(out), *extra]
 
 
-def launch(mode: str, schedule: str, m: int, out: Path) -> dict:
-    ranks = MODES[mode][0]
-    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "executor", *flags(mode, schedule, m, out)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run_cell(mode: str, schedule: str, m: int, out: Path) -> dict:
+    """Run one cell under mpiexec; its summary.json."""
+    done = launch(MODES[mode][0], flags(mode, schedule, m, out), timeout=600, capture=True, cwd=ROOT)
     if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+        raise SystemExit(f"{' '.join(done.args)} failed:\n{done.stdout}\n{done.stderr}")
     return json.loads((out / "summary.json").read_text())
 
 
@@ -64,7 +62,7 @@ def predict(mode: str, costs: simulator.Costs, schedule: str, m: int, work: Path
 def run_mode(mode: str, work: Path) -> pd.DataFrame:
     ranks = MODES[mode][0]
     base = work / f"{mode}-calibrate"
-    summary = launch(mode, "zb-h1", 4, base)
+    summary = run_cell(mode, "zb-h1", 4, base)
     trace = pd.read_csv(base / "trace_steps.csv")
     the_plan = plan(parse_args(flags(mode, "zb-h1", 4, base)), ranks)
     costs = calibrate(the_plan, trace)
@@ -75,7 +73,7 @@ def run_mode(mode: str, work: Path) -> pd.DataFrame:
         print(f"[{mode}] predicted before running: {s:6} m={m:<3} {value * 1e3:9.2f} ms")
     rows = []
     for s, m in CELLS:
-        measured = launch(mode, s, m, work / f"{mode}-{s}-m{m}")["measured_step_time"]
+        measured = run_cell(mode, s, m, work / f"{mode}-{s}-m{m}")["measured_step_time"]
         error = 100 * (predicted[s, m] - measured) / measured
         rows.append({"mode": mode, "ranks": ranks, "schedule": s, "m": m, "predicted_ms": predicted[s, m] * 1e3,
                      "measured_ms": measured * 1e3, "error_pct": error})

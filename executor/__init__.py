@@ -9,7 +9,8 @@ stage partition), :mod:`~executor.setup` (checks before any message), :mod:`~exe
 (communication), :mod:`~executor.parallel` (pipeline x data parallel), :mod:`~executor.interpreter`
 (dispatch table and loop), :mod:`~executor.timing` (clocks, records), :mod:`~executor.run`,
 :mod:`~executor.check` (single-process oracle), :mod:`~executor.predict` and
-:mod:`~executor.report` (predicted vs measured, output files).
+:mod:`~executor.report` (predicted vs measured, output files); :mod:`~executor.launch` (mpiexec
+from Python, for the demo, notebooks, benches and tests).
 """
 
 from .config import RunConfig, UsageError, parse_args

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -32,12 +31,13 @@ import simulator
 from simulator.cli import format_summary
 from simulator.sweep import sweep
 
+from .launch import MPIEXEC, launch  # re-exported: notebooks import launch from here
+
 __all__ = ["main", "launch", "simulate_all", "run_executor", "MPIEXEC"]
 
 P_SIM, M_SIM = 4, 8  # the gallery size: small enough to read every op in the grid
 P_RUN, M_RUN = 2, 8  # two ranks with real compute fit this 2-core machine
 RUN_TIMEOUT_S = 150
-MPIEXEC = Path(sys.executable).parent / "mpiexec"  # the MPICH wheel's, installed beside this Python
 RUN_FILES = ("trace.csv", "trace.json", "gantt.png", "compare.png", "summary.json")  # the executor's outputs
 
 
@@ -85,25 +85,6 @@ def _overview() -> None:
     _banner(f"all schedules, p = {P_SIM}, m = {M_SIM} (bubble = share of rank-time idle; "
             "activations in microbatch rank-shares)")
     print(table.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
-
-
-def launch(ranks: int, args: Sequence[str], mpiexec: Path = MPIEXEC, timeout: float = RUN_TIMEOUT_S,
-           capture: bool = False) -> subprocess.CompletedProcess:
-    """Run ``mpiexec -n ranks python -m executor *args`` and wait for it.
-
-    On timeout mpiexec gets SIGTERM, which hydra passes on to every rank before it exits
-    (a SIGKILL would leave the ranks running), and TimeoutExpired is raised.
-    """
-    cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "executor", *args]
-    pipe = subprocess.PIPE if capture else None
-    with subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True) as proc:
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.communicate(timeout=30)
-            raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def run_executor(out: Path, mpiexec: Path) -> list[Path]:

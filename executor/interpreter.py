@@ -7,8 +7,9 @@ leaves its output under ('F', s, mb), which the F of stage s + 1 (same rank) or 
 SEND_F takes; a RECV_F puts what arrived under the same key. Gradients travel the same
 way under ('B', s, mb), the input gradient of stage s.
 
-Under blocking semantics the communication layer collects a run of comm ops into one
-batch; the loop settles it before the next non-communication op.
+The loop knows nothing of communication semantics: under blocking the communication
+layer itself posts a run of comm ops as one batch and waits for it at the run's last op.
+Each op's handler is looked up once, when the interpreter is built.
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ class Interpreter:
                  links: Links, reducer: GradReducer | None, recorder: Recorder, fail_at: int | None = None):
         self.ops, self.stages, self.last, self.data = ops, stages, last_stage, data
         self.links, self.reducer, self.recorder = links, reducer, recorder
-        self.fail_at = fail_at  # index of the op before which to raise (testing aid)
         self.mailbox: dict[tuple[str, int, int], torch.Tensor] = links.mailbox
-        self.handlers: dict[OpKind, Callable[[Op], None]] = {
+        handlers: dict[OpKind, Callable[[Op], None]] = {
             OpKind.F: self._forward,
             OpKind.B: self._backward,
             OpKind.I: self._backward_input,
@@ -57,19 +57,19 @@ class Interpreter:
             OpKind.RECV_B: self._recv,
             OpKind.REDUCE_GRAD: self._reduce,
         }
+        unknown = next((op for op in ops if op.kind not in handlers), None)
+        if unknown is not None:
+            raise RuntimeError(f"executor has no handler for op {unknown}")
+        self.program = [(op, handlers[op.kind]) for op in ops]
+        if fail_at is not None:  # testing aid: that op's handler raises instead
+            self.program[fail_at] = (ops[fail_at], self._fail)
+        self.fail_at = fail_at
 
     def run_step(self) -> None:
         """Run every op of this rank once; afterwards all transfers and reductions are done."""
         rec = self.recorder
         self.links.begin_step(self.ops)
-        for i, op in enumerate(self.ops):
-            handler = self.handlers.get(op.kind)
-            if handler is None:
-                raise RuntimeError(f"executor has no handler for op {op}")
-            if i == self.fail_at:
-                raise InjectedFailure(f"injected failure before op {i} ({op}), as asked by --fail-rank")
-            if not op.kind.is_comm:
-                self.links.settle()
+        for op, handler in self.program:
             if op.kind.is_compute:
                 start = rec.stamp()
                 handler(op)
@@ -81,6 +81,9 @@ class Interpreter:
             self.reducer.finish()
         if self.mailbox:
             raise RuntimeError(f"step ended with data nobody consumed: {sorted(self.mailbox)}")
+
+    def _fail(self, op: Op) -> None:
+        raise InjectedFailure(f"injected failure at op {self.fail_at} ({op}), as asked by --fail-rank")
 
     def _forward(self, op: Op) -> None:
         s, mb = op.stage, op.mb

@@ -8,8 +8,8 @@ both ranks compute. Sends are completed at the end of the step.
 
 ``blocking`` (:class:`BlockingLinks`): a run of consecutive SEND/RECV ops is posted as
 one batch (sends as Issend, so a send completes only once its receiver posted the
-matching receive: rendezvous), and the rank waits for the whole batch with Waitall
-before its next compute op: Megatron's batched ``send_forward_recv_backward``. Both
+matching receive: rendezvous), and the rank waits for the whole batch at the run's last
+op, before its next compute op: Megatron's batched ``send_forward_recv_backward``. Both
 semantics wait through the progress thread (:mod:`executor.progress`), never spinning.
 
 Tags name the transfer, identical on both sides: ``transfer_key`` (direction, source
@@ -42,12 +42,13 @@ class Links:
     """What both semantics share: peers, tags, buffers, and the mailbox receives land in."""
 
     def __init__(self, comm: MPI.Comm, stage_to_rank: tuple[int, ...], microbatches: int,
-                 boundary: list[tuple[tuple[int, ...], torch.dtype]], wire: Wire,
-                 mailbox: dict, recorder: Recorder):
+                 boundary: list[tuple[tuple[int, ...], torch.dtype]], wire: Wire, recorder: Recorder,
+                 progress: Progress):
         self.comm, self.where, self.m = comm, stage_to_rank, microbatches
         self.stages = len(stage_to_rank)
         self.boundary = boundary  # boundary[s]: (shape, dtype) of stage s's output for one mb
-        self.wire, self.mailbox, self.recorder = wire, mailbox, recorder
+        self.wire, self.recorder, self.progress = wire, recorder, progress
+        self.mailbox: dict[Key, torch.Tensor] = {}  # received tensors, taken by the interpreter
         self._buffers: dict[Key, torch.Tensor] = {}
 
     def tag(self, key: Key) -> int:
@@ -82,14 +83,12 @@ class Links:
     def begin_step(self, ops: tuple[Op, ...]) -> None: ...
     def send(self, op: Op, tensor: torch.Tensor) -> None: ...
     def recv(self, op: Op) -> None: ...
-    def settle(self) -> None: ...
     def end_step(self) -> None: ...
 
 
 class AsyncLinks(Links):
-    def __init__(self, *args, progress: Progress, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.progress = progress
         self._recvs: dict[Key, tuple[Pending, torch.Tensor]] = {}
         self._sends: list[tuple[Op, float, Pending, torch.Tensor]] = []
 
@@ -120,25 +119,36 @@ class AsyncLinks(Links):
 
 
 class BlockingLinks(Links):
-    def __init__(self, *args, progress: Progress, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.progress = progress
         self._batch: list[tuple[Op, Pending, torch.Tensor]] = []
         self._posted = 0.0
+        self._closing: frozenset[Op] = frozenset()
+
+    def begin_step(self, ops: tuple[Op, ...]) -> None:
+        """Note the last op of every run of comm ops: there the batch is waited for."""
+        self._closing = frozenset(op for op, after in zip(ops, (*ops[1:], None))
+                                  if op.kind.is_comm and (after is None or not after.kind.is_comm))
 
     def send(self, op: Op, tensor: torch.Tensor) -> None:
         self._open()
         request, data = self.post_send(op, tensor, synchronous=True)
         self._batch.append((op, self.progress.add(request), data))
+        self._close_after(op)
 
     def recv(self, op: Op) -> None:
         self._open()
         request, buffer = self.post_recv(op)
         self._batch.append((op, self.progress.add(request), buffer))
+        self._close_after(op)
 
     def _open(self) -> None:
         if not self._batch:
             self._posted = time.perf_counter()
+
+    def _close_after(self, op: Op) -> None:
+        if op in self._closing:
+            self.settle()
 
     def settle(self) -> None:
         """Wait for the whole batch, then hand the received data over."""
@@ -155,6 +165,6 @@ class BlockingLinks(Links):
         self.settle()
 
 
-def make_links(comm_mode: str, *args, progress: Progress, **kwargs) -> Links:
+def make_links(comm_mode: str, *args, **kwargs) -> Links:
     cls = AsyncLinks if comm_mode == "async" else BlockingLinks
-    return cls(*args, progress=progress, **kwargs)
+    return cls(*args, **kwargs)

@@ -40,9 +40,8 @@ def format_table(label: str, cmp: Comparison) -> str:
     ])
 
 
-def _summary(result: RunResult, cmp: Comparison | None) -> dict:
+def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: Comparison | None) -> dict:
     plan, cfg = result.plan, result.plan.cfg
-    times, bubbles, _ = measured(result.trace, plan.ranks)
     out = {
         "schedule": cfg.schedule_label, "ranks": plan.ranks, "microbatches": cfg.microbatches,
         "chunks": plan.schedule.chunks, "dp": cfg.dp, "comm": cfg.comm, "compute": cfg.compute,
@@ -69,7 +68,7 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
     """Write every output file under ``out``; return the summary and the comparison."""
     out.mkdir(parents=True, exist_ok=True)
     trace = result.trace
-    _, _, median_step = measured(trace, result.plan.ranks)
+    times, bubbles, median_step = measured(trace, result.plan.ranks)
     one = trace[trace["step"] == median_step][TRACE_COLUMNS].reset_index(drop=True)
     cfg = result.plan.cfg  # named in plot titles and the Perfetto trace's metadata
     one.attrs.update(schedule=cfg.schedule_label, ranks=result.plan.ranks, microbatches=cfg.microbatches,
@@ -81,6 +80,6 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
     cmp = compare_run(result.plan, trace) if predict else None
     if cmp is not None:
         simulator.plot_compare(one, cmp.predicted.trace, labels=("measured", "predicted"), path=out / "compare.png")
-    summary = _summary(result, cmp)
+    summary = _summary(result, times, bubbles, cmp)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary, cmp

@@ -90,7 +90,7 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
     progress = Progress()
     wire = Wire(device)
     links = make_links(cfg.comm, topology.pipe, plan.schedule.stage_to_rank, cfg.microbatches, plan.boundary,
-                       wire, {}, recorder, progress=progress)
+                       wire, recorder, progress)
     params = {s: stage.parameters() for s, stage in stages.items()}
     reducer = GradReducer(topology, params, wire, recorder, progress, cfg.comm == "async") if cfg.dp > 1 else None
     ops = plan.schedule.ops[rank]

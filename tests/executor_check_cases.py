@@ -1,7 +1,9 @@
 """Test driver: many --check cases inside one mpiexec launch (start-up costs seconds per launch).
 
-    mpiexec -n 2 python tests/executor_check_cases.py 2     # the p = 2 cases
-    mpiexec -n 4 python tests/executor_check_cases.py 4     # p = 4, and p = 2 x dp = 2
+    mpiexec -n 2 python -m tests.executor_check_cases     # the p = 2 cases
+    mpiexec -n 4 python -m tests.executor_check_cases     # p = 4, and p = 2 x dp = 2
+
+(from the repository root; the world size picks the cases.)
 
 Rank 0 prints one line per case: ``CASE <label> PASS|FAIL <verdict>``. Used by
 tests/test_executor_mpi.py; not collected by pytest itself.

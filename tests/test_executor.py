@@ -11,7 +11,7 @@ from torch import nn
 import schedules
 from executor import check as oracle
 from executor.config import UsageError, parse_args
-from executor.model import partition, stage_bounds
+from executor.model import Workload, partition, stage_bounds
 from executor.predict import measured, message_bytes
 from executor.setup import plan
 from executor.stage import SleepStage, Stage
@@ -125,8 +125,6 @@ def test_reference_loss_is_the_mean_over_microbatches():
     layers = (nn.Linear(3, 2),)
     x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
     layers = (layers[0].double(),)
-    from executor.model import Workload
-
     loss, grads = oracle.reference(Workload(layers, x, y, lambda o, t: ((o - t) ** 2).sum()), parts=4)
     out = layers[0](x)
     assert loss == pytest.approx(float(((out - y) ** 2).sum().detach()) / 4, rel=1e-12)

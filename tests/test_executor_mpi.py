@@ -4,9 +4,7 @@ and the simulator, overlap, failure handling and refused arguments."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,23 +12,18 @@ import pandas as pd
 import pytest
 
 import schedules
+from executor.launch import launch
 from simulator.trace import TRACE_COLUMNS
 
 pytestmark = pytest.mark.mpi
 
 ROOT = Path(__file__).resolve().parent.parent
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
-DRIVER = ROOT / "tests" / "executor_check_cases.py"
+DRIVER = "tests.executor_check_cases"
 
 
-def mpirun(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def executor(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return mpirun(n, "-m", "executor", *args, timeout=timeout)
+def executor(n: int, *args: str, timeout: float = 120, module: str = "executor") -> subprocess.CompletedProcess:
+    """``mpiexec -n n python -m module *args`` from the repository root (tests.* and tests/data resolve)."""
+    return launch(n, args, timeout=timeout, capture=True, module=module, cwd=ROOT)
 
 
 def _cases(out: str) -> list[str]:
@@ -42,7 +35,7 @@ def test_check_matches_single_process(ranks, expected):
     """naive, gpipe, 1f1b, interleaved-1f1b, zb-h1, zbv and two torch-written CSVs, float64
     and float32, alternating async/blocking, and a transformer; with 4 ranks also
     p = 2 x dp = 2 (float32 and bfloat16)."""
-    done = mpirun(ranks, str(DRIVER), timeout=240)
+    done = executor(ranks, timeout=240, module=DRIVER)
     lines = _cases(done.stdout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert len(lines) == expected, done.stdout
