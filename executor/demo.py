@@ -29,7 +29,6 @@ import pandas as pd
 import schedules
 import simulator
 from simulator.cli import format_summary
-from simulator.sweep import sweep
 
 from .launch import MPIEXEC, launch  # re-exported: notebooks import launch from here
 
@@ -49,39 +48,36 @@ def _banner(text: str) -> None:
     print(f"\n{'=' * 78}\n{text}\n{'=' * 78}", flush=True)
 
 
-def same_model_costs(name: str) -> simulator.Costs:
-    """Unit costs per rank share of the model: v chunks per rank get 1/v each."""
-    return simulator.Costs.model_share(schedules.default_chunks(name))
-
-
 def simulate_all(out: Path) -> list[Path]:
     """Step 1: grid, summary, Gantt and Perfetto trace of each built-in schedule."""
     print("Simulated schedules: a rank's share of one microbatch costs 1 time unit forward and 2 backward\n"
           "(printed as seconds; v chunks per rank get 1/v each), communication is free, and memory counts\n"
           "the activations of one microbatch on one rank share as 1 (printed as bytes).")
-    written = []
+    written, results = [], []
     for name in schedules.names():
         _banner(f"{name}: p = {P_SIM}, m = {M_SIM} (steps are positions in each rank's list, not time)")
         schedule = schedules.build(name, ranks=P_SIM, microbatches=M_SIM)
         print(schedule.grid())
-        result = simulator.simulate(schedule, same_model_costs(name))
+        result = simulator.simulate(schedule, simulator.Costs.model_share(schedule.chunks))
+        results.append(result)
         print(format_summary(result))
         folder = out / f"sim-{name}-p{P_SIM}-m{M_SIM}"
         gantt, trace = folder / "gantt.png", folder / "trace.json"
         simulator.plot_gantt(result.trace, gantt)
         simulator.to_chrome_trace(result.trace, trace, result.costs.act_memory, result.costs.w_memory_fraction)
         written += [gantt, trace]
-    _overview()
+    _overview(results)
     return written
 
 
-def _overview() -> None:
-    """All schedules side by side, from the simulator's own sweep table."""
-    table = pd.concat([sweep([name], [P_SIM], [M_SIM], ["async"], same_model_costs(name), progress=False)[0]
-                       for name in schedules.names()], ignore_index=True)
-    shown = {"schedule": "schedule", "chunks": "chunks", "makespan": "makespan", "bubble_fraction": "bubble",
-             "analytic_bubble_fraction": "analytic", "peak_memory_bytes": "peak activations"}
-    table = table[list(shown)].rename(columns=shown)
+def _overview(results: list[simulator.SimResult]) -> None:
+    """All schedules side by side, from the simulations just run."""
+    table = pd.DataFrame([{
+        "schedule": r.schedule.name, "chunks": r.schedule.chunks, "makespan": r.makespan,
+        "bubble": r.bubble_fraction,
+        "analytic": r.costs.closed_form_bubble(r.schedule.name, P_SIM, M_SIM, r.schedule.chunks),
+        "peak activations": r.per_rank["peak_memory_bytes"].max(),
+    } for r in results])
     _banner(f"all schedules, p = {P_SIM}, m = {M_SIM} (bubble = share of rank-time idle; "
             "activations in microbatch rank-shares)")
     print(table.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))

@@ -19,9 +19,7 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-import schedules
 import simulator
-from schedules import Schedule
 from simulator.trace import bubble_of
 
 from .setup import Plan
@@ -64,17 +62,6 @@ def _median(values: list[float]) -> float:
     return float(pd.Series(values).median())
 
 
-def analytic_bubble(name: str, schedule: Schedule, costs: simulator.Costs) -> float | None:
-    """The closed form at the stage-mean costs, or None where there is none."""
-    s = schedule.num_stages
-    mean = [sum(costs.per_stage(k, s)) / s for k in ("t_f", "t_i", "t_w")]
-    try:
-        return schedules.analytic.bubble_fraction(name, schedule.num_ranks, schedule.num_microbatches,
-                                                  schedule.chunks, *mean)
-    except ValueError:
-        return None
-
-
 def calibrate(plan: Plan, trace: pd.DataFrame) -> simulator.Costs:
     act, grads = message_bytes(plan)
     extra = {"act_bytes": act} if len(act) else {}
@@ -93,7 +80,9 @@ def compare_run(plan: Plan, trace: pd.DataFrame, costs: simulator.Costs | None =
         error_pct=100.0 * (predicted.makespan - step) / step,
         measured_bubble=_median(bubbles),
         predicted_bubble=predicted.bubble_fraction,
-        analytic_bubble=None if plan.cfg.schedule_file else analytic_bubble(plan.cfg.schedule, plan.schedule, costs),
+        analytic_bubble=None if plan.cfg.schedule_file else costs.closed_form_bubble(
+            plan.cfg.schedule, plan.schedule.num_ranks, plan.schedule.num_microbatches, plan.schedule.chunks,
+            average_stages=True),
         costs=costs,
         predicted=predicted,
     )

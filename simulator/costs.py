@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
 import pandas as pd
+from schedules import analytic
 
 __all__ = ["Costs", "PerStage", "PerLink"]
 
@@ -132,6 +133,20 @@ class Costs:
                 raise ValueError(f"Costs.{name} has {len(value)} values; expected one per {what} = {want})")
             return [float(v) for v in value]
         return [float(value)] * want
+
+    def closed_form_bubble(self, name: str, ranks: int, microbatches: int, chunks: int = 1,
+                           average_stages: bool = False) -> float | None:
+        """``schedules.analytic.bubble_fraction`` at these costs, or None where it has no
+        closed form. The closed forms assume uniform stages: per-stage costs give None,
+        unless ``average_stages`` (for measured costs, equal up to noise) takes their mean."""
+        stages = ranks * chunks
+        times = [self.per_stage(k, stages) for k in ("t_f", "t_i", "t_w")]
+        if not average_stages and any(len(set(t)) > 1 for t in times):
+            return None
+        try:
+            return analytic.bubble_fraction(name, ranks, microbatches, chunks, *(sum(t) / stages for t in times))
+        except ValueError:
+            return None
 
     def check_stages(self, num_stages: int) -> None:
         """Raise ValueError if a per-stage list does not fit ``num_stages``."""

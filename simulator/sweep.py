@@ -50,14 +50,8 @@ def _parser() -> Parser:
     return parser
 
 
-def _analytic(name: str, p: int, m: int, v: int, costs: Costs) -> float:
-    scalar = all(isinstance(getattr(costs, f), (int, float)) for f in ("t_f", "t_i", "t_w"))
-    if not scalar:
-        return math.nan
-    try:
-        return schedules.analytic.bubble_fraction(name, p, m, v, costs.t_f, costs.t_i, costs.t_w)
-    except ValueError:
-        return math.nan
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int], comms: Sequence[str],
@@ -77,7 +71,7 @@ def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int
         rows.append({
             "schedule": name, "ranks": p, "microbatches": m, "chunks": v, "comm": comm,
             "makespan": result.makespan, "bubble_fraction": result.bubble_fraction,
-            "analytic_bubble_fraction": _analytic(name, p, m, v, costs),
+            "analytic_bubble_fraction": _nan_if_none(costs.closed_form_bubble(name, p, m, v)),
             "peak_memory_bytes": max(pm.bytes for pm in result.peak_memory),
             "peak_inflight": max(pm.inflight for pm in result.peak_memory),
         })
