@@ -46,7 +46,7 @@ def torch_worker(rank: int, cfg: RunConfig, schedule: str, port: int, out: str) 
     import torch.distributed as dist
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-    from executor.model import build_workload
+    from executor.compute.model import build_workload
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 import simulator  # noqa: E402
 from executor.config import parse_args  # noqa: E402
 from executor.launch import launch  # noqa: E402
-from executor.predict import calibrate  # noqa: E402
-from executor.setup import plan  # noqa: E402
+from executor.record.predict import calibrate  # noqa: E402
+from executor.engine.plan import plan  # noqa: E402
 
 MODES = {
     # ranks, flags; rows per microbatch fixed by --batch = rows * m

@@ -14,6 +14,6 @@ from Python, for the demo, notebooks, benches and tests).
 """
 
 from .config import RunConfig, UsageError, parse_args
-from .run import RunResult, run
+from .engine.steps import RunResult, run
 
 __all__ = ["RunConfig", "UsageError", "parse_args", "run", "RunResult"]

@@ -40,15 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     world = MPI.COMM_WORLD
     try:
         cfg = parse_args(argv)
-        from .setup import plan
+        from .engine.plan import plan
 
         the_plan = plan(cfg, world.Get_size())
     except (UsageError, ScheduleError) as err:
         if world.Get_rank() == 0:  # every rank refuses alike; one of them says why
             print(f"executor: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    from .report import format_table, write_outputs
-    from .run import execute
+    from .record.report import format_table, write_outputs
+    from .engine.steps import execute
 
     result = execute(the_plan, world)
     if world.Get_rank() == 0:

@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 from executor.__main__ import abort_on_failure
 from executor.config import RunConfig
-from executor.run import run
+from executor.engine.steps import run
 
 DATA = Path(__file__).resolve().parent / "data"
 SMALL = RunConfig(model="mlp", layers=8, width=24, batch=32, microbatches=4, check=True, steps=1, warmup=0, predict=False)

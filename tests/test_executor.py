@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 import schedules
-from executor import check as oracle
+from executor.compute import oracle
 from executor.config import UsageError, parse_args
-from executor.model import Workload, partition, stage_bounds
-from executor.predict import measured, message_bytes
-from executor.setup import plan
-from executor.stage import SleepStage, Stage
+from executor.compute.model import Workload, partition, stage_bounds
+from executor.record.predict import measured, message_bytes
+from executor.engine.plan import plan
+from executor.compute.stage import SleepStage, Stage
 
 
 def test_defaults_and_millisecond_flags():

@@ -13,7 +13,7 @@ import pytest
 
 import schedules
 from executor.launch import launch
-from simulator.trace import TRACE_COLUMNS
+from timeline import TRACE_COLUMNS
 
 pytestmark = pytest.mark.mpi
 

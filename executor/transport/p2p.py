@@ -30,7 +30,7 @@ from schedules import Op, OpKind
 from schedules.ir import peer_stage, transfer_key
 
 from .progress import Pending, Progress
-from .timing import Recorder
+from ..record.timing import Recorder
 from .wire import Wire
 
 __all__ = ["Links", "AsyncLinks", "BlockingLinks", "make_links"]

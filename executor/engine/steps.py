@@ -16,14 +16,14 @@ import pandas as pd
 import torch
 from mpi4py import MPI
 
-from simulator.trace import TRACE_COLUMNS
+from timeline import TRACE_COLUMNS
 
-from . import check as oracle
-from .config import RunConfig
-from .parallel import split_world
+from ..compute import oracle
+from ..config import RunConfig
+from ..transport.parallel import split_world
 from .runtime import Runtime, build_runtime, node_layout
-from .setup import Plan, plan
-from .timing import sync_clocks
+from .plan import Plan, plan
+from ..record.timing import sync_clocks
 
 __all__ = ["run", "RunResult", "execute"]
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import simulator
-from simulator.trace import bubble_of
+from timeline import bubble_of
 
-from .setup import Plan
+from ..engine.plan import Plan
 
 __all__ = ["Comparison", "compare_run", "message_bytes", "measured"]
 

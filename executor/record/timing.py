@@ -22,7 +22,7 @@ import numpy as np
 from mpi4py import MPI
 from schedules import Op
 
-from simulator.trace import stream_of
+from timeline import stream_of
 
 __all__ = ["ClockSync", "sync_clocks", "Recorder"]
 

@@ -23,7 +23,7 @@ from mpi4py import MPI
 from schedules import Op
 
 from .progress import Pending, Progress
-from .timing import Recorder
+from ..record.timing import Recorder
 from .wire import Wire
 
 __all__ = ["Topology", "split_world", "GradReducer"]

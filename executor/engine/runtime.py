@@ -13,13 +13,13 @@ import torch
 from mpi4py import MPI
 
 from .interpreter import Interpreter, Microbatches
-from .p2p import make_links
-from .parallel import GradReducer, Topology
-from .progress import Progress
-from .setup import Plan
-from .stage import SleepStage, Stage
-from .timing import Recorder
-from .wire import Wire
+from ..transport.p2p import make_links
+from ..transport.parallel import GradReducer, Topology
+from ..transport.progress import Progress
+from .plan import Plan
+from ..compute.stage import SleepStage, Stage
+from ..record.timing import Recorder
+from ..transport.wire import Wire
 
 __all__ = ["Runtime", "build_runtime", "node_layout"]
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .config import RunConfig, UsageError
+from ..config import RunConfig, UsageError
 
 __all__ = ["Workload", "build_workload", "partition", "stage_bounds", "DTYPES"]
 

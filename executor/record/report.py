@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import simulator
-from simulator.trace import TRACE_COLUMNS
+from timeline import TRACE_COLUMNS
 
 from .predict import Comparison, compare_run, measured
-from .run import RunResult
+from ..engine.steps import RunResult
 
 __all__ = ["write_outputs", "format_table"]
 

@@ -16,8 +16,8 @@ import schedules
 import torch
 from schedules import Schedule
 
-from .config import RunConfig, UsageError
-from .model import Workload, build_workload, stage_bounds
+from ..config import RunConfig, UsageError
+from ..compute.model import Workload, build_workload, stage_bounds
 
 __all__ = ["Plan", "plan", "resolve_device"]
 

@@ -21,9 +21,9 @@ import torch
 from schedules import Op, OpKind
 from schedules.ir import transfer_key
 
-from .p2p import Links
-from .parallel import GradReducer
-from .timing import Recorder
+from ..transport.p2p import Links
+from ..transport.parallel import GradReducer
+from ..record.timing import Recorder
 
 __all__ = ["Interpreter", "Microbatches", "InjectedFailure"]
 

@@ -1,0 +1,10 @@
+"""The one timeline schema of predicted and measured runs, shared by both interpreters.
+
+The simulator writes it (:mod:`simulator`), the executor measures it (:mod:`executor`),
+and every plot, table and calibration reads it; it imports nothing else of ours.
+"""
+
+from .schema import STREAMS, TRACE_COLUMNS, bubble_of, check_trace, empty_trace, makespan_of, stream_of, transfers
+
+__all__ = ["TRACE_COLUMNS", "STREAMS", "stream_of", "empty_trace", "check_trace", "makespan_of", "bubble_of",
+           "transfers"]
