@@ -3,17 +3,40 @@ mpi4py and PyTorch, with measured traces set beside the simulator's prediction.
 
     mpiexec -n 4 python -m executor --schedule 1f1b --microbatches 8
 
-Modules, by meaning: :mod:`~executor.config` (options), :mod:`~executor.model` (workload,
-stage partition), :mod:`~executor.setup` (checks before any message), :mod:`~executor.stage`
-(F, B, I, W), :mod:`~executor.wire`, :mod:`~executor.progress` and :mod:`~executor.p2p`
-(communication), :mod:`~executor.parallel` (pipeline x data parallel), :mod:`~executor.interpreter`
-(dispatch table and loop), :mod:`~executor.timing` (clocks, records), :mod:`~executor.run`,
-:mod:`~executor.check` (single-process oracle), :mod:`~executor.predict` and
-:mod:`~executor.report` (predicted vs measured, output files); :mod:`~executor.launch` (mpiexec
-from Python, for the demo, notebooks, benches and tests).
+The parts, one folder each:
+
+* :mod:`executor.engine`: the run. :mod:`~executor.engine.plan` (every check before the
+  first message), :mod:`~executor.engine.runtime` (one rank's working parts),
+  :mod:`~executor.engine.interpreter` (dispatch table and one loop),
+  :mod:`~executor.engine.steps` (warm-up, timed steps, --check, gathering),
+  :mod:`~executor.engine.watchdog` (a hung step ends the job).
+* :mod:`executor.transport`: how data moves. :mod:`~executor.transport.wire` (tensors as
+  MPI buffers), :mod:`~executor.transport.p2p` (the two semantics),
+  :mod:`~executor.transport.tags`, :mod:`~executor.transport.progress` (the progress
+  policies), :mod:`~executor.transport.parallel` (pipeline x data parallel, the gradient
+  all-reduce).
+* :mod:`executor.compute`: what computes. :mod:`~executor.compute.model` (workload and
+  stage partition), :mod:`~executor.compute.stage` (F, B, I, W),
+  :mod:`~executor.compute.memory` (activation bytes held), :mod:`~executor.compute.oracle`
+  (the single-process reference of --check).
+* :mod:`executor.record`: what is recorded. :mod:`~executor.record.timing` (clocks and
+  rows), :mod:`~executor.record.alone` (ops timed alone), :mod:`~executor.record.held`
+  (measured and predicted memory), :mod:`~executor.record.predict` and
+  :mod:`~executor.record.report` (the simulator's prediction, output files).
+
+:mod:`~executor.config` holds the options, :mod:`~executor.launch` starts mpiexec from
+Python. Importing this package does not start MPI (``--progress mpich`` must set MPICH's
+environment first); :func:`run` does.
 """
 
 from .config import RunConfig, UsageError, parse_args
-from .engine.steps import RunResult, run
 
 __all__ = ["RunConfig", "UsageError", "parse_args", "run", "RunResult"]
+
+
+def __getattr__(name: str):
+    if name in ("run", "RunResult"):  # imported on use: it starts MPI
+        from .engine import steps
+
+        return getattr(steps, name)
+    raise AttributeError(f"module 'executor' has no attribute {name!r}")

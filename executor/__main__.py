@@ -1,20 +1,21 @@
 """``mpiexec -n 4 python -m executor --schedule 1f1b --microbatches 8``
 
 Exit codes: 0 done, 1 --check mismatch or a failure on any rank, 2 arguments that cannot
-work (one line, on rank 0, before any communication). An exception on any rank, in the
-main thread or the progress thread, prints the rank and the traceback and calls
-``MPI.COMM_WORLD.Abort``, which ends every rank: an unhandled exception on one rank
-would otherwise leave the others waiting forever in a receive.
+work (one line, on rank 0, before any communication), 3 a rank's watchdog fired (a step
+ran past ``--timeout``). An exception on any rank, in any thread, prints the rank and the
+traceback and calls ``MPI.COMM_WORLD.Abort``, which ends every rank: an unhandled
+exception on one rank would otherwise leave the others waiting forever in a receive.
+
+The arguments are parsed before MPI starts, so that ``--progress mpich`` can switch on
+MPICH's asynchronous progress (``MPIR_CVAR_ASYNC_PROGRESS``, read at MPI_Init).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import traceback
-
-from mpi4py import MPI
-from schedules import ScheduleError
 
 from .config import UsageError, parse_args
 
@@ -22,6 +23,8 @@ __all__ = ["main", "abort_on_failure"]
 
 
 def _abort(kind, value, tb) -> None:
+    from mpi4py import MPI
+
     rank = MPI.COMM_WORLD.Get_rank()
     text = "".join(traceback.format_exception(kind, value, tb))
     sys.stderr.write(f"executor: rank {rank} failed; aborting all ranks\n{text}")
@@ -37,9 +40,20 @@ def abort_on_failure() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     abort_on_failure()
-    world = MPI.COMM_WORLD
+    error, cfg = None, None
     try:
         cfg = parse_args(argv)
+    except UsageError as err:
+        error = err
+    if cfg is not None and cfg.progress == "mpich":
+        os.environ["MPIR_CVAR_ASYNC_PROGRESS"] = "1"
+    from mpi4py import MPI
+    from schedules import ScheduleError
+
+    world = MPI.COMM_WORLD
+    try:
+        if error is not None:
+            raise error
         from .engine.plan import plan
 
         the_plan = plan(cfg, world.Get_size())
@@ -47,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if world.Get_rank() == 0:  # every rank refuses alike; one of them says why
             print(f"executor: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    from .record.report import format_table, write_outputs
     from .engine.steps import execute
+    from .record.report import format_inflation, format_table, write_outputs
 
     result = execute(the_plan, world)
     if world.Get_rank() == 0:
@@ -59,10 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             summary, cmp = write_outputs(result, out, predict=cfg.predict)
             if cmp is not None:
                 label = (f"{cfg.schedule_label}: p={the_plan.ranks} m={cfg.microbatches} dp={cfg.dp} "
-                         f"comm={cfg.comm} compute={cfg.compute} ({cfg.steps} timed steps, median)")
+                         f"comm={cfg.comm} progress={cfg.progress} compute={cfg.compute} "
+                         f"({cfg.steps} timed steps, median)")
                 print(format_table(label, cmp))
             else:
                 print(f"step time {summary['measured_step_time'] * 1e3:.3f} ms (median of {cfg.steps})")
+            if "op_inflation" in summary:
+                print("op time in the run over the same op timed alone (medians):")
+                print(format_inflation(summary["op_inflation"]))
             print(f"wrote {out}/ (clock alignment within {result.clock_error * 1e6:.1f} us)")
     return 0 if result.ok else 1
 

@@ -78,6 +78,18 @@ class RunConfig:
     """Calibrate the simulator from the trace and print predicted against measured."""
     fail_rank: int | None = None
     """Testing aid: this world rank raises an exception halfway through the first step."""
+    progress: str = "hooks"
+    """How transfers progress during compute: hooks (main thread, at op boundaries and
+    between layers), thread (a 200 us polling thread) or mpich (MPICH's async progress)."""
+    recv_window: int | None = None
+    """async: receives pre-posted ahead of the rank; None: 2 x pipeline ranks."""
+    timeout: float | None = None
+    """Watchdog (s) per step; None: 300 s until warm-up has run, then 10 x the predicted step."""
+    stall_rank: int | None = None
+    """Testing aid: this world rank sleeps forever at its first op of the second step."""
+    inflation: bool = False
+    """Before the timed steps, time every op of every stage alone (other ranks idle) and
+    report the in-run median over it."""
 
     @property
     def schedule_label(self) -> str:
@@ -101,6 +113,13 @@ def _millis(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a time >= 0 ms, got {text}")
     return value / 1000.0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a time > 0 s, got {text}")
+    return value
 
 
 def _balance(text: str) -> tuple[int, ...]:
@@ -152,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
     p.add_argument("--no-predict", dest="predict", action="store_false", help="skip the simulator comparison")
     p.add_argument("--fail-rank", type=int, help="testing aid: raise on this world rank mid-step (failure handling)")
+    p.add_argument("--progress", choices=("hooks", "thread", "mpich"), default=d.progress,
+                   help="how transfers progress during compute (default %(default)s; see the README's table)")
+    p.add_argument("--recv-window", type=_positive, help="async: receives pre-posted ahead (default 2 x ranks)")
+    p.add_argument("--timeout", type=_seconds, help="watchdog per step, seconds (default: 300 s during "
+                   "warm-up, then 10 x the predicted step time)")
+    p.add_argument("--stall-rank", type=int, help="testing aid: this world rank hangs at the first op of step 2")
+    p.add_argument("--inflation", action="store_true",
+                   help="also time each op alone first and report in-run / alone medians")
     return p
 
 

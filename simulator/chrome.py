@@ -57,7 +57,11 @@ def _flows(trace: pd.DataFrame) -> list[dict]:
     return events
 
 
-def _counters(trace: pd.DataFrame, act_memory: float | Sequence[float], w_fraction: float) -> list[dict]:
+def _counters(trace: pd.DataFrame, act_memory: float | Sequence[float], w_fraction: float,
+              measured: pd.DataFrame | None) -> list[dict]:
+    if measured is not None:  # bytes a real run held: no microbatch count to go with them
+        return [{"name": "activation memory", "ph": "C", "ts": t.time * _US, "pid": int(t.rank),
+                 "args": {"bytes": float(t.bytes)}} for t in measured.itertuples(index=False)]
     timeline = memory_timeline(trace, act_memory, w_fraction)
     return [{"name": "activation memory", "ph": "C", "ts": t.time * _US, "pid": int(t.rank),
              "args": {"bytes": float(t.bytes), "microbatches": int(t.inflight)}}
@@ -75,19 +79,22 @@ def _metadata(trace: pd.DataFrame) -> list[dict]:
 
 
 def chrome_events(trace: pd.DataFrame, act_memory: float | Sequence[float] = 1.0,
-                  w_fraction: float = 0.5) -> list[dict]:
+                  w_fraction: float = 0.5, memory: pd.DataFrame | None = None) -> list[dict]:
     """All events of :func:`to_chrome_trace`, as a list."""
     check_trace(trace)
-    return _metadata(trace) + _slices(trace) + _flows(trace) + _counters(trace, act_memory, w_fraction)
+    return _metadata(trace) + _slices(trace) + _flows(trace) + _counters(trace, act_memory, w_fraction, memory)
 
 
 def to_chrome_trace(trace: pd.DataFrame, path: str | Path, act_memory: float | Sequence[float] = 1.0,
-                    w_fraction: float = 0.5) -> Path:
-    """Write ``trace`` as Trace Event JSON to ``path``; open it at https://ui.perfetto.dev."""
+                    w_fraction: float = 0.5, memory: pd.DataFrame | None = None) -> Path:
+    """Write ``trace`` as Trace Event JSON to ``path``; open it at https://ui.perfetto.dev.
+
+    The memory counter follows the accounting of :mod:`simulator.memory` with
+    ``act_memory``, unless ``memory`` (columns rank, time, bytes: a measured counter) is given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in trace.attrs.items() if isinstance(v, (str, int, float))}
     with path.open("w") as out:
-        json.dump({"traceEvents": chrome_events(trace, act_memory, w_fraction), "displayTimeUnit": "ms",
+        json.dump({"traceEvents": chrome_events(trace, act_memory, w_fraction, memory), "displayTimeUnit": "ms",
                    "otherData": meta}, out)
     return path

@@ -44,9 +44,25 @@ def _per_stage(value: float | Sequence[float], stages: np.ndarray) -> np.ndarray
     return table[stages]
 
 
+def _received_gradients(trace: pd.DataFrame, grad_memory: float | Sequence[float]) -> pd.DataFrame:
+    """Events of received output gradients: held from their RECV_B's end until the B or I
+    of the same rank, stage and microbatch ends (a measured run counts those buffers)."""
+    recv = trace[trace["kind"] == "RECV_B"]
+    back = trace[trace["kind"].isin(["B", "I"])].merge(recv[["rank", "stage", "mb"]], on=["rank", "stage", "mb"])
+    size_in = _per_stage(grad_memory, recv["stage"].to_numpy().astype(np.int64))
+    size_out = _per_stage(grad_memory, back["stage"].to_numpy().astype(np.int64))
+    return pd.DataFrame({"rank": np.concatenate([recv["rank"].to_numpy(), back["rank"].to_numpy()]),
+                         "time": np.concatenate([recv["end"].to_numpy(), back["end"].to_numpy()]),
+                         "alloc": np.concatenate([np.ones(len(recv), bool), np.zeros(len(back), bool)]),
+                         "bytes": np.concatenate([size_in, -size_out]), "inflight": 0})
+
+
 def memory_timeline(trace: pd.DataFrame, act_memory: float | Sequence[float] = 1.0,
-                    w_fraction: float = 0.5) -> pd.DataFrame:
-    """Columns rank, time, bytes, inflight: the value after each allocation or free."""
+                    w_fraction: float = 0.5, grad_memory: float | Sequence[float] | None = None) -> pd.DataFrame:
+    """Columns rank, time, bytes, inflight: the value after each allocation or free.
+
+    ``grad_memory`` (bytes of one received output gradient per stage; None: not counted)
+    adds what a measured run also holds: each received gradient until its backward ends."""
     kind = trace["kind"].to_numpy()
     rows = np.isin(kind, ["F", "B", "I", "W"])
     kind = kind[rows]
@@ -59,6 +75,8 @@ def memory_timeline(trace: pd.DataFrame, act_memory: float | Sequence[float] = 1
     time = np.where(forward, trace["start"].to_numpy()[rows], trace["end"].to_numpy()[rows])
     events = pd.DataFrame({"rank": trace["rank"].to_numpy()[rows], "time": time, "alloc": forward,
                            "bytes": share, "inflight": count})
+    if grad_memory is not None:
+        events = pd.concat([events, _received_gradients(trace, grad_memory)], ignore_index=True)
     events = events.sort_values(["rank", "time", "alloc"], kind="stable", ignore_index=True)
     by_rank = events.groupby("rank", sort=False)
     events["bytes"] = by_rank["bytes"].cumsum()
@@ -67,9 +85,9 @@ def memory_timeline(trace: pd.DataFrame, act_memory: float | Sequence[float] = 1
 
 
 def peak_memory(trace: pd.DataFrame, ranks: int, act_memory: float | Sequence[float] = 1.0,
-                w_fraction: float = 0.5) -> tuple[PeakMemory, ...]:
+                w_fraction: float = 0.5, grad_memory: float | Sequence[float] | None = None) -> tuple[PeakMemory, ...]:
     """Per-rank peaks (0 for a rank with no compute)."""
-    timeline = memory_timeline(trace, act_memory, w_fraction)
+    timeline = memory_timeline(trace, act_memory, w_fraction, grad_memory)
     peaks = timeline.groupby("rank")[["bytes", "inflight"]].max()
     return tuple(
         PeakMemory(float(peaks.at[r, "bytes"]), int(peaks.at[r, "inflight"])) if r in peaks.index

@@ -10,12 +10,18 @@ gradients that its W needs.
 
 Gradients accumulate in ``param.grad`` across microbatches; the last stage scales each
 microbatch loss by 1/m so that the step's gradient is that of the mean loss.
+
+Between layers a stage calls ``poke`` (the progress policy's, :mod:`executor.transport.progress`),
+in the forward directly and in the backward through a gradient hook on each layer's
+output, so that transfers in flight move on without a thread beside the compute. The
+forward runs under the memory meter's saved-tensor hooks (:mod:`executor.compute.memory`).
 :class:`SleepStage` replaces compute by timed sleeps and hands out activation-sized
 buffers, so schedules and transfers can be measured with more ranks than cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -28,8 +34,11 @@ __all__ = ["Stage", "SleepStage"]
 class Stage:
     """Real compute of model stage ``index`` over its layers."""
 
-    def __init__(self, index: int, layers: list[nn.Module], loss_fn: Callable | None, microbatches: int):
+    def __init__(self, index: int, layers: list[nn.Module], loss_fn: Callable | None, microbatches: int,
+                 poke: Callable[[], None] | None = None, memory=None):
         self.index = index
+        self.poke = poke  # called between layers; None: no progress calls inside the op
+        self.saving = memory.hooks if memory is not None else contextlib.nullcontext()
         self.layers = layers
         self.loss_fn = loss_fn  # set on the last stage only
         self.scale = 1.0 / microbatches
@@ -47,16 +56,24 @@ class Stage:
         if x.is_floating_point() and self.index > 0:
             x = x.detach().requires_grad_()  # a leaf, so backward leaves its gradient in x.grad
         self._input[mb] = x
-        outs = []
-        for layer in self.layers:
-            x = layer(x)
-            outs.append(x)
-        if self.loss_fn is not None:
-            loss = self.loss_fn(x, target) * self.scale
-            self.losses.append(loss.detach() / self.scale)  # a tensor: no GPU sync mid-step
-            outs.append(loss)
+        outs, poke = [], self.poke
+        with self.saving:
+            for layer in self.layers:
+                x = layer(x)
+                outs.append(x)
+                if poke is not None:
+                    poke()
+                    if x.requires_grad:
+                        x.register_hook(self._poke_in_backward)
+            if self.loss_fn is not None:
+                loss = self.loss_fn(x, target) * self.scale
+                self.losses.append(loss.detach() / self.scale)  # a tensor: no GPU sync mid-step
+                outs.append(loss)
         self._outs[mb] = outs
         return outs[-1]
+
+    def _poke_in_backward(self, grad: torch.Tensor) -> None:
+        self.poke()  # returns None: the gradient passes unchanged
 
     def backward(self, mb: int, grad: torch.Tensor | None) -> torch.Tensor | None:
         """Full backward B: weight gradients accumulate, the input gradient is returned."""
@@ -82,6 +99,8 @@ class Stage:
         for out, grad, params in zip(outs, grads, self.params):
             if params and grad is not None:
                 torch.autograd.backward(out, grad, inputs=params)
+                if self.poke is not None:
+                    self.poke()
 
 
 class SleepStage:
@@ -89,8 +108,10 @@ class SleepStage:
     the real activation shapes (one per direction, reused: their contents are never read)."""
 
     def __init__(self, index: int, t_f: float, t_i: float, t_w: float,
-                 out_like: torch.Tensor | None, in_like: torch.Tensor | None):
+                 out_like: torch.Tensor | None, in_like: torch.Tensor | None,
+                 poke: Callable[[], None] | None = None, slice_s: float = 2e-4):
         self.index = index
+        self.poke, self.slice = poke, slice_s
         self.t_f, self.t_i, self.t_w = t_f, t_i, t_w
         self._out, self._in_grad = out_like, in_like
         self.losses: list[float] = []
@@ -98,17 +119,28 @@ class SleepStage:
     def parameters(self) -> list[torch.Tensor]:
         return []
 
+    def _sleep(self, seconds: float) -> None:
+        """Sleep until a deadline, poking every ``slice`` seconds: the stand-in for a device
+        op leaves the host free, as a GPU kernel does, so transfers move meanwhile."""
+        if self.poke is None:
+            time.sleep(seconds)
+            return
+        deadline = time.perf_counter() + seconds
+        while (left := deadline - time.perf_counter()) > 0:
+            time.sleep(min(self.slice, left))
+            self.poke()
+
     def forward(self, mb: int, x, target) -> torch.Tensor | None:
-        time.sleep(self.t_f)
+        self._sleep(self.t_f)
         return self._out
 
     def backward(self, mb: int, grad) -> torch.Tensor | None:
-        time.sleep(self.t_i + self.t_w)
+        self._sleep(self.t_i + self.t_w)
         return self._in_grad
 
     def backward_input(self, mb: int, grad) -> torch.Tensor | None:
-        time.sleep(self.t_i)
+        self._sleep(self.t_i)
         return self._in_grad
 
     def backward_weight(self, mb: int) -> None:
-        time.sleep(self.t_w)
+        self._sleep(self.t_w)

@@ -9,7 +9,9 @@ way under ('B', s, mb), the input gradient of stage s.
 
 The loop knows nothing of communication semantics: under blocking the communication
 layer itself posts a run of comm ops as one batch and waits for it at the run's last op.
-Each op's handler is looked up once, when the interpreter is built.
+Each op's handler is looked up once, when the interpreter is built. After every op the
+loop pokes the progress policy (outstanding transfers move on) and samples the memory
+meter; ``position`` tells the watchdog which op the rank is in.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import time
+
 import torch
 from schedules import Op, OpKind
 from schedules.ir import transfer_key
 
+from ..compute.memory import MemoryMeter
+from ..record.timing import Recorder
 from ..transport.p2p import Links
 from ..transport.parallel import GradReducer
-from ..record.timing import Recorder
+from ..transport.progress import Progress
 
 __all__ = ["Interpreter", "Microbatches", "InjectedFailure"]
 
@@ -42,9 +48,15 @@ class Microbatches:
 
 class Interpreter:
     def __init__(self, ops: tuple[Op, ...], stages: dict, last_stage: int, data: Microbatches,
-                 links: Links, reducer: GradReducer | None, recorder: Recorder, fail_at: int | None = None):
+                 links: Links, reducer: GradReducer | None, recorder: Recorder, progress: Progress,
+                 memory: MemoryMeter, fail_at: int | None = None, stall: bool = False):
         self.ops, self.stages, self.last, self.data = ops, stages, last_stage, data
         self.links, self.reducer, self.recorder = links, reducer, recorder
+        self.progress, self.memory = progress, memory
+        self.position = -1  # index of the op running now (read by the watchdog thread)
+        self.steps_run = 0
+        self.stall = stall  # testing aid: sleep forever at the first op of the second step
+        self.stalling = False
         self.mailbox: dict[tuple[str, int, int], torch.Tensor] = links.mailbox
         handlers: dict[OpKind, Callable[[Op], None]] = {
             OpKind.F: self._forward,
@@ -67,15 +79,25 @@ class Interpreter:
 
     def run_step(self) -> None:
         """Run every op of this rank once; afterwards all transfers and reductions are done."""
-        rec = self.recorder
+        rec, poke, sample = self.recorder, self.progress.poke, self.memory.sample
+        self.memory.begin_step()
         self.links.begin_step(self.ops)
-        for op, handler in self.program:
+        if self.stall and self.steps_run == 1:
+            self.position, self.stalling = 0, True
+            while True:  # --stall-rank: only the watchdog (or a signal) ends this
+                time.sleep(3600)
+        for i, (op, handler) in enumerate(self.program):
+            self.position = i
             if op.kind.is_compute:
                 start = rec.stamp()
                 handler(op)
                 rec.add_compute(op, start, rec.stamp())
             else:
                 handler(op)
+            poke()
+            sample()
+        self.position = len(self.program)
+        self.steps_run += 1
         self.links.end_step()
         if self.reducer is not None:
             self.reducer.finish()

@@ -18,6 +18,7 @@ from schedules import Schedule
 
 from ..config import RunConfig, UsageError
 from ..compute.model import Workload, build_workload, stage_bounds
+from ..transport.tags import TagPlan
 
 __all__ = ["Plan", "plan", "resolve_device"]
 
@@ -37,6 +38,8 @@ class Plan:
     boundary: list[Boundary]
     """Shape and dtype of each stage's output for one microbatch."""
     device: torch.device
+    tags: TagPlan
+    """MPI tags of the transfers, within TAG_UB (:mod:`executor.transport.tags`)."""
 
 
 def _schedule(cfg: RunConfig, world: int) -> tuple[Schedule, int]:
@@ -90,10 +93,24 @@ def _materialised(layer: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(layer).to_empty(device="cpu") if is_meta else layer
 
 
-def plan(cfg: RunConfig, world: int) -> Plan:
+def _tags(schedule: Schedule, tag_ub: int | None) -> TagPlan:
+    if tag_ub is None:
+        from mpi4py import MPI
+
+        tag_ub = MPI.COMM_WORLD.Get_attr(MPI.TAG_UB)
+    try:
+        tags = TagPlan.fit(schedule.num_stages, schedule.num_microbatches, tag_ub)
+        tags.check(schedule.ops)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return tags
+
+
+def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
     """Check the arguments and work out the run; raise UsageError / ScheduleError."""
-    if cfg.fail_rank is not None and not 0 <= cfg.fail_rank < world:
-        raise UsageError(f"--fail-rank {cfg.fail_rank} is not a rank of the world (0..{world - 1})")
+    for flag, rank in (("--fail-rank", cfg.fail_rank), ("--stall-rank", cfg.stall_rank)):
+        if rank is not None and not 0 <= rank < world:
+            raise UsageError(f"{flag} {rank} is not a rank of the world (0..{world - 1})")
     schedule, ranks = _schedule(cfg, world)
     lowered = schedules.validate(schedule, comm=cfg.comm)
     if cfg.dp > 1:
@@ -107,4 +124,4 @@ def plan(cfg: RunConfig, world: int) -> Plan:
     if workload.targets.shape[0] != batch:
         raise UsageError(f"inputs have {batch} rows but targets {workload.targets.shape[0]}")
     boundary = _boundaries(workload, bounds, batch // parts)
-    return Plan(cfg, lowered, ranks, workload, bounds, boundary, device)
+    return Plan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))

@@ -2,8 +2,10 @@
 
 Each step begins after a barrier on the world; every rank stamps its own start, and the
 step's time origin is the earliest of those stamps on the common time base
-(:mod:`executor.timing`). Step time is from that origin to the last optimizer step of
-any rank, the same span the simulator calls makespan.
+(:mod:`executor.record.timing`). Step time is from that origin to the last optimizer step of
+any rank, the same span the simulator calls makespan. Every step runs under the
+watchdog (:mod:`executor.engine.watchdog`). With ``--inflation`` each op is also timed
+alone between the warm-up and the timed steps (:mod:`executor.record.alone`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from timeline import TRACE_COLUMNS
 
 from ..compute import oracle
 from ..config import RunConfig
-from ..transport.parallel import split_world
-from .runtime import Runtime, build_runtime, node_layout
-from .plan import Plan, plan
+from ..record.alone import time_ops
 from ..record.timing import sync_clocks
+from ..transport.parallel import split_world
+from .plan import Plan, plan
+from .runtime import Runtime, build_runtime, node_layout
+from .watchdog import FACTOR, FIRST_STEPS_S, FLOOR_S, Watchdog
 
 __all__ = ["run", "RunResult", "execute"]
 
@@ -41,6 +45,16 @@ class RunResult:
     """World rank 0 only: replica 0's timed steps, the trace schema plus a ``step`` column."""
     clock_error: float
     """Bound on the clock alignment error across ranks (s)."""
+    memory: pd.DataFrame | None = None
+    """World rank 0 only: replica 0's activation bytes held (:mod:`executor.compute.memory`),
+    columns step, rank, op (-1 at the step's start, else the index in the rank's list),
+    time (s from the step's origin, like the trace) and bytes."""
+    cuda_peak: list | None = None
+    """World rank 0, on CUDA: per pipeline rank, torch.cuda.max_memory_allocated (bytes)."""
+    alone: list | None = None
+    """World rank 0, with --inflation: per world rank, {(stage, kind): median s} timed alone."""
+    watchdog_s: float = FIRST_STEPS_S
+    """The watchdog's limit per timed step (s)."""
 
 
 def run(cfg: RunConfig, world: MPI.Comm | None = None) -> RunResult:
@@ -57,12 +71,23 @@ def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
     want = oracle.reference(the_plan.workload, cfg.dp * cfg.microbatches) if cfg.check else None
     runtime = build_runtime(the_plan, topology, local_rank, local_size)
     clock = sync_clocks(world)
-    verdict, loss = "", float("nan")
+    verdict, loss, alone, samples = "", float("nan"), None, []
+    watchdog = Watchdog(runtime.interpreter, world.Get_rank(), cfg.timeout or FIRST_STEPS_S)
     try:
         for step in range(cfg.warmup + cfg.steps):
             if step == cfg.warmup:
+                if cfg.warmup and cfg.timeout is None:
+                    watchdog.limit = _limit_after_warmup(runtime, the_plan, topology, clock.offset, world)
+                if cfg.inflation:
+                    alone = time_ops(runtime, the_plan, world)
                 runtime.recorder.clear()
+                samples = []
+                if runtime.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+            watchdog.arm(step)
             local = _step(runtime, world, cfg)
+            watchdog.disarm()
+            samples.append(runtime.memory.samples)
             if want is not None and step == 0:  # the gradients of one step, before the optimizer
                 verdict = _check(runtime, world, want, _mean_loss(world, local, cfg), the_plan)
                 if verdict.startswith("check FAILED"):
@@ -70,11 +95,31 @@ def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
             _optimize(runtime)
             loss = _mean_loss(world, local, cfg)  # after the optimizer: no sync inside the timed step
     finally:
+        watchdog.close()
         runtime.close()
-    rows = _gather(runtime, topology.pipe, clock.offset) if topology.replica == 0 else None
-    trace = _frame(rows) if world.Get_rank() == 0 else None
+    cuda = torch.cuda.max_memory_allocated(runtime.device) if runtime.device.type == "cuda" else None
+    gathered = _gather(runtime, topology.pipe, clock.offset, samples, cuda) if topology.replica == 0 else None
     ok = not verdict.startswith("check FAILED")
-    return RunResult(the_plan, ok, verdict, loss, trace, clock.error)
+    result = RunResult(the_plan, ok, verdict, loss, None, clock.error, alone=alone, watchdog_s=watchdog.limit)
+    if world.Get_rank() == 0:
+        rows, memory, peaks = gathered
+        result.trace = _frame(rows)
+        result.memory = pd.DataFrame(memory, columns=["step", "rank", "op", "time", "bytes"])
+        result.cuda_peak = peaks if cuda is not None else None
+    return result
+
+
+def _limit_after_warmup(runtime: Runtime, the_plan: Plan, topology, offset: float, world: MPI.Comm) -> float:
+    """10 x the step the simulator predicts from the warm-up's own op costs, at least
+    FLOOR_S (the same on every rank)."""
+    from ..record.predict import compare_run  # the simulator, only to predict
+
+    gathered = _gather(runtime, topology.pipe, offset) if topology.replica == 0 else None
+    limit = None
+    if world.Get_rank() == 0:
+        predicted = compare_run(the_plan, _frame(gathered[0])).predicted_step_time
+        limit = max(FACTOR * predicted, FLOOR_S)
+    return world.bcast(limit, root=0)
 
 
 def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
@@ -83,11 +128,21 @@ def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
         p.grad = None
     for stage in runtime.stages.values():
         stage.losses.clear()
-    world.Barrier()
+    _barrier(world, runtime.progress.spin)
     runtime.recorder.begin_step()
     runtime.interpreter.run_step()
     runtime.recorder.end_step()
     return sum(float(loss) for s in runtime.stages.values() for loss in s.losses) / cfg.microbatches
+
+
+def _barrier(world: MPI.Comm, spin: bool) -> None:
+    """A barrier that does not spin on an oversubscribed node (MPICH's Barrier polls)."""
+    if spin:
+        world.Barrier()
+        return
+    request = world.Ibarrier()
+    while not request.Test():
+        time.sleep(20e-6)
 
 
 def _mean_loss(world: MPI.Comm, local: float, cfg: RunConfig) -> float:
@@ -129,17 +184,23 @@ def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan
     return world.bcast(verdict, root=0)
 
 
-def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float) -> list | None:
-    """Replica 0's rows on its pipeline rank 0, shifted onto rank 0's clock."""
-    rec = runtime.recorder
-    mine = [(pipe.Get_rank(), *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
+def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float, samples: list | None = None,
+            cuda_peak: int | None = None) -> tuple | None:
+    """Replica 0's trace rows and memory samples on its pipeline rank 0, times from each
+    step's origin on rank 0's clock; and the ranks' CUDA peaks."""
+    rec, rank = runtime.recorder, pipe.Get_rank()
+    mine = [(rank, *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
+    held = [(step, rank, i - 1, t + offset, b) for step, step_samples in enumerate(samples or [])
+            for i, (t, b) in enumerate(step_samples)]
     starts = [t + offset for t in rec.step_starts]
-    gathered = pipe.gather((mine, starts), root=0)
+    gathered = pipe.gather((mine, held, starts, cuda_peak), root=0)
     if gathered is None:
         return None
-    origins = np.min([s for _, s in gathered], axis=0)  # per step: earliest start over ranks
-    rows = [row for rank_rows, _ in gathered for row in rank_rows]
-    return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] - origins[r[1]], r[7] - origins[r[1]]) for r in rows]
+    origins = np.min([g[2] for g in gathered], axis=0)  # per step: earliest start over ranks
+    rows = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] - origins[r[1]], r[7] - origins[r[1]])
+            for g in gathered for r in g[0]]
+    memory = [(m[0], m[1], m[2], m[3] - origins[m[0]], m[4]) for g in gathered for m in g[1]]
+    return rows, memory, [g[3] for g in gathered]
 
 
 def _frame(rows: list) -> pd.DataFrame:

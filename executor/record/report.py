@@ -3,7 +3,10 @@ summary.json, compare.png, and the predicted-against-measured table it prints.
 
 trace.csv, trace.json and gantt.png hold the median timed step (times from that step's
 origin), in the shared trace schema; trace_steps.csv holds every timed step (plus a
-``step`` column), which is what calibration uses.
+``step`` column), which is what calibration uses. trace.json's memory counter is the
+measured one (:mod:`executor.compute.memory`); summary.json sets each pipeline rank's
+measured peak beside the simulator's prediction (:mod:`executor.record.held`), and, with
+--inflation, each op's in-run median over its median alone.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import pandas as pd
 import simulator
 from timeline import TRACE_COLUMNS
 
+from . import held
 from .predict import Comparison, compare_run, measured
 from ..engine.steps import RunResult
 
-__all__ = ["write_outputs", "format_table"]
+__all__ = ["write_outputs", "format_table", "format_inflation", "inflation"]
 
 
 def _number(value):
@@ -40,6 +44,44 @@ def format_table(label: str, cmp: Comparison) -> str:
     ])
 
 
+def inflation(result: RunResult) -> list[dict]:
+    """Per pipeline rank, stage and kind: median in the run, median alone, and their ratio."""
+    if result.alone is None:
+        return []
+    inside = result.trace[result.trace["kind"].isin(["F", "B", "I", "W"])]
+    inside = inside.assign(duration=inside["end"] - inside["start"]).groupby(["stage", "kind"])["duration"].median()
+    out = []
+    for rank, table in enumerate(result.alone[:result.plan.ranks]):  # replica 0's world ranks
+        for (stage, kind), alone in sorted(table.items()):
+            if (stage, kind) in inside.index:
+                run = float(inside[(stage, kind)])
+                out.append({"rank": rank, "stage": stage, "kind": kind, "run_s": run, "alone_s": alone,
+                            "ratio": run / alone if alone > 0 else None})
+    return out
+
+
+def format_inflation(rows: list[dict]) -> str:
+    lines = [f"  {'rank':>4}{'stage':>6}{'kind':>5}{'in run (ms)':>13}{'alone (ms)':>12}{'ratio':>8}"]
+    lines += [f"  {r['rank']:>4}{r['stage']:>6}{r['kind']:>5}{r['run_s'] * 1e3:>13.3f}{r['alone_s'] * 1e3:>12.3f}"
+              f"{r['ratio']:>8.3f}" for r in rows]
+    return "\n".join(lines)
+
+
+def _memory(result: RunResult, cmp: Comparison | None) -> dict:
+    plan = result.plan
+    out = {"measured_peak_activation_bytes": held.measured_peaks(result.memory, plan.ranks)}
+    if cmp is not None:
+        grads = [math.prod(shape) * dtype.itemsize for shape, dtype in plan.boundary]
+        out["predicted_peak_activation_bytes"] = held.predicted_peaks(
+            plan.schedule, cmp.costs, plan.cfg.comm, result.memory, grads)
+        sizes, share = held.per_microbatch(plan.schedule.ops, result.memory, plan.schedule.num_stages)
+        out["measured_activation_bytes_per_microbatch"] = sizes
+        out["measured_w_memory_fraction"] = share
+    if result.cuda_peak is not None:
+        out["cuda_max_memory_allocated_bytes"] = result.cuda_peak
+    return out
+
+
 def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: Comparison | None) -> dict:
     plan, cfg = result.plan, result.plan.cfg
     out = {
@@ -50,7 +92,11 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
         "measured_step_time": float(pd.Series(times).median()),
         "measured_bubble_fraction": float(pd.Series(bubbles).median()),
         "clock_error_s": result.clock_error, "loss": _number(result.loss), "check": result.message or None,
+        "progress": cfg.progress, "watchdog_s": result.watchdog_s,
     }
+    out.update(_memory(result, cmp))
+    if result.alone is not None:
+        out["op_inflation"] = inflation(result)
     if cmp is not None:
         costs = cmp.costs
         out.update({
@@ -75,7 +121,7 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
                      source="measured", comm=cfg.comm, compute=cfg.compute)
     one.to_csv(out / "trace.csv", index=False)
     trace.to_csv(out / "trace_steps.csv", index=False)  # every timed step, with a step column
-    simulator.to_chrome_trace(one, out / "trace.json")
+    simulator.to_chrome_trace(one, out / "trace.json", memory=held.memory_timeline(result.memory, median_step))
     simulator.plot_gantt(one, out / "gantt.png")
     cmp = compare_run(result.plan, trace) if predict else None
     if cmp is not None:

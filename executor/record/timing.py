@@ -103,6 +103,21 @@ class Recorder:
             return event
         return time.perf_counter()
 
+    def time_call(self, fn, *args) -> float:
+        """Seconds ``fn(*args)`` takes, by the same clock as the run's compute ops."""
+        if not self._cuda:
+            start = time.perf_counter()
+            fn(*args)
+            return time.perf_counter() - start
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*args)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
     def add_compute(self, op: Op, start, end) -> None:
         if self._cuda:
             self._events.append((op, start, end))

@@ -1,23 +1,26 @@
 """Point-to-point transfers of one pipeline rank, under the two semantics of the lowering pass.
 
 ``async`` (:class:`AsyncLinks`): a SEND is an Isend and the rank goes on; a RECV waits
-until its data arrived. Every receive of the step is pre-posted into its own buffer when
-the step begins, so a transfer can run as soon as its sender posts it (the simulator's
-model: the link starts at the send's post), and the progress thread moves it along while
-both ranks compute. Sends are completed at the end of the step.
+until its data arrived. A bounded window of this rank's next receives (in op order) is
+pre-posted, each into a buffer of its own, so that a transfer can run as soon as its
+sender posts it (the simulator's model: the link starts at the send's post) while the
+rank holds O(window) receive buffers rather than one per transfer of the step. Consuming
+a RECV posts the next one. Sends are completed by the progress policy's pokes and, at
+the latest, at the end of the step.
 
 ``blocking`` (:class:`BlockingLinks`): a run of consecutive SEND/RECV ops is posted as
 one batch (sends as Issend, so a send completes only once its receiver posted the
 matching receive: rendezvous), and the rank waits for the whole batch at the run's last
-op, before its next compute op: Megatron's batched ``send_forward_recv_backward``. Both
-semantics wait through the progress thread (:mod:`executor.progress`), never spinning.
+op, before its next compute op: Megatron's batched ``send_forward_recv_backward``.
 
-Tags name the transfer, identical on both sides: ``transfer_key`` (direction, source
-stage, mb) numbered as ``(direction * stages + stage) * m + mb``. Shapes are known from
-the model on every rank, so nothing about them is exchanged.
+Tags: :mod:`executor.transport.tags`. Shapes are known from the model on every rank, so
+nothing about them is exchanged.
 
-Trace rows: a SEND runs from its post to its completion; a RECV from the moment the rank
-reaches it to the moment its data is there (zero when it had already arrived).
+Trace rows, one per op with that op's own times, the same meaning as in the simulator:
+a SEND runs from its post to its completion (the send request complete: the data has
+left the sender's buffer; the simulator's link delivered it); a RECV from the moment the
+rank reaches it (async) or posts it (blocking) to the moment its data is there. Under
+blocking every op of a batch starts at the batch's post and ends at its own completion.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from mpi4py import MPI
 from schedules import Op, OpKind
 from schedules.ir import peer_stage, transfer_key
 
-from .progress import Pending, Progress
 from ..record.timing import Recorder
+from .progress import Pending, Progress
+from .tags import TagPlan
 from .wire import Wire
 
 __all__ = ["Links", "AsyncLinks", "BlockingLinks", "make_links"]
@@ -38,65 +42,74 @@ __all__ = ["Links", "AsyncLinks", "BlockingLinks", "make_links"]
 Key = tuple[str, int, int]
 
 
+def _is_recv(op: Op) -> bool:
+    return op.kind is OpKind.RECV_F or op.kind is OpKind.RECV_B
+
+
 class Links:
     """What both semantics share: peers, tags, buffers, and the mailbox receives land in."""
 
-    def __init__(self, comm: MPI.Comm, stage_to_rank: tuple[int, ...], microbatches: int,
+    def __init__(self, comm: MPI.Comm, stage_to_rank: tuple[int, ...], tags: TagPlan,
                  boundary: list[tuple[tuple[int, ...], torch.dtype]], wire: Wire, recorder: Recorder,
-                 progress: Progress):
-        self.comm, self.where, self.m = comm, stage_to_rank, microbatches
-        self.stages = len(stage_to_rank)
+                 progress: Progress, memory=None):
+        self.comm, self.where, self.tags = comm, stage_to_rank, tags
         self.boundary = boundary  # boundary[s]: (shape, dtype) of stage s's output for one mb
         self.wire, self.recorder, self.progress = wire, recorder, progress
+        self.memory = memory  # counts delivered buffers while they live (None: not measured)
         self.mailbox: dict[Key, torch.Tensor] = {}  # received tensors, taken by the interpreter
-        self._buffers: dict[Key, torch.Tensor] = {}
-
-    def tag(self, key: Key) -> int:
-        direction, stage, mb = key
-        return ((direction == "B") * self.stages + stage) * self.m + mb
 
     def peer(self, op: Op) -> int:
         return self.where[peer_stage(op)]
 
-    def recv_buffer(self, key: Key) -> torch.Tensor:
-        """The buffer of a transfer, made once and reused every step."""
-        if key not in self._buffers:
-            direction, stage, _ = key
-            shape, dtype = self.boundary[stage if direction == "F" else stage - 1]
-            self._buffers[key] = self.wire.buffer(shape, dtype)
-        return self._buffers[key]
-
     def post_send(self, op: Op, tensor: torch.Tensor, synchronous: bool) -> tuple[MPI.Request, torch.Tensor]:
         data = self.wire.outgoing(tensor)
         post = self.comm.Issend if synchronous else self.comm.Isend
-        return post(self.wire.spec(data), dest=self.peer(op), tag=self.tag(transfer_key(op))), data
+        return post(self.wire.spec(data), dest=self.peer(op), tag=self.tags.tag(transfer_key(op))), data
 
     def post_recv(self, op: Op) -> tuple[MPI.Request, torch.Tensor]:
         key = transfer_key(op)
-        buffer = self.recv_buffer(key)
-        return self.comm.Irecv(self.wire.spec(buffer), source=self.peer(op), tag=self.tag(key)), buffer
+        direction, stage, _ = key
+        shape, dtype = self.boundary[stage if direction == "F" else stage - 1]
+        buffer = self.wire.buffer(shape, dtype)
+        return self.comm.Irecv(self.wire.spec(buffer), source=self.peer(op), tag=self.tags.tag(key)), buffer
 
     def deliver(self, op: Op, buffer: torch.Tensor) -> None:
-        self.mailbox[transfer_key(op)] = self.wire.arrived(buffer)
+        tensor = self.wire.arrived(buffer)
+        if self.memory is not None:
+            self.memory.hold(tensor)
+        self.mailbox[transfer_key(op)] = tensor
 
     # The interpreter's interface.
     def begin_step(self, ops: tuple[Op, ...]) -> None: ...
     def send(self, op: Op, tensor: torch.Tensor) -> None: ...
     def recv(self, op: Op) -> None: ...
     def end_step(self) -> None: ...
+    def waiting_for(self, op: Op) -> int | None:
+        """For the watchdog: the pipeline rank an op of this rank waits on, if it is a RECV."""
+        return self.peer(op) if _is_recv(op) else None
 
 
 class AsyncLinks(Links):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, window: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.window = window  # receives pre-posted ahead; None: all of the step's
+        self._order: list[Op] = []
+        self._next = 0  # index in _order of the next receive to post
         self._recvs: dict[Key, tuple[Pending, torch.Tensor]] = {}
         self._sends: list[tuple[Op, float, Pending, torch.Tensor]] = []
 
     def begin_step(self, ops: tuple[Op, ...]) -> None:
-        for op in ops:
-            if op.kind is OpKind.RECV_F or op.kind is OpKind.RECV_B:
-                request, buffer = self.post_recv(op)
-                self._recvs[transfer_key(op)] = (self.progress.add(request), buffer)
+        self._order = [op for op in ops if _is_recv(op)]
+        self._next = 0
+        for _ in range(len(self._order) if self.window is None else self.window):
+            self._post_next()
+
+    def _post_next(self) -> None:
+        if self._next < len(self._order):
+            op = self._order[self._next]
+            self._next += 1
+            request, buffer = self.post_recv(op)
+            self._recvs[transfer_key(op)] = (self.progress.add(request), buffer)
 
     def send(self, op: Op, tensor: torch.Tensor) -> None:
         start = time.perf_counter()
@@ -109,12 +122,13 @@ class AsyncLinks(Links):
         done = self.progress.wait(pending)
         self.recorder.add(op, start, max(start, done))
         self.deliver(op, buffer)
+        self._post_next()
 
     def end_step(self) -> None:
         for op, start, pending, _ in self._sends:
             self.recorder.add(op, start, self.progress.wait(pending))
         self._sends.clear()
-        if self._recvs:
+        if self._recvs or self._next < len(self._order):
             raise RuntimeError(f"step ended with receives never reached: {sorted(self._recvs)}")
 
 
@@ -154,10 +168,10 @@ class BlockingLinks(Links):
         """Wait for the whole batch, then hand the received data over."""
         if not self._batch:
             return
-        done = self.progress.wait_all([pending for _, pending, _ in self._batch])
-        for op, _, buffer in self._batch:
-            self.recorder.add(op, self._posted, done)
-            if op.kind is OpKind.RECV_F or op.kind is OpKind.RECV_B:
+        ends = self.progress.wait_all([pending for _, pending, _ in self._batch])
+        for (op, _, buffer), end in zip(self._batch, ends):
+            self.recorder.add(op, self._posted, end)
+            if _is_recv(op):
                 self.deliver(op, buffer)
         self._batch.clear()
 
@@ -165,6 +179,7 @@ class BlockingLinks(Links):
         self.settle()
 
 
-def make_links(comm_mode: str, *args, **kwargs) -> Links:
-    cls = AsyncLinks if comm_mode == "async" else BlockingLinks
-    return cls(*args, **kwargs)
+def make_links(comm_mode: str, *args, window: int | None = None, **kwargs) -> Links:
+    if comm_mode == "async":
+        return AsyncLinks(*args, window=window, **kwargs)
+    return BlockingLinks(*args, **kwargs)

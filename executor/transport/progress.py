@@ -1,37 +1,47 @@
-"""A progress thread for non-blocking MPI requests.
+"""How non-blocking MPI requests make progress while a rank computes: the progress policies.
 
 MPICH moves a large non-blocking transfer only while some MPI call runs on the rank
 (rendezvous hand-shakes and the chunked shared-memory copy both need it), so an Isend
 posted before a long compute would otherwise wait for the next Wait and no transfer would
 overlap compute (REFERENCE.md: 256 MiB beside 75 ms of compute took the sum of both).
-This thread calls ``Testsome`` on the outstanding requests every ``interval`` seconds;
-torch's kernels and ``time.sleep`` release the GIL, so it runs beside compute. It needs
-MPI_THREAD_MULTIPLE, which mpi4py requests by default.
+Three policies, chosen by ``--progress`` (the README has the measurements behind the
+default):
 
-A request is completed by exactly one thread (MPI forbids two): the progress thread,
-or a caller of :meth:`Progress.wait`, which takes its request out of the polled set and
-then polls it itself (``Test`` and a short sleep). Waiting in ``MPI_Wait`` instead would
-spin a core, and with more ranks than cores (p = 4 on this 2-core machine) the spinning
-rank steals the core its sender needs; waiting for the progress thread to report would
-add a second thread wake-up to every completion. Both threads get a 1 us timer slack
-(Linux rounds short sleeps up by 50 us by default), so a completion is seen within
-about ``interval``.
+``hooks`` (default): no thread. The main thread tests every outstanding request at each
+    op boundary and between the layers of a stage (:meth:`Progress.poke`, called by the
+    interpreter and by the stage's forward/backward hooks). A poke with nothing
+    outstanding is one attribute read; with requests outstanding it is one ``Testsome``
+    (about a microsecond for a handful). Nothing runs beside compute, so nothing slows it.
+``thread``: the earlier design, a daemon thread calling ``Testsome`` every ``interval``
+    (200 us). Kept for comparison: its wake-ups take the GIL and the core from the compute
+    it runs beside (measured up to 1.65x on this machine's ops).
+``mpich``: MPICH's own asynchronous progress thread (``MPIR_CVAR_ASYNC_PROGRESS=1``, set
+    by ``executor.__main__`` before MPI starts); we make no progress calls of our own.
+
+A request is completed by exactly one thread (MPI forbids two). Waiting for a request
+(:meth:`Progress.wait`) pokes in a loop; between pokes a rank that has a core of its own
+(``spin``) only yields, and a rank on an oversubscribed node (p = 4 on 2 cores) sleeps
+``wait_interval`` so that its spinning does not take the core its sender needs. Every
+completion is stamped with the ``perf_counter`` time of the poke that saw it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 import time
 
 from mpi4py import MPI
 
-__all__ = ["Pending", "Progress"]
+__all__ = ["Pending", "Progress", "ThreadProgress", "make_progress", "POLICIES"]
+
+POLICIES = ("hooks", "thread", "mpich")
 
 
 class Pending:
-    """One outstanding request and, once known, the perf_counter time it completed."""
+    """One outstanding request and, once seen complete, the perf_counter time it was."""
 
     __slots__ = ("request", "done_at")
 
@@ -41,16 +51,74 @@ class Pending:
 
 
 class Progress:
-    """Polls outstanding requests in a daemon thread until :meth:`close`."""
+    """Main-thread progress: requests are tested by :meth:`poke` and while waiting."""
 
-    def __init__(self, interval: float = 200e-6, wait_interval: float = 20e-6):
+    def __init__(self, spin: bool = True, wait_interval: float = 20e-6, pokes: bool = True):
+        self.spin = spin
+        self.wait_interval = wait_interval
+        self.pokes = pokes  # False under the mpich policy: MPICH's thread does the work
+        self._pending: list[Pending] = []
+        _tight_timer_slack()  # short waits end on time (Linux adds 50 us by default)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    def add(self, request: MPI.Request) -> Pending:
+        item = Pending(request)
+        self._pending.append(item)
+        return item
+
+    def poke(self) -> None:
+        """Test every outstanding request once; stamp the ones that completed."""
+        if self.pokes and self._pending:
+            self._test()
+
+    def _test(self) -> None:
+        pending = self._pending
+        done = MPI.Request.Testsome([item.request for item in pending])
+        if done:
+            now = time.perf_counter()
+            for i in done:
+                pending[i].done_at = now
+            self._pending = [item for item in pending if item.done_at is None]
+
+    def wait(self, item: Pending) -> float:
+        """Block until ``item`` completed (moving every other request along meanwhile);
+        return its completion time (perf_counter)."""
+        while item.done_at is None:
+            self._test()
+            if item.done_at is None:
+                self._idle()
+        return item.done_at
+
+    def wait_all(self, items: list[Pending]) -> list[float]:
+        """Block until every item completed; return each one's own completion time."""
+        return [self.wait(item) for item in items]
+
+    def _idle(self) -> None:
+        if self.spin:
+            os.sched_yield()
+        else:
+            time.sleep(self.wait_interval)
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadProgress(Progress):
+    """The ``thread`` policy: a daemon thread polls outstanding requests every ``interval``.
+
+    The waiting caller takes its request out of the polled set first, then polls it itself,
+    so that one request is only ever tested by one thread at a time.
+    """
+
+    def __init__(self, spin: bool = True, wait_interval: float = 20e-6, interval: float = 200e-6):
+        super().__init__(spin, wait_interval, pokes=False)
         if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
             raise RuntimeError("the progress thread needs MPI_THREAD_MULTIPLE; this MPI provides less")
-        self.interval = interval  # background polls: rare, so four ranks fit on two cores
-        self.wait_interval = wait_interval  # a waiting rank's own polls: prompt
-        _tight_timer_slack()  # the calling (main) thread: its polls and compute sleeps
+        self.interval = interval
         self._cond = threading.Condition()
-        self._pending: list[Pending] = []
         self._running = True
         self._polling = False  # the thread is inside Testsome on a snapshot of _pending
         self._thread = threading.Thread(target=self._loop, name="mpi-progress", daemon=True)
@@ -64,22 +132,16 @@ class Progress:
         return item
 
     def wait(self, item: Pending) -> float:
-        """Block until ``item`` completed; return its completion time (perf_counter)."""
         with self._cond:
             while self._polling and item.done_at is None:
                 self._cond.wait()  # the thread may be testing this very request right now
             if item.done_at is not None:
                 return item.done_at
             self._pending.remove(item)  # from here on only this thread completes it
-        request, interval = item.request, self.wait_interval
-        while not request.Test():
-            time.sleep(interval)
+        while not item.request.Test():
+            self._idle()
         item.done_at = time.perf_counter()
         return item.done_at
-
-    def wait_all(self, items: list[Pending]) -> float:
-        """Block until every item completed; return the last completion time."""
-        return max((self.wait(item) for item in items), default=time.perf_counter())
 
     def close(self) -> None:
         with self._cond:
@@ -108,6 +170,15 @@ class Progress:
                 self._polling = False
                 self._cond.notify_all()
             time.sleep(self.interval)
+
+
+def make_progress(policy: str, spin: bool) -> Progress:
+    """The progress object of ``policy`` (one of :data:`POLICIES`)."""
+    if policy == "thread":
+        return ThreadProgress(spin)
+    if policy not in POLICIES:
+        raise ValueError(f"unknown progress policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    return Progress(spin, pokes=policy == "hooks")
 
 
 def _tight_timer_slack() -> None:

@@ -1,0 +1,79 @@
+"""A per-rank watchdog: a step that runs past its time limit ends the whole job.
+
+A daemon thread sleeps on a condition (no polling) until the armed deadline. If the step
+has not finished by then, it prints which op the rank is stuck on (and, for a RECV, the
+rank it is waiting for) and calls ``MPI.COMM_WORLD.Abort``, which ends every rank with
+a non-zero exit code. The limit is ``--timeout`` when given; otherwise 300 s until the
+warm-up steps have run, then 10 x the step time the simulator predicts from the warm-up's
+own op costs, but at least ``FLOOR_S`` (a loaded machine's hiccup is not a hang).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from mpi4py import MPI
+
+__all__ = ["Watchdog", "FIRST_STEPS_S", "FACTOR", "FLOOR_S"]
+
+FIRST_STEPS_S = 300.0
+FACTOR = 10.0
+FLOOR_S = 5.0
+
+
+class Watchdog:
+    def __init__(self, interpreter, world_rank: int, limit: float = FIRST_STEPS_S):
+        self.interpreter, self.world_rank, self.limit = interpreter, world_rank, limit
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._step = -1
+        self._running = True
+        self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, step: int) -> None:
+        with self._cond:
+            self._step, self._deadline = step, time.monotonic() + self.limit
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while self._running:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._expire()
+
+    def _expire(self) -> None:
+        it = self.interpreter
+        i = it.position
+        if 0 <= i < len(it.ops):
+            op = it.ops[i]
+            where = f"op {i} ({op})"
+            peer = it.links.waiting_for(op)
+            if it.stalling:
+                where += ", stalled on purpose by --stall-rank"
+            elif peer is not None:
+                where += f", waiting for pipeline rank {peer}"
+        else:
+            where = "outside the op list (start of step, barrier, or end-of-step completion)"
+        sys.stderr.write(f"executor: rank {self.world_rank} timed out: step {self._step} ran past "
+                         f"{self.limit:.3g} s, stuck at {where}; aborting all ranks\n")
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(3)

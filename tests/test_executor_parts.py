@@ -1,0 +1,117 @@
+"""The executor's parts without mpiexec: tags within TAG_UB, the memory meter against
+hand counts, and the main-thread progress policy on a self-message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+from torch import nn
+
+import schedules
+from executor.compute.memory import MemoryMeter
+from executor.compute.stage import Stage
+from executor.transport.progress import Progress, make_progress
+from executor.transport.tags import TagPlan
+from schedules.ir import transfer_key
+
+
+def _lowered(name, ranks, microbatches, chunks=None):
+    return schedules.validate(schedules.build(name, ranks=ranks, microbatches=microbatches, chunks=chunks))
+
+
+def test_tags_unique_when_they_fit():
+    lowered = _lowered("interleaved-1f1b", 4, 8, 2)
+    plan = TagPlan.fit(lowered.num_stages, 8, 536870911)
+    keys = {transfer_key(op) for ops in lowered.ops for op in ops if op.kind.is_comm}
+    assert plan.cycle == 8
+    assert len({plan.tag(k) for k in keys}) == len(keys)
+
+
+def test_tags_stay_under_the_guaranteed_bound_at_p64():
+    """p = 64, v = 2, m = 512: 131,072 transfers against the standard's 32,767."""
+    lowered = _lowered("interleaved-1f1b", 64, 512, 2)
+    plan = TagPlan.fit(lowered.num_stages, 512, 32767)
+    tags = [plan.tag(transfer_key(op)) for ops in lowered.ops for op in ops if op.kind.is_comm]
+    assert max(tags) <= 32767 and min(tags) >= 0
+    assert plan.cycle == 32768 // 256
+    plan.check(lowered.ops)  # sends and receives of every shared tag come in one order
+
+
+def test_shared_tags_refuse_out_of_order_transfers():
+    lowered = _lowered("gpipe", 2, 4)
+    ops = [list(rank_ops) for rank_ops in lowered.ops]
+    recvs = [i for i, op in enumerate(ops[1]) if op.kind is schedules.OpKind.RECV_F]
+    ops[1][recvs[0]], ops[1][recvs[1]] = ops[1][recvs[1]], ops[1][recvs[0]]
+    TagPlan.fit(2, 4, 1 << 20).check(ops)  # own tags: order does not matter
+    with pytest.raises(ValueError, match="received in another order"):
+        TagPlan.fit(2, 4, 3).check(ops)  # 4 channels x 1: every mb shares its channel's tag
+
+
+def _stage(memory, index=1):
+    torch.manual_seed(0)
+    layers = [nn.Sequential(nn.Linear(16, 16), nn.Tanh()) for _ in range(3)]
+    meter = memory([p for layer in layers for p in layer.parameters()])
+    return Stage(index, layers, None, microbatches=1, memory=meter), meter
+
+
+def test_memory_meter_counts_saved_storages_once_and_frees_them():
+    stage, meter = _stage(MemoryMeter)
+    x = torch.randn(8, 16)
+    stage.forward(0, x, None)
+    # per layer: Linear saves its input, Tanh its output (the next Linear's input): the
+    # stage input and 3 Tanh outputs, 8 x 16 float32 each; weights are not counted
+    assert meter.current == 4 * 8 * 16 * 4
+    stage.backward(0, torch.ones(8, 16))
+    assert meter.current == 0
+
+
+def test_memory_meter_split_backward_keeps_the_w_share():
+    stage, meter = _stage(MemoryMeter)
+    stage.forward(0, torch.randn(8, 16), None)
+    held = meter.current
+    stage.backward_input(0, torch.ones(8, 16))
+    assert 0 < meter.current <= held  # W still needs layer inputs
+    stage.backward_weight(0)
+    assert meter.current == 0
+
+
+def test_memory_meter_counts_a_delivered_buffer_until_it_is_gone():
+    meter = MemoryMeter([])
+    buffer = torch.empty(1000, dtype=torch.float32)
+    meter.hold(buffer)
+    view = buffer[10:20]
+    assert meter.current == 4000
+    del buffer
+    assert meter.current == 4000  # a view keeps its base tensor alive
+    del view
+    assert meter.current == 0
+
+
+def test_hooks_progress_completes_on_poke_and_wait():
+    progress = make_progress("hooks", spin=True)
+    out, into = np.arange(4.0), np.zeros(4)
+    recv = progress.add(MPI.COMM_SELF.Irecv(into, source=0, tag=7))
+    send = progress.add(MPI.COMM_SELF.Isend(out, dest=0, tag=7))
+    assert progress.outstanding == 2
+    progress.poke()
+    ends = progress.wait_all([recv, send])
+    assert all(e is not None for e in ends) and progress.outstanding == 0
+    assert into.tolist() == out.tolist()
+
+
+def test_mpich_policy_does_not_poke():
+    progress = make_progress("mpich", spin=False)
+    assert isinstance(progress, Progress) and not progress.pokes
+    into = np.zeros(1)
+    item = progress.add(MPI.COMM_SELF.Irecv(into, source=0, tag=3))
+    progress.poke()  # no MPI call: MPICH's own thread would move it
+    assert item.done_at is None
+    MPI.COMM_SELF.Send(np.ones(1), dest=0, tag=3)
+    assert progress.wait(item) > 0 and into[0] == 1
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="unknown progress policy"):
+        make_progress("spin", spin=True)
