@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             if "op_inflation" in summary:
                 print("op time in the run over the same op timed alone (medians):")
                 print(format_inflation(summary["op_inflation"]))
+                if "overhead" in summary:
+                    print(f"measured step over the simulator's from ops alone: {summary['overhead']:.3f} "
+                          f"({summary['predicted_step_time_from_alone'] * 1e3:.3f} ms predicted)")
             print(f"wrote {out}/ (clock alignment within {result.clock_error * 1e6:.1f} us)")
     return 0 if result.ok else 1
 

@@ -24,7 +24,7 @@ __all__ = [
 def __getattr__(name: str):
     # Plotting pulls in matplotlib (about a second): load it only when asked for.
     if name in ("plot_gantt", "plot_compare"):
-        from . import gantt
+        from timeline import gantt
 
         return getattr(gantt, name)
     if name == "to_chrome_trace":

@@ -129,7 +129,7 @@ def _write_outputs(result: SimResult, args: argparse.Namespace) -> None:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         result.trace.to_csv(args.csv, index=False)
     if args.gantt:
-        from .gantt import plot_gantt
+        from timeline.gantt import plot_gantt
 
         plot_gantt(result.trace, args.gantt)
     if args.trace:

@@ -16,7 +16,7 @@ form, e.g. zb-h1 with unequal costs, or a schedule read from a file).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import simulator
@@ -24,7 +24,7 @@ from timeline import bubble_of
 
 from ..engine.plan import Plan
 
-__all__ = ["Comparison", "compare_run", "message_bytes", "measured"]
+__all__ = ["Comparison", "compare_run", "message_bytes", "measured", "costs_from_alone", "predict_from_alone"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,31 @@ def compare_run(plan: Plan, trace: pd.DataFrame, costs: simulator.Costs | None =
         costs=costs,
         predicted=predicted,
     )
+
+
+def costs_from_alone(costs: simulator.Costs, alone: dict[tuple[int, str], float], stages: int) -> simulator.Costs:
+    """``costs`` with every stage's F, I, W replaced by its ops timed alone
+    (:mod:`executor.record.alone`). A full backward B is kept whole: t_i and t_w are cut
+    from B alone in the ratio of I to W alone, so a schedule of B ops costs B alone."""
+    t_f, t_i, t_w = [], [], []
+    for s in range(stages):
+        b, i, w = alone[(s, "B")], alone[(s, "I")], alone[(s, "W")]
+        t_f.append(alone[(s, "F")])
+        t_i.append(b * i / (i + w))
+        t_w.append(b * w / (i + w))
+    return replace(costs, t_f=t_f, t_i=t_i, t_w=t_w)
+
+
+def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) -> float:
+    """Step time the simulator predicts from the ops timed alone (replica 0's ranks), with
+    the links and optimizer time of ``costs``; a schedule that splits the backward is
+    charged I and W alone, one with full backward B alone."""
+    table = {key: value for rank_table in alone[:plan.ranks] for key, value in rank_table.items()}
+    uses_b = any(op.kind.value == "B" for ops in plan.schedule.ops for op in ops)
+    stages = plan.schedule.num_stages
+    if uses_b:
+        timed = costs_from_alone(costs, table, stages)
+    else:
+        timed = replace(costs, t_f=[table[(s, "F")] for s in range(stages)],
+                        t_i=[table[(s, "I")] for s in range(stages)], t_w=[table[(s, "W")] for s in range(stages)])
+    return simulator.simulate(plan.schedule, timed, comm=plan.cfg.comm).makespan

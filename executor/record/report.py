@@ -16,11 +16,12 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import simulator
 from timeline import TRACE_COLUMNS
+from timeline.gantt import plot_compare, plot_gantt
+from timeline.perfetto import write_perfetto
 
 from . import held
-from .predict import Comparison, compare_run, measured
+from .predict import Comparison, compare_run, measured, predict_from_alone
 from ..engine.steps import RunResult
 
 __all__ = ["write_outputs", "format_table", "format_inflation", "inflation"]
@@ -97,6 +98,10 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
     out.update(_memory(result, cmp))
     if result.alone is not None:
         out["op_inflation"] = inflation(result)
+        if cmp is not None:  # the instrument's whole cost: measured over ops-alone prediction
+            alone = predict_from_alone(result.plan, cmp.costs, result.alone)
+            out["predicted_step_time_from_alone"] = alone
+            out["overhead"] = out["measured_step_time"] / alone
     if cmp is not None:
         costs = cmp.costs
         out.update({
@@ -121,11 +126,11 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
                      source="measured", comm=cfg.comm, compute=cfg.compute)
     one.to_csv(out / "trace.csv", index=False)
     trace.to_csv(out / "trace_steps.csv", index=False)  # every timed step, with a step column
-    simulator.to_chrome_trace(one, out / "trace.json", memory=held.memory_timeline(result.memory, median_step))
-    simulator.plot_gantt(one, out / "gantt.png")
+    write_perfetto(one, out / "trace.json", memory=held.memory_timeline(result.memory, median_step))
+    plot_gantt(one, out / "gantt.png")
     cmp = compare_run(result.plan, trace) if predict else None
     if cmp is not None:
-        simulator.plot_compare(one, cmp.predicted.trace, labels=("measured", "predicted"), path=out / "compare.png")
+        plot_compare(one, cmp.predicted.trace, labels=("measured", "predicted"), path=out / "compare.png")
     summary = _summary(result, times, bubbles, cmp)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary, cmp

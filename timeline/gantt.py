@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .trace import bubble_of, check_trace
+from .schema import bubble_of, check_trace
 
 __all__ = ["plot_gantt", "plot_compare"]
 

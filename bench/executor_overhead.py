@@ -1,0 +1,105 @@
+"""What the executor does to the ops it times, and to the step: inflation, overhead, overlap.
+
+    .venv/bin/python bench/executor_overhead.py [--steps 10] [--runs 3] [--policies hooks,thread,mpich]
+
+For each progress policy (default: the executor's default only), ``--runs`` repetitions of:
+
+* **inflation**: 1F1B at p = 2 on the default MLP (8 x 512, batch 512, m = 8, 1 thread a
+  rank) with ``--inflation``: every op of every stage is first timed alone (the other
+  rank asleep), then the timed steps run; per rank, stage and kind, the in-run median
+  over the alone median. Also the **overhead**: measured step over the simulator's
+  prediction from the ops alone (with the run's fitted link and optimizer time).
+* **async against blocking** on the same model (1F1B), step times;
+* **overlap**: GPipe with 16 MiB activations beside 10/5/5 ms sleeps (the large-activation
+  case of the MPI tests), async step over blocking step.
+
+Printed: a table per policy (medians over the runs, each ratio taken within one run),
+and one summary line per policy for the README's table. Run it on a quiet machine: it
+launches 4 jobs per run and policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from executor.launch import launch  # noqa: E402
+from executor.transport.progress import POLICIES  # noqa: E402
+
+MLP = ["--model", "mlp", "--layers", "8", "--width", "512", "--batch", "512", "--microbatches", "8", "--threads", "1"]
+LARGE = ["--schedule", "gpipe", "--microbatches", "8", "--compute", "sleep", "--t-f", "10", "--t-i", "5", "--t-w", "5",
+         "--width", "2048", "--batch", "16384"]
+
+
+def _run(args: list[str], out: Path) -> dict:
+    done = launch(2, [*args, "--out", str(out)], timeout=600, capture=True, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"executor failed ({' '.join(args)}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def measure(policy: str, steps: int, work: Path, k: int) -> dict:
+    timed = ["--steps", str(steps), "--warmup", "3", "--progress", policy]
+    inflated = _run(["--schedule", "1f1b", *MLP, *timed, "--inflation"], work / f"{policy}-{k}-inflation")
+    blocking = _run(["--schedule", "1f1b", *MLP, *timed, "--comm", "blocking"], work / f"{policy}-{k}-blocking")
+    sleep = ["--steps", str(max(3, steps // 3)), "--warmup", "1", "--progress", policy]
+    big_async = _run([*LARGE, *sleep], work / f"{policy}-{k}-large-async")
+    big_blocking = _run([*LARGE, *sleep, "--comm", "blocking"], work / f"{policy}-{k}-large-blocking")
+    return {
+        "ops": {(r["rank"], r["stage"], r["kind"]): r["ratio"] for r in inflated["op_inflation"]},
+        "step_ms": inflated["measured_step_time"] * 1e3,
+        "overhead": inflated["overhead"],
+        "blocking_ms": blocking["measured_step_time"] * 1e3,
+        "async_over_blocking": inflated["measured_step_time"] / blocking["measured_step_time"],
+        "overlap": big_async["measured_step_time"] / big_blocking["measured_step_time"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run (default %(default)s, at least 10)")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are printed (default %(default)s)")
+    parser.add_argument("--policies", default="hooks", help=f"comma-separated, of {', '.join(POLICIES)}")
+    args = parser.parse_args(argv)
+    policies = args.policies.split(",")
+    if any(p not in POLICIES for p in policies) or args.steps < 10 or args.runs < 1:
+        parser.error(f"--policies from {', '.join(POLICIES)}; --steps >= 10; --runs >= 1")
+    print(f"p = 2, default MLP (8 x 512, batch 512, m = 8, 1 thread a rank); {args.runs} runs of "
+          f"{args.steps} timed steps; medians over runs of ratios taken within one run")
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for policy in policies:
+            runs = [measure(policy, args.steps, Path(tmp), k) for k in range(args.runs)]
+            med = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "ops"}
+            ops = defaultdict(list)
+            for r in runs:
+                for key, ratio in r["ops"].items():
+                    ops[key].append(ratio)
+            print(f"\nprogress = {policy}: op time in the run / alone (median of {args.runs})")
+            print(f"  {'rank':>4}{'stage':>6}{'kind':>5}{'ratio':>8}   per run")
+            for (rank, stage, kind), values in sorted(ops.items()):
+                print(f"  {rank:>4}{stage:>6}{kind:>5}{statistics.median(values):>8.3f}   "
+                      + " ".join(f"{v:.3f}" for v in values))
+            worst = max(statistics.median(v) for v in ops.values())
+            print(f"  1f1b step {med['step_ms']:.2f} ms async, {med['blocking_ms']:.2f} ms blocking "
+                  f"(async/blocking {med['async_over_blocking']:.3f}); overhead over ops-alone prediction "
+                  f"{med['overhead']:.3f}; large-activation overlap: async/blocking {med['overlap']:.3f}")
+            lines.append(f"| {policy} | {worst:.3f} | {med['overlap']:.3f} | {med['step_ms']:.2f} ms | "
+                         f"{med['async_over_blocking']:.3f} | {med['overhead']:.3f} |")
+    print("\n| policy | worst op inflation | large-activation async/blocking | 1f1b step | "
+          "async/blocking (MLP) | overhead |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
