@@ -175,3 +175,56 @@ def test_profile_costs_predict_with_node_sharing():
                                                   if k not in ("share", "comm_interference")})).makespan
     concurrent = simulator.simulate(schedule, profile.costs(schedule, times="concurrent")).makespan
     assert alone < shared <= concurrent * 1.0001
+
+
+# ---- the command line --------------------------------------------------------------------
+
+def _write(tmp_path) -> str:
+    path = tmp_path / "costs.json"
+    Profile(_document()).save(path)
+    return str(path)
+
+
+def test_cli_predicts_from_a_profile_and_flags_override(tmp_path, capsys):
+    from simulator.cli import main
+
+    path = _write(tmp_path)
+    args = ["--schedule", "1f1b", "--ranks", "2", "--microbatches", "8", "--json", "--costs", path]
+    assert main(args) == 0
+    from_profile = json.loads(capsys.readouterr().out)["makespan"]
+    schedule = schedules.build("1f1b", ranks=2, microbatches=8)
+    assert from_profile == pytest.approx(simulator.simulate(schedule, Profile.load(path).costs(schedule)).makespan)
+    assert main(args + ["--share", "1,1", "--comm-interference", "0"]) == 0
+    unshared = json.loads(capsys.readouterr().out)["makespan"]
+    assert unshared < from_profile  # the flags beside --costs win
+
+
+def test_cli_sweep_from_a_profile_skips_layouts_not_profiled(tmp_path, capsys):
+    from simulator.cli import main
+
+    out = tmp_path / "table.csv"
+    assert main(["sweep", "--schedules", "1f1b,interleaved-1f1b", "--ranks", "2,4", "--microbatches", "4,8,16",
+                 "--costs", _write(tmp_path), "--out", str(out), "--quiet"]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert sorted(zip(table["schedule"], table["microbatches"])) == [
+        ("1f1b", 4), ("1f1b", 8), ("interleaved-1f1b", 4), ("interleaved-1f1b", 8)]
+    assert "skipped 8 combination(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read costs file"),
+    ("[1, 2", "is not a costs.json"),
+    ('{"format": "other"}', "format must be 'pipebubble-costs'"),
+])
+def test_cli_bad_costs_file_is_one_line_and_exit_2(tmp_path, capsys, content, message):
+    from simulator.cli import main
+
+    path = tmp_path / "costs.json"
+    if content is not None:
+        path.write_text(content)
+    for args in (["--schedule", "1f1b", "--ranks", "2"], ["sweep", "--ranks", "2", "--quiet"]):
+        assert main(args + ["--costs", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
