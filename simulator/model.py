@@ -61,6 +61,7 @@ class Model:
         self.reduce_free = [0.0] * lowered.num_ranks
         self.links: dict[tuple[int, int], deque] = {}  # transfers queued per link, head in flight
         self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
+        self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
         self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
         self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
         self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
@@ -194,14 +195,14 @@ class Model:
     def _send(self, queue: deque) -> None:
         """The transfer at the head of a link's queue takes the link."""
         rank, i = queue[0][:2]
-        if self.sharing is not None:
-            self.sharing.transfer(rank, self.dest[rank][i], 1)
+        if self.interfering is not None:
+            self.interfering.transfer(rank, self.dest[rank][i], 1)
         self.env.timeout(self.cost[rank][i]).callbacks.append(partial(self._sent, queue))
 
     def _sent(self, queue: deque, _event: simpy.Event) -> None:
         rank, i, peer, j = queue.popleft()
-        if self.sharing is not None:
-            self.sharing.transfer(rank, self.dest[rank][i], -1)
+        if self.interfering is not None:
+            self.interfering.transfer(rank, self.dest[rank][i], -1)
         self._complete(rank, i, peer, j)
         if queue:
             self._send(queue)

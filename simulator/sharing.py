@@ -7,16 +7,19 @@ Whenever either count changes, each op on the node whose rate changed is re-time
 work done since its last change comes off at the old rate, and its end is set again at the
 new rate (the processor-sharing queue of Kleinrock, "Queueing Systems" vol. 2, 1976).
 
-SimPy cannot move a timeout, so a re-timing makes a new one and the op remembers which of
-its timeouts is current; an outdated one fires and is ignored. An op whose end falls at
-this very instant is done: it is not re-timed by a rank starting at the same moment.
-With a single rank computing and no transfer in flight the rate is 1.0 and an op ends at
-``start + cost``, the same float as the model's fast path.
+Re-timing every op of a node at every change would cost a timeout per op and per
+change. Instead each node keeps a *virtual clock*: the work a rank at full rate would have
+done so far, advancing at ``share[k - 1]`` per second. An op that starts with ``w`` to do
+ends when that clock reaches ``start + w`` (``start + w / (1 - comm_interference)`` while
+its transfers fly, re-read when they start or end), so a change of k touches no op: it
+only moves the node's one timer, set for the op that ends first (a heap). SimPy cannot
+move a timeout, so the node remembers which of its timers is current; an outdated one
+fires and is ignored. The clock restarts at 0 whenever the node falls idle.
 """
 
 from __future__ import annotations
 
-import math
+import heapq
 from functools import partial
 
 import simpy
@@ -26,79 +29,106 @@ from .costs import Costs
 __all__ = ["Sharing"]
 
 
-class _Job:
-    """One compute op in progress on a rank."""
+class _Node:
+    """The virtual clock of one node and the ops running on it."""
 
-    __slots__ = ("left", "rate", "since", "due", "timer", "done")
+    __slots__ = ("busy", "rate", "clock", "since", "ends", "timer", "due")
 
-    def __init__(self, work: float, done: simpy.Event):
-        self.left = work  # work not yet done at `since`
-        self.rate = 0.0  # rate since `since` (0 until first timed)
+    def __init__(self) -> None:
+        self.busy = 0  # ranks computing
+        self.rate = 1.0  # clock speed since `since`: share[busy - 1]
+        self.clock = 0.0  # virtual time at `since`
         self.since = 0.0
-        self.due = math.inf  # when the current timer fires
-        self.timer: simpy.Event | None = None
-        self.done = done
+        self.ends: list[tuple[float, int, int]] = []  # (virtual end, version, rank): a heap
+        self.timer: simpy.Event | None = None  # the current one; others are outdated
+        self.due = 0.0  # when it fires
 
 
 class Sharing:
     """Busy ranks per node and transfers in flight per rank; times compute ops under both."""
 
     def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
-        self.env, self.costs = env, costs
-        self.node = costs.nodes(num_ranks)
-        self.members: dict[int, list[int]] = {}
-        for rank, node in enumerate(self.node):
-            self.members.setdefault(node, []).append(rank)
-        self.busy = dict.fromkeys(self.members, 0)  # ranks computing, per node
-        self.inflight = [0] * num_ranks  # the rank's own transfers in flight
+        self.env = env
+        nodes = costs.nodes(num_ranks)
+        self.node = [_Node() for _ in range(max(nodes) + 1)]
+        self.of = [self.node[n] for n in nodes]
+        crowd = max(nodes.count(n) for n in set(nodes))
+        self.rates = [costs.rate(k) for k in range(1, crowd + 1)]
         self.slow = 1.0 - costs.comm_interference
-        self.jobs: list[_Job | None] = [None] * num_ranks
+        self.interferes = costs.comm_interference > 0  # else transfers need not be followed
+        self.inflight = [0] * num_ranks  # the rank's own transfers in flight
+        self.end: list[float | None] = [None] * num_ranks  # virtual end of the rank's op
+        self.version = [0] * num_ranks  # tells a heap entry of the rank's current op from old ones
+        self.done: list[simpy.Event | None] = [None] * num_ranks
 
     def compute(self, rank: int, work: float) -> simpy.Event:
         """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
-        done = self.env.event()
-        self.jobs[rank] = _Job(work, done)
-        node = self.node[rank]
-        self.busy[node] += 1
-        self._retime_node(node)
+        node = self.of[rank]
+        self._advance(node)
+        done = self.done[rank] = self.env.event()
+        self._place(rank, node, node.clock + work / self._factor(rank))
+        node.busy += 1
+        self._reschedule(node)
         return done
 
     def transfer(self, src: int, dst: int, delta: int) -> None:
         """A transfer between ``src`` and ``dst`` starts (``delta`` 1) or ends (-1)."""
         for rank in (src, dst):
+            before = self._factor(rank)
             self.inflight[rank] += delta
-            if self.slow != 1.0:
-                self._retime(rank)
+            after = self._factor(rank)
+            end = self.end[rank]
+            if after != before and end is not None:  # its op goes on at the other speed
+                node = self.of[rank]
+                self._advance(node)
+                self._place(rank, node, node.clock + (end - node.clock) * before / after)
+                self._reschedule(node)
 
-    def _rate(self, rank: int) -> float:
-        rate = self.costs.rate(self.busy[self.node[rank]])
-        return rate * self.slow if self.inflight[rank] else rate
+    def _factor(self, rank: int) -> float:
+        return self.slow if self.inflight[rank] else 1.0
 
-    def _retime_node(self, node: int) -> None:
-        for rank in self.members[node]:
-            self._retime(rank)
+    def _place(self, rank: int, node: _Node, end: float) -> None:
+        self.end[rank] = end
+        self.version[rank] += 1
+        heapq.heappush(node.ends, (end, self.version[rank], rank))
 
-    def _retime(self, rank: int) -> None:
-        job = self.jobs[rank]
+    def _advance(self, node: _Node) -> None:
         now = self.env.now
-        if job is None or job.due <= now:
-            return
-        rate = self._rate(rank)
-        if rate == job.rate:
-            return
-        job.left = max(job.left - (now - job.since) * job.rate, 0.0)
-        job.since, job.rate = now, rate
-        delay = job.left / rate
-        job.due = now + delay  # the float SimPy schedules the timeout at
-        job.timer = self.env.timeout(delay)
-        job.timer.callbacks.append(partial(self._end, rank))
+        if node.busy:
+            node.clock += (now - node.since) * node.rate
+        node.since = now
 
-    def _end(self, rank: int, timer: simpy.Event) -> None:
-        job = self.jobs[rank]
-        if job is None or timer is not job.timer:
-            return  # superseded by a later re-timing
-        self.jobs[rank] = None
-        node = self.node[rank]
-        self.busy[node] -= 1
-        self._retime_node(node)
-        job.done.succeed()
+    def _head(self, node: _Node) -> tuple[float, int, int] | None:
+        """The op that ends first, dropping entries of ops since re-placed or done."""
+        ends, version = node.ends, self.version
+        while ends and (ends[0][1] != version[ends[0][2]] or self.end[ends[0][2]] is None):
+            heapq.heappop(ends)
+        return ends[0] if ends else None
+
+    def _reschedule(self, node: _Node) -> None:
+        head = self._head(node)
+        if head is None:
+            node.timer, node.clock = None, 0.0  # idle: restart the clock
+            return
+        node.rate = self.rates[node.busy - 1]
+        delay = max(head[0] - node.clock, 0.0) / node.rate
+        now = self.env.now
+        if node.timer is not None and now + delay == node.due:
+            return  # the first op still ends then (another op's end moved)
+        node.due = now + delay
+        node.timer = self.env.timeout(delay)
+        node.timer.callbacks.append(partial(self._tick, node))
+
+    def _tick(self, node: _Node, timer: simpy.Event) -> None:
+        if timer is not node.timer:
+            return  # outdated by a later change
+        node.timer = None  # fired: the next change sets a new one
+        self._advance(node)
+        node.clock = self._head(node)[0]  # the clock reads that op's end exactly now
+        while (head := self._head(node)) is not None and head[0] <= node.clock:
+            rank = head[2]
+            self.end[rank] = None
+            node.busy -= 1
+            self.done[rank].succeed()
+            self.done[rank] = None
+        self._reschedule(node)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import schedules
 import simulator
-from simulator import Costs
+from simulator import Costs, model
 
 UNIT = dict(t_f=1.0, t_i=1.0, t_w=1.0)  # F = 1, B = 2
 
@@ -110,3 +113,71 @@ def test_bad_placement_or_rates_fail_in_one_line(kwargs, message):
     schedule = schedules.build("1f1b", ranks=2, microbatches=2)
     with pytest.raises(ValueError, match=message):
         simulator.simulate(schedule, Costs(**kwargs))
+
+
+# ---- oracle: the plain processor-sharing model, every op re-timed at every change ----------
+
+class _RetimeEveryOp:
+    """Reference for :class:`simulator.sharing.Sharing` (same interface): on each change,
+    every op of the node is re-timed with a fresh timeout, the textbook way."""
+
+    def __init__(self, env, costs, num_ranks):
+        self.env, self.costs, self.node = env, costs, costs.nodes(num_ranks)
+        self.busy = dict.fromkeys(self.node, 0)
+        self.inflight, self.jobs = [0] * num_ranks, [None] * num_ranks
+        self.slow, self.interferes = 1 - costs.comm_interference, costs.comm_interference > 0
+
+    def compute(self, rank, work):
+        done = self.env.event()
+        self.jobs[rank] = {"left": work, "rate": 0.0, "since": 0.0, "timer": None, "done": done}
+        self.busy[self.node[rank]] += 1
+        self._retime_node(self.node[rank])
+        return done
+
+    def transfer(self, src, dst, delta):
+        for rank in (src, dst):
+            self.inflight[rank] += delta
+            self._retime(rank)
+
+    def _retime_node(self, node):
+        for rank, where in enumerate(self.node):
+            if where == node:
+                self._retime(rank)
+
+    def _retime(self, rank):
+        job, now = self.jobs[rank], self.env.now
+        if job is None:
+            return
+        rate = self.costs.rate(self.busy[self.node[rank]]) * (self.slow if self.inflight[rank] else 1.0)
+        job["left"] = max(job["left"] - (now - job["since"]) * job["rate"], 0.0)
+        job["since"], job["rate"] = now, rate
+        timer = job["timer"] = self.env.timeout(job["left"] / rate)
+        timer.callbacks.append(lambda event, rank=rank: self._end(rank, event))
+
+    def _end(self, rank, timer):
+        job = self.jobs[rank]
+        if job is None or timer is not job["timer"]:
+            return
+        self.jobs[rank] = None
+        self.busy[self.node[rank]] -= 1
+        self._retime_node(self.node[rank])
+        job["done"].succeed()
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv"]),
+       p=st.sampled_from([2, 4]), m=st.sampled_from([2, 4, 8]), per_node=st.sampled_from([1, 2, 4]),
+       rates=st.lists(st.floats(0.2, 1.0), min_size=4, max_size=4),
+       interference=st.sampled_from([0.0, 0.3]), comm=st.sampled_from(schedules.COMMS))
+def test_virtual_clocks_agree_with_re_timing_every_op(name, p, m, per_node, rates, interference, comm):
+    try:
+        schedule = schedules.build(name, ranks=p, microbatches=m)
+    except schedules.ScheduleError:
+        return
+    costs = Costs(t_f=1.0, t_i=0.7, t_w=0.4, latency=0.3, optimizer_time=0.5, ranks_per_node=per_node,
+                  share=[1.0] + rates[1:], comm_interference=interference)
+    fast = simulator.simulate(schedule, costs, comm)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "Sharing", _RetimeEveryOp)
+        slow = simulator.simulate(schedule, costs, comm)
+    assert np.allclose(fast.trace[["start", "end"]], slow.trace[["start", "end"]], rtol=1e-9, atol=1e-9)
