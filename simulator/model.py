@@ -42,6 +42,12 @@ from .sharing import Sharing
 __all__ = ["Model"]
 
 
+class _Link(deque):
+    """One directed link's transfers in posting order; the head is in flight."""
+
+    __slots__ = ("sent",)  # the callback for the head's timeout, made once per link
+
+
 class Model:
     """Runs one lowered schedule under ``costs`` and ``comm``; times land in ``start``/``end``."""
 
@@ -59,7 +65,7 @@ class Model:
         self.pending = [0] * lowered.num_ranks  # blocking: unfinished ops of the rank's batch
         self.batch_done: list[simpy.Event | None] = [None] * lowered.num_ranks
         self.reduce_free = [0.0] * lowered.num_ranks
-        self.links: dict[tuple[int, int], deque] = {}  # transfers queued per link, head in flight
+        self.links: dict[tuple[int, int], _Link] = {}
         self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
         self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
         self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
@@ -184,28 +190,29 @@ class Model:
         if self.free:
             self._complete(rank, i, peer, j)
             return
-        link = (rank, self.dest[rank][i])
-        queue = self.links.get(link)
-        if queue is None:
-            queue = self.links[link] = deque()
-        queue.append((rank, i, peer, j))
-        if len(queue) == 1:  # the link was idle
-            self._send(queue)
+        dst = self.dest[rank][i]
+        link = self.links.get((rank, dst))
+        if link is None:
+            link = self.links[rank, dst] = _Link()
+            link.sent = partial(self._sent, link)
+        link.append((rank, i, peer, j))
+        if len(link) == 1:  # the link was idle
+            self._send(link)
 
-    def _send(self, queue: deque) -> None:
+    def _send(self, link: _Link) -> None:
         """The transfer at the head of a link's queue takes the link."""
-        rank, i = queue[0][:2]
+        rank, i, _, _ = link[0]
         if self.interfering is not None:
             self.interfering.transfer(rank, self.dest[rank][i], 1)
-        self.env.timeout(self.cost[rank][i]).callbacks.append(partial(self._sent, queue))
+        self.env.timeout(self.cost[rank][i]).callbacks.append(link.sent)
 
-    def _sent(self, queue: deque, _event: simpy.Event) -> None:
-        rank, i, peer, j = queue.popleft()
+    def _sent(self, link: _Link, _event: simpy.Event) -> None:
+        rank, i, peer, j = link.popleft()
         if self.interfering is not None:
             self.interfering.transfer(rank, self.dest[rank][i], -1)
         self._complete(rank, i, peer, j)
-        if queue:
-            self._send(queue)
+        if link:
+            self._send(link)
 
     def _complete(self, rank: int, i: int, peer: int, j: int) -> None:
         now = self.env.now
