@@ -10,12 +10,14 @@ The simulator and the executor are two interpreters of the same lowered op lists
 """
 
 from .costs import Costs
+from .fit import LinkFit, fit_link
 from .memory import PeakMemory, memory_timeline, peak_memory
+from .profile import Profile, ProfileError
 from .result import SimResult, simulate
 from .trace import STREAMS, TRACE_COLUMNS, bubble_of, check_trace, empty_trace, makespan_of, stream_of, transfers
 
 __all__ = [
-    "simulate", "SimResult", "Costs", "PeakMemory", "memory_timeline", "peak_memory",
+    "simulate", "SimResult", "Costs", "Profile", "ProfileError", "fit_link", "LinkFit", "PeakMemory", "memory_timeline", "peak_memory",
     "plot_gantt", "plot_compare", "to_chrome_trace",
     "TRACE_COLUMNS", "STREAMS", "check_trace", "empty_trace", "stream_of", "makespan_of", "bubble_of", "transfers",
 ]

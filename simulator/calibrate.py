@@ -11,8 +11,8 @@
   those columns). A transfer took ``recv end - send start``; only pairs whose receiver
   was already waiting when the send was posted are used when there are any, since a
   late receiver adds its own delay. Then ``duration = latency + bytes / bandwidth`` is
-  fitted by least squares over per-size medians. Bytes come from a ``bytes`` column or
-  the ``act_bytes`` argument. With one message size (or no sizes) latency and bandwidth
+  fitted by least squares over per-size medians (:func:`simulator.fit.fit_link`). Bytes
+  come from a ``bytes`` column or the ``act_bytes`` argument. With one message size (or no sizes) latency and bandwidth
   cannot be told apart: the whole median time is taken as latency (bandwidth inf), which
   predicts that size exactly, and a note says so.
 * Optimizer: the median of ``OPTIMIZER`` rows, if the trace has any.
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .costs import Costs, PerStage
+from .fit import fit_link
 from .trace import check_trace, transfers
 
 __all__ = ["costs_from_trace"]
@@ -127,14 +128,5 @@ def _fit_ring(trace: pd.DataFrame, stages: int, dp: int, grad_bytes: PerStage) -
 
 
 def _fit(size: pd.Series, took: pd.Series, what: str) -> tuple[float, float, str]:
-    """Least squares ``took = latency + size / bandwidth`` over per-size medians."""
-    per_size = took.groupby(size).median()
-    if len(per_size) < 2:
-        return float(per_size.iloc[0]), math.inf, f"one {what} size: its time taken as latency only"
-    x, y = per_size.index.to_numpy(float), per_size.to_numpy(float)
-    slope, intercept = np.polyfit(x, y, 1)
-    if slope <= 0:
-        return float(np.median(y)), math.inf, f"{what} time does not grow with size: latency only"
-    if intercept < 0:  # refit through the origin: no negative latency
-        return 0.0, float((x @ x) / (x @ y)), ""
-    return float(intercept), float(1.0 / slope), ""
+    """Least squares ``took = latency + size / bandwidth`` (:func:`simulator.fit.fit_link`)."""
+    return tuple(fit_link(size.to_numpy(float), took.to_numpy(float), what))

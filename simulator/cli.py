@@ -2,6 +2,7 @@
 
     python -m simulator --schedule 1f1b --ranks 4 --microbatches 8 --gantt out/1f1b.png
     python -m simulator --schedule-file torch.csv --costs-from trace.csv --json
+    python -m simulator --schedule zb-h1 --ranks 2 --microbatches 8 --costs out/profile/costs.json
     python -m simulator sweep --schedules all --ranks 2,4,8 --microbatches 4,8,16,32 --out table.csv
 
 Bad input prints one line on stderr and exits with code 2.
@@ -13,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,10 +23,11 @@ import pandas as pd
 import schedules
 
 from .costs import Costs
+from .profile import Profile
 from .result import SimResult, simulate
 from .trace import check_trace
 
-__all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "format_summary", "UsageError"]
+__all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "CostSource", "format_summary", "UsageError"]
 
 
 class UsageError(Exception):
@@ -51,7 +54,8 @@ def _number_list(text: str) -> float | list[float]:
 _COST_FLAGS = {
     "--t-f": ("t_f", "forward time per stage (s); one value or one per stage, comma-separated"),
     "--t-i": ("t_i", "backward-for-inputs time per stage (s)"),
-    "--t-w": ("t_w", "backward-for-weights time per stage (s); B costs t_i + t_w"),
+    "--t-w": ("t_w", "backward-for-weights time per stage (s)"),
+    "--t-b": ("t_b", "full (fused) backward time per stage (s); default t_i + t_w"),
     "--act-bytes": ("act_bytes", "activation bytes per microbatch per stage boundary"),
     "--grad-bytes": ("grad_bytes", "gradient bytes per stage (all-reduced when --dp > 1)"),
     "--act-memory": ("act_memory", "activation memory per microbatch per stage (bytes; default 1 = count)"),
@@ -67,13 +71,41 @@ def add_cost_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer-time", type=float, default=None, help="optimizer step time in s")
     parser.add_argument("--w-memory-fraction", type=float, default=None,
                         help="share of a stage's activations W holds after I (default 0.5)")
-    parser.add_argument("--costs-from", metavar="TRACE.csv", default=None,
+    parser.add_argument("--ranks-per-node", type=int, default=None,
+                        help="ranks per node, placed in order (default: one a node)")
+    parser.add_argument("--share", type=_number_list, default=None,
+                        help="per-rank compute rate with k = 1,2,... ranks of a node busy (default: all 1.0)")
+    parser.add_argument("--comm-interference", type=float, default=None,
+                        help="fraction compute slows while the rank's own transfers are in flight (default 0)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--costs", metavar="COSTS.json", default=None,
+                        help="a profile (`python -m executor profile`): the costs of each layout; flags override")
+    source.add_argument("--costs-from", metavar="TRACE.csv", default=None,
                         help="calibrate costs from a measured trace; explicit flags override them")
     parser.add_argument("--comm", default="async", help="async or blocking (sweep: comma-separated)")
 
 
-def costs_from_args(args: argparse.Namespace) -> Costs:
-    base = Costs()
+@dataclass(frozen=True)
+class CostSource:
+    """The costs of each schedule as the flags give them: a profile's layout (``--costs``) or
+    one set for every schedule (defaults or ``--costs-from``), then the explicit flags."""
+
+    base: Costs
+    profile: Profile | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def __call__(self, schedule: schedules.Schedule) -> Costs:
+        if self.profile is None:
+            return dataclasses.replace(self.base, **self.overrides)
+        overrides = dict(self.overrides)
+        costs = self.profile.costs(schedule, dp=overrides.pop("dp", None))  # --dp picks the layout
+        return dataclasses.replace(costs, **overrides)
+
+
+def costs_from_args(args: argparse.Namespace) -> CostSource:
+    base, profile = Costs(), None
+    if args.costs:
+        profile = Profile.load(args.costs)
     if args.costs_from:
         try:
             measured = pd.read_csv(args.costs_from)
@@ -81,9 +113,12 @@ def costs_from_args(args: argparse.Namespace) -> Costs:
             raise UsageError(f"cannot read trace {args.costs_from!r}: {err}") from None
         base = Costs.from_trace(check_trace(measured), act_bytes=args.act_bytes)
     fields = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in _COST_FLAGS.items()}
-    for name in ("bandwidth", "latency", "dp", "optimizer_time", "w_memory_fraction"):
+    for name in ("bandwidth", "latency", "dp", "optimizer_time", "w_memory_fraction", "ranks_per_node",
+                 "comm_interference"):
         fields[name] = getattr(args, name)
-    return dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
+    if args.share is not None:
+        fields["share"] = tuple(args.share) if isinstance(args.share, list) else (args.share,)
+    return CostSource(base, profile, {k: v for k, v in fields.items() if v is not None})
 
 
 def _parser() -> Parser:
@@ -142,7 +177,8 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.comm not in schedules.COMMS:
         raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
-    result = simulate(_schedule(args), costs_from_args(args), comm=args.comm)
+    schedule = _schedule(args)
+    result = simulate(schedule, costs_from_args(args)(schedule), comm=args.comm)
     _write_outputs(result, args)
     if args.json:
         print(json.dumps(result.summary(), default=_json_number))

@@ -12,6 +12,13 @@ and holds that directed link for the whole time. A gradient all-reduce over ``d`
 data-parallel replicas is a ring all-reduce (Patarasuk and Yuan 2009): a reduce-scatter
 and an all-gather of ``d - 1`` steps each, every step moving ``bytes / d``, so
 ``2 (d - 1) / d * bytes / bandwidth + 2 (d - 1) * latency``.
+
+Ranks that share a node share its processors (the same model covers ranks sharing one
+GPU). Compute times are those of an op running alone; while ``k`` ranks of one node
+compute at once each runs at rate ``share[k - 1]`` (work per second, 1.0 = alone), and
+while one of a rank's own transfers is in flight its compute runs at ``1 -
+comm_interference`` of that (Calculon's "processor usage" of a busy network tier). The
+simulator treats this as processor sharing: see :mod:`simulator.sharing`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ __all__ = ["Costs", "PerStage", "PerLink"]
 PerStage = Union[float, Sequence[float]]
 PerLink = Union[float, Mapping[tuple[int, int], float]]
 _PER_STAGE = ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory")
+_SEQUENCES = ("t_b", "optimizer_time", "node_of", "share")  # stored as tuples when given as lists
 
 
 def _check_number(name: str, value: float, positive: bool = False) -> None:
@@ -72,6 +80,9 @@ class Costs:
     """Backward-for-inputs time (s); a full backward B costs t_i + t_w."""
     t_w: PerStage = 1.0
     """Backward-for-weights time (s)."""
+    t_b: PerStage | None = None
+    """Full (fused) backward time (s), measured on its own: a fused backward is cheaper
+    than I then W. None (default): t_i + t_w."""
     act_bytes: PerStage = 0.0
     """Bytes of one microbatch's activation crossing each stage boundary (s -> s + 1); the
     gradient sent back over that boundary has the same size. Scalar or num_stages - 1 values."""
@@ -86,8 +97,9 @@ class Costs:
     """Bandwidth of the data-parallel ring; None: the scalar bandwidth, or the slowest link."""
     dp_latency: float | None = None
     """Latency of one ring step; None: the scalar latency, or the largest link latency."""
-    optimizer_time: float = 0.0
-    """Optimizer step on each rank after its last op and all its gradient reductions (s)."""
+    optimizer_time: float | Sequence[float] = 0.0
+    """Optimizer step on each rank after its last op and all its gradient reductions (s);
+    scalar or one per rank."""
     dp: int = 1
     """Data-parallel degree d: d > 1 adds a REDUCE_GRAD per stage after its last backward."""
     act_memory: PerStage = 1.0
@@ -95,6 +107,18 @@ class Costs:
     forward until the backward that frees it. The default 1 counts stage-microbatches."""
     w_memory_fraction: float = 0.5
     """Share of act_memory a split backward's W still needs: I frees the rest, W frees this."""
+    ranks_per_node: int | None = None
+    """Ranks per node, placed in order: ranks 0 .. n-1 on node 0, n .. 2n-1 on node 1, ...
+    None (default, and node_of unset): every rank has a node of its own."""
+    node_of: Sequence[int] | None = None
+    """Explicit placement instead: node_of[rank] names the node of each pipeline rank."""
+    share: Sequence[float] = ()
+    """Per-rank compute rate while k ranks of one node compute at once, share[k - 1] for
+    k = 1, 2, ... (1.0 = as fast as alone; 4 ranks on 2 cores come out near 0.5). Empty
+    (default): 1.0 for every k. When given, it must cover the most ranks on a node."""
+    comm_interference: float = 0.0
+    """Fraction by which a rank's compute slows while any of its own transfers (sent or
+    received) is in flight, within [0, 1). Default 0: communication does not slow compute."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Remarks from calibration (e.g. why bandwidth could not be fitted)."""
 
@@ -108,6 +132,16 @@ class Costs:
             object.__setattr__(self, name, value)
             for number in _values(name, value, keyed=False):
                 _check_finite(name, number)
+        for name in _SEQUENCES:
+            value = getattr(self, name)
+            if hasattr(value, "tolist"):
+                value = value.tolist()
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if self.t_b is not None:
+            for number in _values("t_b", self.t_b, keyed=False):
+                _check_finite("t_b", number)
+        self._check_nodes()
         for value in _values("bandwidth", self.bandwidth, keyed=True):
             _check_number("bandwidth", value, positive=True)
         for value in _values("latency", self.latency, keyed=True):
@@ -116,12 +150,58 @@ class Costs:
             _check_number("dp_bandwidth", self.dp_bandwidth, positive=True)
         if self.dp_latency is not None:
             _check_finite("dp_latency", self.dp_latency)
-        _check_finite("optimizer_time", self.optimizer_time)
+        for number in _values("optimizer_time", self.optimizer_time, keyed=False):
+            _check_finite("optimizer_time", number)
         if isinstance(self.dp, bool) or not isinstance(self.dp, int) or self.dp < 1:
             raise ValueError(f"Costs.dp must be a whole number >= 1, got {self.dp!r}")
         _check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")
+
+    def _check_nodes(self) -> None:
+        if self.ranks_per_node is not None:
+            if isinstance(self.ranks_per_node, bool) or not isinstance(self.ranks_per_node, int) \
+                    or self.ranks_per_node < 1:
+                raise ValueError(f"Costs.ranks_per_node must be a whole number >= 1, got {self.ranks_per_node!r}")
+            if self.node_of is not None:
+                raise ValueError("Costs takes ranks_per_node or node_of, not both")
+        if self.node_of is not None and not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in self.node_of):
+            raise ValueError(f"Costs.node_of must hold node numbers >= 0, got {self.node_of!r}")
+        if not isinstance(self.share, Sequence) or isinstance(self.share, (str, bytes)):
+            raise ValueError(f"Costs.share must be a list of rates for k = 1, 2, ... busy ranks, got {self.share!r}")
+        for rate in self.share:
+            _check_finite("share", rate, positive=True)
+        _check_finite("comm_interference", self.comm_interference)
+        if self.comm_interference >= 1:
+            raise ValueError(f"Costs.comm_interference must be within [0, 1), got {self.comm_interference!r}")
+
+    @property
+    def shares_processors(self) -> bool:
+        """Whether compute can ever run slower than alone (else the simulator's fast path)."""
+        return any(rate != 1.0 for rate in self.share) or self.comm_interference > 0
+
+    def nodes(self, num_ranks: int) -> list[int]:
+        """The node of each rank."""
+        if self.node_of is not None:
+            if len(self.node_of) != num_ranks:
+                raise ValueError(f"Costs.node_of has {len(self.node_of)} entries for {num_ranks} ranks")
+            return list(self.node_of)
+        per = self.ranks_per_node or 1
+        return [rank // per for rank in range(num_ranks)]
+
+    def rate(self, busy: int) -> float:
+        """Per-rank compute rate while ``busy`` ranks of one node compute."""
+        return float(self.share[busy - 1]) if self.share else 1.0
+
+    def optimizer(self, rank: int, num_ranks: int) -> float:
+        """Optimizer step time of ``rank``."""
+        value = self.optimizer_time
+        if isinstance(value, Sequence):
+            if len(value) != num_ranks:
+                raise ValueError(f"Costs.optimizer_time has {len(value)} values; expected one per rank = {num_ranks}")
+            return float(value[rank])
+        return float(value)
 
     def per_stage(self, name: str, num_stages: int) -> list[float]:
         """Field ``name`` as one float per stage (or per boundary for act_bytes)."""
@@ -141,6 +221,8 @@ class Costs:
         unless ``average_stages`` (for measured costs, equal up to noise) takes their mean."""
         stages = ranks * chunks
         times = [self.per_stage(k, stages) for k in ("t_f", "t_i", "t_w")]
+        if self.t_b is not None and self.backward(stages) != [i + w for i, w in zip(times[1], times[2])]:
+            return None  # the closed forms price B as t_i + t_w
         if not average_stages and any(len(set(t)) > 1 for t in times):
             return None
         try:
@@ -148,10 +230,23 @@ class Costs:
         except ValueError:
             return None
 
-    def check_stages(self, num_stages: int) -> None:
-        """Raise ValueError if a per-stage list does not fit ``num_stages``."""
+    def backward(self, num_stages: int) -> list[float]:
+        """Full backward B per stage: t_b, or t_i + t_w where it is not given."""
+        if self.t_b is not None:
+            return self.per_stage("t_b", num_stages)
+        return [i + w for i, w in zip(self.per_stage("t_i", num_stages), self.per_stage("t_w", num_stages))]
+
+    def check_layout(self, num_stages: int, num_ranks: int) -> None:
+        """Raise ValueError if a per-stage or per-rank value does not fit the schedule."""
         for name in _PER_STAGE:
             self.per_stage(name, num_stages)
+        self.backward(num_stages)
+        self.optimizer(0, num_ranks)
+        nodes = self.nodes(num_ranks)
+        crowd = max(nodes.count(n) for n in set(nodes))
+        if self.share and len(self.share) < crowd:
+            raise ValueError(f"Costs.share has {len(self.share)} entries but a node holds {crowd} ranks; "
+                             f"give one rate per k = 1 .. {crowd}")
 
     def link(self, name: str, src: int, dst: int) -> float:
         """bandwidth or latency of the directed link src -> dst."""

@@ -53,7 +53,7 @@ def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, n
     base = np.full((len(KINDS), stages), -1, dtype=np.int64)
     t_f, t_i, t_w = (np.asarray(costs.per_stage(n, stages)) for n in ("t_f", "t_i", "t_w"))
     cost[_ROW[OpKind.F]], cost[_ROW[OpKind.I]], cost[_ROW[OpKind.W]] = t_f, t_i, t_w
-    cost[_ROW[OpKind.B]] = t_i + t_w
+    cost[_ROW[OpKind.B]] = costs.backward(stages)
     cost[_ROW[OpKind.REDUCE_GRAD]] = [costs.reduce_time(s, stages) for s in range(stages)]
     size = costs.per_stage("act_bytes", stages)
     m, offset = transfer_offsets(schedule)

@@ -14,12 +14,21 @@ reproduces when communication is free):
   rank); ``async`` goes on and waits for every reduction before the optimizer step,
   ``blocking`` waits for it at once.
 
-Each directed link is a process taking transfers from a FIFO store and holding the link
-for ``latency + bytes / bandwidth`` each. With free communication no link process is
-made: a transfer arrives the moment it starts.
+Each directed link serves its transfers in posting order, one at a time, each holding
+the link for ``latency + bytes / bandwidth``: a FIFO queue whose head is in flight, and
+a timeout whose callback delivers it and hands the link to the next (no process per
+link: a transfer costs one event). With free communication no link is kept at all: a
+transfer arrives the moment it starts.
+
+With ``Costs.shares_processors`` compute goes through :class:`simulator.sharing.Sharing`,
+which re-times it as ranks of a node start and stop computing and transfers come and go;
+otherwise a compute op is one timeout of its cost.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from functools import partial
 
 import simpy
 
@@ -28,8 +37,15 @@ from schedules.ir import gc_paused
 
 from .costs import Costs
 from .encode import COMPUTE, RECV, REDUCE, SEND, encode
+from .sharing import Sharing
 
 __all__ = ["Model"]
+
+
+class _Link(deque):
+    """One directed link's transfers in posting order; the head is in flight."""
+
+    __slots__ = ("sent",)  # the callback for the head's timeout, made once per link
 
 
 class Model:
@@ -49,7 +65,11 @@ class Model:
         self.pending = [0] * lowered.num_ranks  # blocking: unfinished ops of the rank's batch
         self.batch_done: list[simpy.Event | None] = [None] * lowered.num_ranks
         self.reduce_free = [0.0] * lowered.num_ranks
-        self.links: dict[tuple[int, int], simpy.Store] = {}
+        self.links: dict[tuple[int, int], _Link] = {}
+        self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
+        self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
+        self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
+        self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
         self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
 
     def run(self) -> None:
@@ -70,7 +90,7 @@ class Model:
         env, timeout, blocking = self.env, self.env.timeout, self.blocking
         code, key, cost = self.code[rank], self.key[rank], self.cost[rank]
         start, end = self.start[rank], self.end[rank]
-        arrived, waiting = self.arrived, self.waiting
+        arrived, waiting, sharing = self.arrived, self.waiting, self.sharing
         self.finish[rank] = -1.0
         reductions: list[simpy.Event] = []
         t = 0.0  # env.now, kept locally: a timeout of d resumes at exactly t + d
@@ -79,8 +99,12 @@ class Model:
             c = code[i]
             if c == COMPUTE:
                 start[i] = t
-                yield timeout(cost[i])
-                t = end[i] = t + cost[i]
+                if sharing is None:
+                    yield timeout(cost[i])
+                    t = end[i] = t + cost[i]
+                else:
+                    yield sharing.compute(rank, cost[i])
+                    t = end[i] = env.now
                 i += 1
             elif c == REDUCE:
                 done = self._reduce(rank, i)
@@ -112,8 +136,12 @@ class Model:
                 i += 1
         if reductions:
             yield env.all_of(reductions)
-        if self.costs.optimizer_time:
-            yield timeout(self.costs.optimizer_time)
+        step = self.step[rank]
+        if step:
+            began = env.now
+            yield timeout(step) if sharing is None else sharing.compute(rank, step)
+            # alone the step took exactly `step`; finish - step is the float the trace always had
+            self.stepped[rank] = began if sharing is not None else env.now - step
         self.finish[rank] = env.now
 
     def _reduce(self, rank: int, i: int) -> simpy.Event:
@@ -162,18 +190,29 @@ class Model:
         if self.free:
             self._complete(rank, i, peer, j)
             return
-        link = (rank, self.dest[rank][i])
-        if link not in self.links:
-            self.links[link] = simpy.Store(self.env)
-            self.env.process(self._link(self.links[link]))
-        self.links[link].put((rank, i, peer, j))
+        dst = self.dest[rank][i]
+        link = self.links.get((rank, dst))
+        if link is None:
+            link = self.links[rank, dst] = _Link()
+            link.sent = partial(self._sent, link)
+        link.append((rank, i, peer, j))
+        if len(link) == 1:  # the link was idle
+            self._send(link)
 
-    def _link(self, queue: simpy.Store):
-        """One directed link: transfers in posting order, one at a time."""
-        while True:
-            rank, i, peer, j = yield queue.get()
-            yield self.env.timeout(self.cost[rank][i])
-            self._complete(rank, i, peer, j)
+    def _send(self, link: _Link) -> None:
+        """The transfer at the head of a link's queue takes the link."""
+        rank, i, _, _ = link[0]
+        if self.interfering is not None:
+            self.interfering.transfer(rank, self.dest[rank][i], 1)
+        self.env.timeout(self.cost[rank][i]).callbacks.append(link.sent)
+
+    def _sent(self, link: _Link, _event: simpy.Event) -> None:
+        rank, i, peer, j = link.popleft()
+        if self.interfering is not None:
+            self.interfering.transfer(rank, self.dest[rank][i], -1)
+        self._complete(rank, i, peer, j)
+        if link:
+            self._send(link)
 
     def _complete(self, rank: int, i: int, peer: int, j: int) -> None:
         now = self.env.now

@@ -95,7 +95,7 @@ def simulate(schedule: Schedule, costs: Costs | None = None, comm: str = "async"
     """
     costs = Costs() if costs is None else costs
     lowered = schedules.validate(schedule, comm, reduce_grad=costs.dp > 1)
-    costs.check_stages(lowered.num_stages)  # wrong lengths fail here, before the run
+    costs.check_layout(lowered.num_stages, lowered.num_ranks)  # wrong lengths fail here, before the run
     began = time.perf_counter()
     model = Model(lowered, costs, comm)
     model.run()
@@ -116,12 +116,11 @@ def _trace(lowered: Schedule, model: Model) -> pd.DataFrame:
         "start": np.array(list(chain.from_iterable(model.start)), dtype=float),
         "end": np.array(list(chain.from_iterable(model.end)), dtype=float),
     }, columns=TRACE_COLUMNS)
-    step = model.costs.optimizer_time
-    if not step:
+    if not any(model.stepped):
         return trace
     ranks = lowered.num_ranks
     optimizer = pd.DataFrame({"rank": range(ranks), "stage": -1, "mb": -1, "kind": "OPTIMIZER",
-                              "stream": "compute", "start": [f - step for f in model.finish], "end": model.finish})
+                              "stream": "compute", "start": model.stepped, "end": model.finish})
     return pd.concat([trace, optimizer], ignore_index=True)
 
 

@@ -14,7 +14,7 @@ import itertools
 import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import pandas as pd
 from tqdm import tqdm
@@ -23,6 +23,7 @@ import schedules
 
 from .cli import Parser, UsageError, add_cost_flags, costs_from_args
 from .costs import Costs
+from .profile import ProfileError
 from .result import simulate
 
 __all__ = ["sweep", "sweep_main"]
@@ -55,8 +56,10 @@ def _nan_if_none(value: float | None) -> float:
 
 
 def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int], comms: Sequence[str],
-          costs: Costs, chunks: int | None = None, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """The table, and one reason per skipped combination."""
+          costs: Union[Costs, Callable[[schedules.Schedule], Costs]], chunks: int | None = None,
+          progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The table, and one reason per skipped combination. ``costs``: one set for every
+    schedule, or a function of the schedule (a profile's layouts: one not profiled is skipped)."""
     rows, skipped = [], []
     grid = list(itertools.product(names, ranks, microbatches, comms))
     for name, p, m, comm in tqdm(grid, desc="sweep", disable=not progress, file=sys.stderr):
@@ -64,14 +67,16 @@ def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int
         if chunks is not None and v > 1:  # --chunks applies to the multi-chunk schedules only
             v = chunks
         try:
-            result = simulate(schedules.build(name, ranks=p, microbatches=m, chunks=v), costs, comm)
-        except schedules.ScheduleError as err:
+            schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v)
+            layout_costs = costs(schedule) if callable(costs) else costs
+            result = simulate(schedule, layout_costs, comm)
+        except (schedules.ScheduleError, ProfileError) as err:
             skipped.append(f"{name} p={p} m={m}: {str(err).splitlines()[0]}")
             continue
         rows.append({
             "schedule": name, "ranks": p, "microbatches": m, "chunks": v, "comm": comm,
             "makespan": result.makespan, "bubble_fraction": result.bubble_fraction,
-            "analytic_bubble_fraction": _nan_if_none(costs.closed_form_bubble(name, p, m, v)),
+            "analytic_bubble_fraction": _nan_if_none(layout_costs.closed_form_bubble(name, p, m, v)),
             "peak_memory_bytes": max(pm.bytes for pm in result.peak_memory),
             "peak_inflight": max(pm.inflight for pm in result.peak_memory),
         })

@@ -1,0 +1,199 @@
+"""``costs.json``: what a model costs on one machine, measured once, read for every prediction.
+
+``mpiexec -n P python -m executor profile … --out DIR`` writes ``DIR/costs.json``;
+:meth:`Profile.load` reads it and :meth:`Profile.costs` gives the :class:`simulator.Costs`
+of one layout. JSON only (never a pickle): a file from elsewhere is data, not code.
+Times are seconds, sizes bytes, bandwidths bytes per second; ``null`` bandwidth means
+infinite (latency only: JSON has no inf). Format, version 1 (every key required unless
+marked optional)::
+
+    {"format": "pipebubble-costs", "version": 1,
+     "conditions": {                      # what the numbers were taken under
+       "host": str,                       #   hostname of world rank 0
+       "ranks": int,                      #   world ranks the profile ran on (pipeline x dp)
+       "ranks_per_node": int,             #   world ranks per node, placed in order
+       "node_of": [int, ...],             #   optional: node of each world rank, instead
+       "threads": int,                    #   torch threads per rank
+       "dtype": str, "device": str,       #   e.g. "float32", "cpu"
+       "torch": str, "mpi": str,          #   torch.__version__, MPI.Get_library_version() first line
+       "date": str,                       #   ISO 8601, UTC
+       "model": {flag: value, ...}},      #   the model flags of the run (model, sizes, batch, compute...)
+     "share": [float, ...],               # per-rank compute rate while k = 1, 2, ... ranks of a node
+                                          #   compute at once (alone / concurrent time); share[0] = 1
+     "comm_interference": float,          # fraction compute slows while the rank's transfers fly
+     "links": {                           # pipeline links, ping-pong fitted by fit_link
+       "latency": float, "bandwidth": float | null,      # fit over all pairs: links not listed
+       "pairs": [{"src": int, "dst": int,                # pipeline ranks; applies both ways
+                  "latency": float, "bandwidth": float | null,
+                  "bytes": [float, ...], "seconds": [float, ...]}, ...]},  # the samples (optional)
+     "layouts": [{                        # one per (ranks, chunks, microbatches, dp) profiled
+       "ranks": int, "chunks": int, "microbatches": int, "dp": int,
+       "stages": [{                       # one per model stage s = 0 .. ranks * chunks - 1
+         "F": {"alone": float, "concurrent": float},     # concurrent: every rank of the node
+         "B": {...}, "I": {...}, "W": {...},            #   computing too (optional). B is a fused
+                                                         #   full backward, timed on its own
+         "memory": {"F": float, "B": float, "I": float, "W": float},  # optional: bytes F allocates
+                                          #   and holds, bytes B, I and W each free (all >= 0)
+         "grad_bytes": float}, ...],      # optional: bytes of the stage's weight gradients
+       "boundary_bytes": [float, ...],    # activation bytes per microbatch crossing s -> s + 1
+       "optimizer": [float, ...],         # optimizer step, one per pipeline rank
+       "allreduce": [float, ...]}]}       # dp > 1 only: gradient all-reduce, one per stage
+
+In :meth:`Profile.costs`: t_f/t_i/t_w/t_b are the ``alone`` times and ``share`` and
+``comm_interference`` slow them as the simulation runs (``times="concurrent"`` takes the
+concurrent times and no share table instead); act_memory is F's bytes and
+w_memory_fraction W's share of I + W, over all stages; the all-reduce times are fitted to
+the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from schedules import Schedule
+
+from .costs import Costs
+from .fit import fit_link
+from .profile_check import FORMAT, VERSION, ProfileError, check_profile
+
+__all__ = ["Profile", "ProfileError", "FORMAT", "VERSION"]
+
+
+class Profile:
+    """A checked ``costs.json``: conditions, node sharing, links and per-layout tables."""
+
+    def __init__(self, data: dict[str, Any], source: str = "costs.json"):
+        self.source = source
+        check_profile(data, source)
+        self.data = data
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ProfileError(f"cannot read costs file {str(path)!r}: {err.strerror or err}") from None
+        try:
+            data = json.loads(text, parse_constant=_no_constant)
+        except ValueError as err:  # JSONDecodeError, NaN/Infinity
+            raise ProfileError(f"{path} is not a costs.json: {err}") from None
+        return cls(data, str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.data, indent=1, allow_nan=False) + "\n")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.data))  # a deep copy the caller may change
+
+    @property
+    def conditions(self) -> dict[str, Any]:
+        return self.data["conditions"]
+
+    @property
+    def layouts(self) -> list[tuple[int, int, int, int]]:
+        """(ranks, chunks, microbatches, dp) of every layout profiled."""
+        return [(x["ranks"], x["chunks"], x["microbatches"], x["dp"]) for x in self.data["layouts"]]
+
+    def layout(self, ranks: int, chunks: int, microbatches: int, dp: int | None = None) -> dict[str, Any]:
+        """The table of one layout; ``dp`` None: the only dp profiled for it."""
+        found = [x for x in self.data["layouts"]
+                 if (x["ranks"], x["chunks"], x["microbatches"]) == (ranks, chunks, microbatches)
+                 and dp in (None, x["dp"])]
+        if len(found) == 1:
+            return found[0]
+        have = ", ".join(f"ranks={r} chunks={c} microbatches={m} dp={d}" for r, c, m, d in self.layouts)
+        if found:
+            raise ProfileError(f"{self.source} has layout ranks={ranks} chunks={chunks} microbatches={microbatches} "
+                               f"at dp={', '.join(str(x['dp']) for x in found)}: say which dp")
+        d = dp or 1
+        raise ProfileError(
+            f"{self.source} has no layout ranks={ranks} chunks={chunks} microbatches={microbatches} dp={d}; profile "
+            f"with `mpiexec -n {ranks * d} python -m executor profile --chunks {chunks} --microbatches {microbatches}"
+            f"{f' --dp {d}' if d > 1 else ''}` (it has: {have})")
+
+    def costs(self, schedule: Schedule | None = None, *, ranks: int | None = None, chunks: int | None = None,
+              microbatches: int | None = None, dp: int | None = None, times: str = "alone") -> Costs:
+        """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords)."""
+        if schedule is not None:
+            ranks, chunks, microbatches = schedule.num_ranks, schedule.chunks, schedule.num_microbatches
+        if ranks is None or chunks is None or microbatches is None:
+            raise ValueError("Profile.costs takes a schedule, or ranks=, chunks= and microbatches=")
+        if times not in ("alone", "concurrent"):
+            raise ValueError(f"times must be 'alone' or 'concurrent', got {times!r}")
+        table = self.layout(ranks, chunks, microbatches, dp)
+        stages = table["stages"]
+        fields: dict[str, Any] = {name: self._times(table, op, times) for name, op in
+                                  (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))}
+        fields["act_bytes"] = table["boundary_bytes"] or 0.0
+        fields["optimizer_time"] = table["optimizer"]
+        fields["grad_bytes"] = [s.get("grad_bytes", 0.0) for s in stages]
+        if all("memory" in s for s in stages):
+            fields.update(_memory(stages))
+        fields.update(self._links(ranks, schedule))
+        fields.update(self._placement(ranks, table["dp"]))
+        if times == "alone":
+            fields.update(share=tuple(self.data["share"]), comm_interference=self.data["comm_interference"])
+        if table["dp"] > 1:
+            fields.update(dp=table["dp"], **_ring(table))
+        c = self.conditions
+        return Costs(**fields, notes=(f"from {self.source}: {c['host']}, {c['date']}, times {times}",))
+
+    def _times(self, table: dict, op: str, times: str) -> list[float]:
+        try:
+            return [float(s[op][times]) for s in table["stages"]]
+        except KeyError:
+            raise ProfileError(f"{self.source}: layout ranks={table['ranks']} chunks={table['chunks']} microbatches="
+                               f"{table['microbatches']} has no {times!r} time for {op}") from None
+
+    def _links(self, ranks: int, schedule: Schedule | None) -> dict[str, Any]:
+        """latency and bandwidth for every pipeline link the layout can use."""
+        links = self.data["links"]
+        measured = {(p["src"], p["dst"]): p for p in links["pairs"]}
+        pairs = {(r, (r + 1) % ranks) for r in range(ranks) if ranks > 1}  # looping and V placements
+        if schedule is not None:
+            where = schedule.stage_to_rank
+            pairs |= {(where[s], where[s + 1]) for s in range(len(where) - 1) if where[s] != where[s + 1]}
+        latency, bandwidth = {}, {}
+        for a, b in sorted(pairs):
+            link = measured.get((a, b)) or measured.get((b, a)) or links
+            latency[a, b], bandwidth[a, b] = link["latency"], _bandwidth(link["bandwidth"])
+        if not pairs:
+            return {"latency": links["latency"], "bandwidth": _bandwidth(links["bandwidth"])}
+        return {"latency": latency, "bandwidth": bandwidth}
+
+    def _placement(self, ranks: int, dp: int) -> dict[str, Any]:
+        """Where the pipeline ranks of one replica live. With dp > 1 the replicas' own
+        placement is not modelled: the pipeline's ranks are packed ranks_per_node a node."""
+        node_of = self.conditions.get("node_of")
+        if node_of is not None and dp == 1 and len(node_of) >= ranks:
+            return {"node_of": tuple(node_of[:ranks])}
+        return {"ranks_per_node": self.conditions["ranks_per_node"]}
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _bandwidth(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def _memory(stages: list[dict]) -> dict[str, Any]:
+    """act_memory per stage (what F holds) and W's share of a split backward's frees."""
+    held = [float(s["memory"]["F"]) for s in stages]
+    split = sum(s["memory"]["I"] + s["memory"]["W"] for s in stages)
+    w = sum(s["memory"]["W"] for s in stages) / split if split > 0 else 0.5
+    return {"act_memory": held, "w_memory_fraction": w}
+
+
+def _ring(table: dict) -> dict[str, float]:
+    """dp_latency and dp_bandwidth from the all-reduce times: a ring of d moves
+    2 (d - 1) / d * grad_bytes in 2 (d - 1) steps (see :mod:`simulator.costs`)."""
+    d = table["dp"]
+    moved = [2 * (d - 1) / d * s.get("grad_bytes", 0.0) for s in table["stages"]]
+    fit = fit_link(moved, table["allreduce"], "all-reduce")
+    return {"dp_latency": fit.latency / (2 * (d - 1)), "dp_bandwidth": fit.bandwidth}

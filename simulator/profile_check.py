@@ -1,0 +1,119 @@
+"""Checks a ``costs.json`` document (format in :mod:`simulator.profile`) key by key, so a
+bad file fails on load with one line naming the key, not later with a wrong prediction."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["ProfileError", "check_profile", "FORMAT", "VERSION", "OPS"]
+
+FORMAT, VERSION = "pipebubble-costs", 1
+OPS = ("F", "B", "I", "W")
+_CONDITIONS = {"host": str, "ranks": int, "ranks_per_node": int, "threads": int, "dtype": str, "device": str,
+               "torch": str, "mpi": str, "date": str, "model": dict}
+
+
+class ProfileError(ValueError):
+    """A costs.json that cannot be read, or that lacks what was asked of it."""
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, what: str):
+        raise ProfileError(f"{self.source}: {where} {what}")
+
+    def get(self, obj: Any, key: str, where: str, kind: type) -> Any:
+        if not isinstance(obj, dict) or key not in obj:
+            self.fail(f"{where}.{key}" if where else key, "is missing")
+        value = obj[key]
+        if kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
+            self.fail(f"{where}.{key}", f"must be a whole number, got {value!r}")
+        if kind is not int and kind is not float and not isinstance(value, kind):
+            self.fail(f"{where}.{key}", f"must be {kind.__name__}, got {type(value).__name__}")
+        if kind is float:
+            self.number(value, f"{where}.{key}")
+        return value
+
+    def number(self, value: Any, where: str, allow_null: bool = False) -> None:
+        if value is None and allow_null:
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            self.fail(where, f"must be a finite number >= 0, got {value!r}")
+
+    def numbers(self, obj: dict, key: str, where: str, length: int | None = None) -> list:
+        values = self.get(obj, key, where, list)
+        for i, value in enumerate(values):
+            self.number(value, f"{where}.{key}[{i}]")
+        if length is not None and len(values) != length:
+            self.fail(f"{where}.{key}", f"has {len(values)} values; expected {length}")
+        return values
+
+    def whole(self, obj: dict, key: str, where: str, least: int = 1) -> int:
+        value = self.get(obj, key, where, int)
+        if value < least:
+            self.fail(f"{where}.{key}", f"must be >= {least}, got {value}")
+        return value
+
+
+def check_profile(data: Any, source: str) -> None:
+    """Raise :class:`ProfileError` unless ``data`` is a costs.json document of this version."""
+    c = _Checker(source)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        c.fail("format", f"must be {FORMAT!r}: not a costs.json written by `python -m executor profile`")
+    if data.get("version") != VERSION:
+        c.fail("version", f"is {data.get('version')!r}; this simulator reads version {VERSION}")
+    conditions = c.get(data, "conditions", "", dict)
+    for key, kind in _CONDITIONS.items():
+        c.get(conditions, key, "conditions", kind)
+    if "node_of" in conditions:
+        c.numbers(conditions, "node_of", "conditions", conditions["ranks"])
+    share = c.numbers(data, "share", "")
+    if not share or any(rate == 0 for rate in share):
+        c.fail("share", "needs a rate > 0 for each k = 1 .. ranks_per_node")
+    if c.get(data, "comm_interference", "", float) >= 1:
+        c.fail("comm_interference", "must be below 1")
+    _check_links(c, c.get(data, "links", "", dict))
+    layouts = c.get(data, "layouts", "", list)
+    if not layouts:
+        c.fail("layouts", "is empty: nothing was profiled")
+    for n, layout in enumerate(layouts):
+        _check_layout(c, layout, f"layouts[{n}]")
+
+
+def _check_links(c: _Checker, links: dict) -> None:
+    c.get(links, "latency", "links", float)
+    c.number(links.get("bandwidth", "missing"), "links.bandwidth", allow_null=True)
+    for n, pair in enumerate(c.get(links, "pairs", "links", list)):
+        where = f"links.pairs[{n}]"
+        c.whole(pair, "src", where, 0), c.whole(pair, "dst", where, 0), c.get(pair, "latency", where, float)
+        c.number(pair.get("bandwidth", "missing"), f"{where}.bandwidth", allow_null=True)
+        if "bytes" in pair or "seconds" in pair:
+            c.numbers(pair, "seconds", where, len(c.numbers(pair, "bytes", where)))
+
+
+def _check_layout(c: _Checker, layout: Any, where: str) -> None:
+    ranks, chunks = c.whole(layout, "ranks", where), c.whole(layout, "chunks", where)
+    c.whole(layout, "microbatches", where)
+    dp = c.whole(layout, "dp", where)
+    stages = c.get(layout, "stages", where, list)
+    if len(stages) != ranks * chunks:
+        c.fail(f"{where}.stages", f"has {len(stages)} entries; expected ranks * chunks = {ranks * chunks}")
+    for s, stage in enumerate(stages):
+        at = f"{where}.stages[{s}]"
+        for op in OPS:
+            c.get(c.get(stage, op, at, dict), "alone", f"{at}.{op}", float)
+            if "concurrent" in stage[op]:
+                c.get(stage[op], "concurrent", f"{at}.{op}", float)
+        if "memory" in stage:
+            for op in OPS:
+                c.get(c.get(stage, "memory", at, dict), op, f"{at}.memory", float)
+        if "grad_bytes" in stage:
+            c.get(stage, "grad_bytes", at, float)
+    c.numbers(layout, "boundary_bytes", where, ranks * chunks - 1)
+    c.numbers(layout, "optimizer", where, ranks)
+    if dp > 1:
+        c.numbers(layout, "allreduce", where, ranks * chunks)

@@ -1,0 +1,134 @@
+"""Processor sharing: ranks of one node that compute at once slow each other down.
+
+A compute op is an amount of *work*, its cost alone (seconds at rate 1). While ``k``
+ranks of its node compute at once it progresses at rate ``Costs.share[k - 1]``, and while
+one of its rank's own transfers is in flight at ``1 - Costs.comm_interference`` of that.
+Whenever either count changes, each op on the node whose rate changed is re-timed: the
+work done since its last change comes off at the old rate, and its end is set again at the
+new rate (the processor-sharing queue of Kleinrock, "Queueing Systems" vol. 2, 1976).
+
+Re-timing every op of a node at every change would cost a timeout per op and per
+change. Instead each node keeps a *virtual clock*: the work a rank at full rate would have
+done so far, advancing at ``share[k - 1]`` per second. An op that starts with ``w`` to do
+ends when that clock reaches ``start + w`` (``start + w / (1 - comm_interference)`` while
+its transfers fly, re-read when they start or end), so a change of k touches no op: it
+only moves the node's one timer, set for the op that ends first (a heap). SimPy cannot
+move a timeout, so the node remembers which of its timers is current; an outdated one
+fires and is ignored. The clock restarts at 0 whenever the node falls idle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from functools import partial
+
+import simpy
+
+from .costs import Costs
+
+__all__ = ["Sharing"]
+
+
+class _Node:
+    """The virtual clock of one node and the ops running on it."""
+
+    __slots__ = ("busy", "rate", "clock", "since", "ends", "timer", "due")
+
+    def __init__(self) -> None:
+        self.busy = 0  # ranks computing
+        self.rate = 1.0  # clock speed since `since`: share[busy - 1]
+        self.clock = 0.0  # virtual time at `since`
+        self.since = 0.0
+        self.ends: list[tuple[float, int, int]] = []  # (virtual end, version, rank): a heap
+        self.timer: simpy.Event | None = None  # the current one; others are outdated
+        self.due = 0.0  # when it fires
+
+
+class Sharing:
+    """Busy ranks per node and transfers in flight per rank; times compute ops under both."""
+
+    def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
+        self.env = env
+        nodes = costs.nodes(num_ranks)
+        self.node = [_Node() for _ in range(max(nodes) + 1)]
+        self.of = [self.node[n] for n in nodes]
+        crowd = max(nodes.count(n) for n in set(nodes))
+        self.rates = [costs.rate(k) for k in range(1, crowd + 1)]
+        self.slow = 1.0 - costs.comm_interference
+        self.interferes = costs.comm_interference > 0  # else transfers need not be followed
+        self.inflight = [0] * num_ranks  # the rank's own transfers in flight
+        self.end: list[float | None] = [None] * num_ranks  # virtual end of the rank's op
+        self.version = [0] * num_ranks  # tells a heap entry of the rank's current op from old ones
+        self.done: list[simpy.Event | None] = [None] * num_ranks
+
+    def compute(self, rank: int, work: float) -> simpy.Event:
+        """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
+        node = self.of[rank]
+        self._advance(node)
+        done = self.done[rank] = self.env.event()
+        self._place(rank, node, node.clock + work / self._factor(rank))
+        node.busy += 1
+        self._reschedule(node)
+        return done
+
+    def transfer(self, src: int, dst: int, delta: int) -> None:
+        """A transfer between ``src`` and ``dst`` starts (``delta`` 1) or ends (-1)."""
+        for rank in (src, dst):
+            before = self._factor(rank)
+            self.inflight[rank] += delta
+            after = self._factor(rank)
+            end = self.end[rank]
+            if after != before and end is not None:  # its op goes on at the other speed
+                node = self.of[rank]
+                self._advance(node)
+                self._place(rank, node, node.clock + (end - node.clock) * before / after)
+                self._reschedule(node)
+
+    def _factor(self, rank: int) -> float:
+        return self.slow if self.inflight[rank] else 1.0
+
+    def _place(self, rank: int, node: _Node, end: float) -> None:
+        self.end[rank] = end
+        self.version[rank] += 1
+        heapq.heappush(node.ends, (end, self.version[rank], rank))
+
+    def _advance(self, node: _Node) -> None:
+        now = self.env.now
+        if node.busy:
+            node.clock += (now - node.since) * node.rate
+        node.since = now
+
+    def _head(self, node: _Node) -> tuple[float, int, int] | None:
+        """The op that ends first, dropping entries of ops since re-placed or done."""
+        ends, version = node.ends, self.version
+        while ends and (ends[0][1] != version[ends[0][2]] or self.end[ends[0][2]] is None):
+            heapq.heappop(ends)
+        return ends[0] if ends else None
+
+    def _reschedule(self, node: _Node) -> None:
+        head = self._head(node)
+        if head is None:
+            node.timer, node.clock = None, 0.0  # idle: restart the clock
+            return
+        node.rate = self.rates[node.busy - 1]
+        delay = max(head[0] - node.clock, 0.0) / node.rate
+        now = self.env.now
+        if node.timer is not None and now + delay == node.due:
+            return  # the first op still ends then (another op's end moved)
+        node.due = now + delay
+        node.timer = self.env.timeout(delay)
+        node.timer.callbacks.append(partial(self._tick, node))
+
+    def _tick(self, node: _Node, timer: simpy.Event) -> None:
+        if timer is not node.timer:
+            return  # outdated by a later change
+        node.timer = None  # fired: the next change sets a new one
+        self._advance(node)
+        node.clock = self._head(node)[0]  # the clock reads that op's end exactly now
+        while (head := self._head(node)) is not None and head[0] <= node.clock:
+            rank = head[2]
+            self.end[rank] = None
+            node.busy -= 1
+            self.done[rank].succeed()
+            self.done[rank] = None
+        self._reschedule(node)
