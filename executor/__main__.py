@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 
-from .config import UsageError, parse_args
+from .config import UsageError, parse_args, parse_profile_args
 
 __all__ = ["main", "abort_on_failure"]
 
@@ -40,6 +40,9 @@ def abort_on_failure() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     abort_on_failure()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["profile"]:
+        return _profile(argv[1:])
     error, cfg = None, None
     try:
         cfg = parse_args(argv)
@@ -86,6 +89,32 @@ def main(argv: list[str] | None = None) -> int:
                           f"({summary['predicted_step_time_from_alone'] * 1e3:.3f} ms predicted)")
             print(f"wrote {out}/ (clock alignment within {result.clock_error * 1e6:.1f} us)")
     return 0 if result.ok else 1
+
+
+def _profile(argv: list[str]) -> int:
+    """``python -m executor profile``: see :mod:`executor.engine.profile`."""
+    from pathlib import Path
+
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    try:
+        cfg, options = parse_profile_args(argv)
+        if world.Get_size() % cfg.dp:
+            raise UsageError(f"world size {world.Get_size()} is not divisible by --dp {cfg.dp}")
+        if cfg.check:
+            raise UsageError("profile takes no --check")
+    except UsageError as err:
+        if world.Get_rank() == 0:
+            print(f"executor profile: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    from .engine.profile import profile, summary_lines
+
+    doc = profile(cfg, world, Path(options.out), options.chunks, options.microbatches, options.repeats)
+    if doc is not None:
+        print("\n".join(summary_lines(doc)))
+        print(f"wrote {options.out}/costs.json in {doc['wall_s']:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":

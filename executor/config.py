@@ -11,7 +11,7 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-__all__ = ["RunConfig", "UsageError", "parse_args", "build_parser"]
+__all__ = ["RunConfig", "UsageError", "parse_args", "build_parser", "ProfileOptions", "parse_profile_args"]
 
 
 class UsageError(ValueError):
@@ -137,9 +137,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     d = RunConfig()
-    p = _Parser(prog="python -m executor", description="Run a pipeline schedule for real under mpiexec.")
+    p = _Parser(prog="python -m executor", description="Run a pipeline schedule for real under mpiexec.",
+                conflict_handler=conflict_handler)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--schedule", default=d.schedule, help="built-in schedule name (default %(default)s)")
     what.add_argument("--schedule-file", help="torch-format CSV schedule to run")
@@ -180,6 +181,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inflation", action="store_true",
                    help="also time each op alone first and report in-run / alone medians")
     return p
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """What ``python -m executor profile`` measures, beside the run's model flags."""
+
+    out: str = "out/profile"
+    """Folder for costs.json."""
+    chunks: tuple[int, ...] = (1, 2)
+    """Model stages per rank of the layouts profiled."""
+    microbatches: tuple[int, ...] | None = None
+    """Microbatch counts profiled; None: every one of 1, 2, 4, 8, 16, 32 that divides the batch."""
+    repeats: int = 5
+    """Rounds per op; medians are kept."""
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,2, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"counts must be >= 1, got {text!r}")
+    return values
+
+
+def parse_profile_args(argv: list[str]) -> tuple[RunConfig, ProfileOptions]:
+    """``profile [model flags] [--out DIR] [--chunks 1,2] [--microbatches 1,2,...] [--repeats N]``."""
+    p = build_parser(conflict_handler="resolve")  # --chunks and --microbatches name the layouts here: lists
+    p.prog = "python -m executor profile"
+    p.description = "Measure a model once (every layout, links, node sharing) and write DIR/costs.json."
+    d = ProfileOptions()
+    p.add_argument("--chunks", type=_counts, default=d.chunks, help="chunks of the layouts (default 1,2)")
+    p.add_argument("--microbatches", type=_counts,
+                   help="microbatch counts (default: each of 1,2,4,8,16,32 dividing the batch)")
+    p.add_argument("--repeats", type=_positive, default=d.repeats, help="rounds per op (default %(default)s)")
+    ns = vars(p.parse_args(argv))
+    options = ProfileOptions(out=ns.pop("out") or d.out, chunks=ns.pop("chunks"),
+                             microbatches=ns.pop("microbatches"), repeats=ns.pop("repeats"))
+    if ns["warmup"] < 0:
+        raise UsageError(f"--warmup must be >= 0, got {ns['warmup']}")
+    return RunConfig(**ns), options
 
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:

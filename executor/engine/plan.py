@@ -20,7 +20,7 @@ from ..config import RunConfig, UsageError
 from ..compute.model import Workload, build_workload, stage_bounds
 from ..transport.tags import TagPlan
 
-__all__ = ["Plan", "plan", "resolve_device"]
+__all__ = ["Plan", "plan", "resolve_device", "stage_shapes"]
 
 Boundary = tuple[tuple[int, ...], torch.dtype]
 
@@ -69,7 +69,7 @@ def resolve_device(cfg: RunConfig) -> torch.device:
     return torch.device("cuda")  # the index (local rank mod GPU count) is set after start-up
 
 
-def _boundaries(workload: Workload, bounds: list[tuple[int, int]], rows: int) -> list[Boundary]:
+def stage_shapes(workload: Workload, bounds: list[tuple[int, int]], rows: int) -> list[Boundary]:
     """One microbatch through the stages. A meta-built model (--compute sleep) is run one
     layer at a time on uninitialised CPU memory: only shapes matter, and a forward on the
     meta device costs seconds of lazy imports per rank. It runs one row, dimension 0 being
@@ -123,5 +123,5 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
         raise UsageError(f"the batch of {batch} rows does not divide into dp x microbatches = {parts} equal microbatches")
     if workload.targets.shape[0] != batch:
         raise UsageError(f"inputs have {batch} rows but targets {workload.targets.shape[0]}")
-    boundary = _boundaries(workload, bounds, batch // parts)
+    boundary = stage_shapes(workload, bounds, batch // parts)
     return Plan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
