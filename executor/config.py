@@ -87,6 +87,8 @@ class RunConfig:
     """Watchdog (s) per step; None: 300 s until warm-up has run, then 10 x the predicted step."""
     stall_rank: int | None = None
     """Testing aid: this world rank sleeps forever at its first op of the second step."""
+    costs: str | None = None
+    """costs.json of ``executor profile``: the table adds the step predicted from it before the run."""
     inflation: bool = False
     """Before the timed steps, time every op of every stage alone (other ranks idle) and
     report the in-run median over it."""
@@ -178,6 +180,7 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_seconds, help="watchdog per step, seconds (default: 300 s during "
                    "warm-up, then 10 x the predicted step time)")
     p.add_argument("--stall-rank", type=int, help="testing aid: this world rank hangs at the first op of step 2")
+    p.add_argument("--costs", help="costs.json from 'executor profile': also predict the step from it")
     p.add_argument("--inflation", action="store_true",
                    help="also time each op alone first and report in-run / alone medians")
     return p

@@ -124,4 +124,14 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
     if workload.targets.shape[0] != batch:
         raise UsageError(f"inputs have {batch} rows but targets {workload.targets.shape[0]}")
     boundary = stage_shapes(workload, bounds, batch // parts)
-    return Plan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
+    the_plan = Plan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
+    if cfg.costs is not None:  # a missing or foreign costs.json, or one without this layout: refused now
+        from simulator.profile import ProfileError
+
+        from ..record.predict import profile_costs
+
+        try:
+            profile_costs(the_plan)
+        except ProfileError as err:
+            raise UsageError(str(err)) from None
+    return the_plan

@@ -24,7 +24,7 @@ from timeline import bubble_of
 
 from ..engine.plan import Plan
 
-__all__ = ["Comparison", "compare_run", "message_bytes", "measured", "costs_from_alone", "predict_from_alone"]
+__all__ = ["Comparison", "compare_run", "message_bytes", "measured", "predict_from_alone", "profile_costs"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class Comparison:
     analytic_bubble: float | None
     costs: simulator.Costs
     predicted: simulator.SimResult
+    profile_step_time: float | None = None
+    """With --costs: the step the profile predicted before the run."""
+    profile_error_pct: float | None = None
 
 
 def message_bytes(plan: Plan) -> tuple[list[float], list[float]]:
@@ -85,32 +88,32 @@ def compare_run(plan: Plan, trace: pd.DataFrame, costs: simulator.Costs | None =
             average_stages=True),
         costs=costs,
         predicted=predicted,
+        **_from_profile(plan, step),
     )
 
 
-def costs_from_alone(costs: simulator.Costs, alone: dict[tuple[int, str], float], stages: int) -> simulator.Costs:
-    """``costs`` with every stage's F, I, W replaced by its ops timed alone
-    (:mod:`executor.record.alone`). A full backward B is kept whole: t_i and t_w are cut
-    from B alone in the ratio of I to W alone, so a schedule of B ops costs B alone."""
-    t_f, t_i, t_w = [], [], []
-    for s in range(stages):
-        b, i, w = alone[(s, "B")], alone[(s, "I")], alone[(s, "W")]
-        t_f.append(alone[(s, "F")])
-        t_i.append(b * i / (i + w))
-        t_w.append(b * w / (i + w))
-    return replace(costs, t_f=t_f, t_i=t_i, t_w=t_w)
+def _from_profile(plan: Plan, step: float) -> dict:
+    costs = profile_costs(plan)
+    if costs is None:
+        return {}
+    before = simulator.simulate(plan.schedule, costs, comm=plan.cfg.comm).makespan
+    return {"profile_step_time": before, "profile_error_pct": 100.0 * (before - step) / step}
 
 
 def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) -> float:
-    """Step time the simulator predicts from the ops timed alone (replica 0's ranks), with
-    the links and optimizer time of ``costs``; a schedule that splits the backward is
-    charged I and W alone, one with full backward B alone."""
+    """Step time the simulator predicts from the ops timed alone (replica 0's ranks:
+    F, I, W, and B as the fused backward it is), with the links and optimizer time of
+    ``costs``."""
     table = {key: value for rank_table in alone[:plan.ranks] for key, value in rank_table.items()}
-    uses_b = any(op.kind.value == "B" for ops in plan.schedule.ops for op in ops)
-    stages = plan.schedule.num_stages
-    if uses_b:
-        timed = costs_from_alone(costs, table, stages)
-    else:
-        timed = replace(costs, t_f=[table[(s, "F")] for s in range(stages)],
-                        t_i=[table[(s, "I")] for s in range(stages)], t_w=[table[(s, "W")] for s in range(stages)])
+    stages = range(plan.schedule.num_stages)
+    timed = replace(costs, **{name: [table[(s, kind)] for s in stages]
+                              for name, kind in (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))})
     return simulator.simulate(plan.schedule, timed, comm=plan.cfg.comm).makespan
+
+
+def profile_costs(plan: Plan) -> simulator.Costs | None:
+    """The Costs of this run's layout from ``--costs costs.json`` (None without it)."""
+    if plan.cfg.costs is None:
+        return None
+    profile = simulator.Profile.load(plan.cfg.costs)
+    return profile.costs(plan.schedule, dp=plan.cfg.dp)

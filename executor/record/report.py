@@ -34,15 +34,18 @@ def _number(value):
 
 
 def format_table(label: str, cmp: Comparison) -> str:
-    """The one predicted-against-measured table."""
+    """The one predicted-against-measured table: "fit" is calibrated on this run's own
+    trace (in sample); "predicted (profile)", with --costs, was computed before it ran."""
     analytic = "-" if cmp.analytic_bubble is None else f"{cmp.analytic_bubble:.4f}"
-    return "\n".join([
-        f"{label}",
-        f"  {'':18}{'measured':>11}{'predicted':>11}{'error %':>9}{'analytic':>10}",
-        f"  {'step time (ms)':18}{cmp.measured_step_time * 1e3:>11.3f}{cmp.predicted_step_time * 1e3:>11.3f}"
-        f"{cmp.error_pct:>+9.2f}{'':>10}",
-        f"  {'bubble fraction':18}{cmp.measured_bubble:>11.4f}{cmp.predicted_bubble:>11.4f}{'':>9}{analytic:>10}",
-    ])
+    head = f"  {'':18}{'measured':>11}{'fit':>11}{'error %':>9}"
+    step = (f"  {'step time (ms)':18}{cmp.measured_step_time * 1e3:>11.3f}{cmp.predicted_step_time * 1e3:>11.3f}"
+            f"{cmp.error_pct:>+9.2f}")
+    bubble = f"  {'bubble fraction':18}{cmp.measured_bubble:>11.4f}{cmp.predicted_bubble:>11.4f}{'':>9}"
+    if cmp.profile_step_time is not None:
+        head += f"{'predicted (profile)':>21}{'error %':>9}"
+        step += f"{cmp.profile_step_time * 1e3:>21.3f}{cmp.profile_error_pct:>+9.2f}"
+        bubble += f"{'':>30}"
+    return "\n".join([label, head + f"{'analytic':>10}", step, bubble + f"{analytic:>10}"])
 
 
 def inflation(result: RunResult) -> list[dict]:
@@ -107,6 +110,7 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
         out.update({
             "predicted_step_time": cmp.predicted_step_time, "error_pct": cmp.error_pct,
             "predicted_bubble_fraction": cmp.predicted_bubble,
+            "profile_predicted_step_time": cmp.profile_step_time, "profile_error_pct": cmp.profile_error_pct,
             "analytic_bubble_fraction": cmp.analytic_bubble,
             "costs": {"t_f": costs.t_f, "t_i": costs.t_i, "t_w": costs.t_w,
                       "latency": _number(costs.latency), "bandwidth": _number(costs.bandwidth),
