@@ -6,11 +6,14 @@
    t_b = t_i + t_w = 2 backward, so a schedule with v chunks per rank gets 1/v per chunk;
    communication is free, so the bubble fractions match the closed forms of
    :mod:`schedules.analytic`.
-2. The executor for real: 1F1B on 2 ranks with real compute, under the bundled mpiexec
-   (the one beside this Python); it prints its predicted-against-measured table and
-   writes ``out/run-1f1b-p2-m8/`` (trace.csv, trace.json, gantt.png, compare.png,
-   summary.json).
-3. The list of files written and how to open a trace.
+2. A profile of the model on 2 ranks (``python -m executor profile``, m = 8, chunks 1
+   and 2: ``out/profile/costs.json``), and from it the step time and bubble of every
+   schedule at p = 2, m = 8, predicted before any of them runs.
+3. The executor for real: 1F1B on 2 ranks with real compute, under the bundled mpiexec
+   (the one beside this Python); it prints the step predicted from the profile before
+   the run against the measured one (and the in-sample fit), and writes
+   ``out/run-1f1b-p2-m8/`` (trace.csv, trace.json, gantt.png, compare.png, summary.json).
+4. The list of files written and how to open a trace.
 
 Exit status 0; 1 when a step fails (a line names it; an unexpected error in a step ends
 the demo with its traceback, also status 1); usage errors exit 2.
@@ -29,6 +32,7 @@ import pandas as pd
 import schedules
 import simulator
 from simulator.cli import format_summary
+from timeline.gantt import plot_gantt
 
 from .launch import MPIEXEC, launch  # re-exported: notebooks import launch from here
 
@@ -63,7 +67,7 @@ def simulate_all(out: Path) -> list[Path]:
         print(format_summary(result))
         folder = out / f"sim-{name}-p{P_SIM}-m{M_SIM}"
         gantt, trace = folder / "gantt.png", folder / "trace.json"
-        simulator.plot_gantt(result.trace, gantt)
+        plot_gantt(result.trace, gantt)
         simulator.to_chrome_trace(result.trace, trace, result.costs.act_memory, result.costs.w_memory_fraction)
         written += [gantt, trace]
     _overview(results)
@@ -83,20 +87,49 @@ def _overview(results: list[simulator.SimResult]) -> None:
     print(table.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
 
 
-def run_executor(out: Path, mpiexec: Path) -> list[Path]:
-    """Step 2: the executor under mpiexec; its own output streams to this terminal."""
-    folder = out / f"run-1f1b-p{P_RUN}-m{M_RUN}"
-    args = ["--schedule", "1f1b", "--microbatches", str(M_RUN), "--compute", "real", "--out", str(folder)]
-    _banner(f"executor: {mpiexec.name} -n {P_RUN} python -m executor {' '.join(args[:-2])}")
+def _launched(args: list[str], mpiexec: Path, what: str):
     if not mpiexec.exists():
-        raise StepFailed(f"executor: no mpiexec at {mpiexec} (install the project with `make install`)")
-    began = time.time()
+        raise StepFailed(f"{what}: no mpiexec at {mpiexec} (install the project with `make install`)")
     try:
         done = launch(P_RUN, args, mpiexec, RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise StepFailed(f"executor: no result after {RUN_TIMEOUT_S} s") from None
+        raise StepFailed(f"{what}: no result after {RUN_TIMEOUT_S} s") from None
     if done.returncode != 0:
-        raise StepFailed(f"executor: exited with status {done.returncode}")
+        raise StepFailed(f"{what}: exited with status {done.returncode}")
+
+
+def profile_and_predict(out: Path, mpiexec: Path) -> list[Path]:
+    """Step 2: profile once, then predict every schedule at p = 2 before running any."""
+    folder = out / "profile"
+    args = ["profile", "--microbatches", str(M_RUN), "--chunks", "1,2", "--out", str(folder)]
+    _banner(f"profile: {mpiexec.name} -n {P_RUN} python -m executor {' '.join(args)}")
+    _launched(args, mpiexec, "profile")
+    if not (folder / "costs.json").is_file():
+        raise StepFailed(f"profile: {folder} lacks costs.json")
+    profile = simulator.Profile.load(folder / "costs.json")
+    rows = []
+    for name in schedules.names():
+        try:
+            schedule = schedules.build(name, ranks=P_RUN, microbatches=M_RUN)
+            result = simulator.simulate(schedule, profile.costs(schedule))
+        except (schedules.ScheduleError, ValueError) as err:  # e.g. a schedule that needs more ranks
+            rows.append({"schedule": name, "step (ms)": None, "bubble": None, "note": str(err).splitlines()[0]})
+            continue
+        rows.append({"schedule": name, "step (ms)": result.makespan * 1e3, "bubble": result.bubble_fraction,
+                     "note": f"chunks {schedule.chunks}"})
+    _banner(f"predicted from the profile before running anything: p = {P_RUN}, m = {M_RUN}")
+    print(pd.DataFrame(rows).to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
+    return [folder / "costs.json"]
+
+
+def run_executor(out: Path, mpiexec: Path) -> list[Path]:
+    """Step 3: the executor under mpiexec; its own output streams to this terminal."""
+    folder = out / f"run-1f1b-p{P_RUN}-m{M_RUN}"
+    args = ["--schedule", "1f1b", "--microbatches", str(M_RUN), "--compute", "real", "--out", str(folder),
+            "--costs", str(out / "profile" / "costs.json")]
+    _banner(f"executor: {mpiexec.name} -n {P_RUN} python -m executor {' '.join(args)}")
+    began = time.time()
+    _launched(args, mpiexec, "executor")
     written = sorted(p for p in folder.glob("*") if p.is_file() and p.stat().st_mtime >= began - 1)
     missing = set(RUN_FILES) - {p.name for p in written}
     if missing:
@@ -130,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         written = simulate_all(out)
+        written += profile_and_predict(out, Path(args.mpiexec))
         written += run_executor(out, Path(args.mpiexec))
     except StepFailed as err:
         print(f"demo failed: {err}", file=sys.stderr)

@@ -27,7 +27,7 @@ def _fake_mpiexec(tmp_path: Path, status: int, body: str = "") -> Path:
 
 def test_simulated_files_written_and_missing_mpiexec_fails(tmp_path: Path, capsys):
     assert demo.main(["--out", str(tmp_path), "--mpiexec", str(tmp_path / "no-such-mpiexec")]) == 1
-    assert "demo failed: executor: no mpiexec" in capsys.readouterr().err
+    assert "demo failed: profile: no mpiexec" in capsys.readouterr().err
     for name in SIM_FILES:
         assert (tmp_path / name).stat().st_size > 1000, name
     events = json.loads((tmp_path / "sim-1f1b-p4-m8" / "trace.json").read_text())["traceEvents"]
@@ -40,8 +40,15 @@ def test_failing_executor_makes_the_demo_fail(tmp_path: Path, capsys, monkeypatc
     assert "exited with status 3" in capsys.readouterr().err
 
 
+def test_profile_that_writes_nothing_makes_the_demo_fail(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "simulate_all", lambda out: [])
+    assert demo.main(["--out", str(tmp_path), "--mpiexec", str(_fake_mpiexec(tmp_path, 0))]) == 1
+    assert "demo failed: profile:" in (err := capsys.readouterr().err) and "lacks costs.json" in err
+
+
 def test_executor_that_writes_nothing_makes_the_demo_fail(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "simulate_all", lambda out: [])
+    monkeypatch.setattr(demo, "profile_and_predict", lambda out, mpiexec: [])
     assert demo.main(["--out", str(tmp_path), "--mpiexec", str(_fake_mpiexec(tmp_path, 0))]) == 1
     assert "lacks compare.png, gantt.png, summary.json, trace.csv, trace.json" in capsys.readouterr().err
 
@@ -65,5 +72,7 @@ def test_demo_end_to_end(tmp_path: Path):
         assert (tmp_path / "out" / name).is_file(), name
         assert f"out/{name}" in done.stdout, f"{name} is not listed"
     assert "predicted" in done.stdout and "ui.perfetto.dev" in done.stdout
+    assert "predicted from the profile before running anything" in done.stdout
+    assert "predicted (profile)" in done.stdout
     summary = json.loads((tmp_path / "out" / "run-1f1b-p2-m8" / "summary.json").read_text())
     assert summary["schedule"] == "1f1b" and summary["ranks"] == 2 and summary["compute"] == "real"
