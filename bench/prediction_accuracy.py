@@ -1,21 +1,30 @@
-"""Out-of-sample prediction: calibrate once, predict other schedules and microbatch counts
-before running them, then run them and compare.
+"""The out-of-sample matrix: profile once, predict every cell before running it, then run it.
 
-    .venv/bin/python bench/prediction_accuracy.py              # sleep (p = 4) and real (p = 2)
-    .venv/bin/python bench/prediction_accuracy.py --modes sleep
+    .venv/bin/python bench/prediction_accuracy.py [--modes mlp,transformer,shared,sleep] [--steps 10]
 
-Per mode: run zb-h1 at m = 4 (it measures I and W apart), calibrate
-``simulator.Costs.from_trace`` from its timed steps, simulate gpipe, 1f1b and zb-h1 at
-m = 8 and 16 over the same stages, print the predictions, then run each cell under
-mpiexec and print predicted, measured and error % per cell. The microbatch size is kept
-fixed (the batch grows with m), so per-op costs carry over from the calibration run; a
-full backward B is predicted as t_i + t_w.
+Per mode: ``python -m executor profile`` once (chunks 1 and 2, the m of the matrix);
+then for every built-in schedule (those that split the model in a V or loop it with 2
+chunks) x m in 4, 8, 16 at the same batch, the simulator's prediction from
+``simulator.Profile`` is printed for every cell first; only then is each cell run under
+mpiexec (``--steps`` timed steps, default 10) and its error printed.
+
+Modes: ``mlp`` p = 2 real compute, the default MLP (8 x 512, batch 512); ``transformer``
+p = 2 real compute, the built-in transformer (4 layers, d_model 128, seq 32, batch 64);
+``shared`` p = 4 real compute on this 2-core machine (the MLP, a shared node); ``sleep``
+p = 4, 20/10/10 ms sleeps. Per mode: median and max |error| and, per m, whether the
+predicted order of schedules is the measured one: Kendall tau over the pairs whose
+measured step times differ by more than 2 % (closer pairs count as ties), and whether the
+predicted best schedule is among the measured best (within 2 %).
+
+Writes ``--csv`` (default out/prediction_accuracy.csv): mode, schedule, m, predicted_s,
+measured_s, error_pct; the notebook's "measured against predicted" section plots it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,78 +34,122 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import schedules  # noqa: E402
 import simulator  # noqa: E402
-from executor.config import parse_args  # noqa: E402
 from executor.launch import launch  # noqa: E402
-from executor.record.predict import calibrate  # noqa: E402
-from executor.engine.plan import plan  # noqa: E402
 
-MODES = {
-    # ranks, flags; rows per microbatch fixed by --batch = rows * m
-    "sleep": (4, ["--compute", "sleep", "--t-f", "20", "--t-i", "10", "--t-w", "10", "--width", "256"], 8),
-    "real": (2, ["--compute", "real", "--model", "mlp", "--layers", "8", "--width", "512"], 64),
+MICROBATCHES = (4, 8, 16)
+TIE = 0.02
+MODES = {  # ranks, model and compute flags
+    "mlp": (2, ["--model", "mlp", "--layers", "8", "--width", "512", "--batch", "512"]),
+    "transformer": (2, ["--model", "transformer", "--layers", "4", "--width", "128", "--seq-len", "32",
+                        "--heads", "4", "--batch", "64"]),
+    "shared": (4, ["--model", "mlp", "--layers", "8", "--width", "512", "--batch", "512"]),
+    "sleep": (4, ["--compute", "sleep", "--t-f", "20", "--t-i", "10", "--t-w", "10", "--width", "256",
+                  "--batch", "256"]),
 }
-CELLS = [(name, m) for name in ("gpipe", "1f1b", "zb-h1") for m in (8, 16)]
 
 
-def flags(mode: str, schedule: str, m: int, out: Path) -> list[str]:
-    _, extra, rows = MODES[mode]
-    return ["--schedule", schedule, "--microbatches", str(m), "--batch", str(rows * m), "--steps", "5",
-            "--warmup", "2", "--out", str(out), *extra]
+def _chunks(name: str, ranks: int) -> int | None:
+    """2 for the schedules that take chunks (looped or V), else the builder's default."""
+    try:
+        return 2 if schedules.build(name, ranks=ranks, microbatches=ranks * 4, chunks=2).chunks == 2 else None
+    except (schedules.ScheduleError, TypeError, ValueError):
+        return None
 
 
-def run_cell(mode: str, schedule: str, m: int, out: Path) -> dict:
-    """Run one cell under mpiexec; its summary.json."""
-    done = launch(MODES[mode][0], flags(mode, schedule, m, out), timeout=600, capture=True, cwd=ROOT)
+def _cells(ranks: int, names: list[str]) -> list[tuple[str, int | None, int]]:
+    cells = []
+    for name in names:
+        chunks = _chunks(name, ranks)
+        for m in MICROBATCHES:
+            try:
+                schedules.validate(schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks))
+            except (schedules.ScheduleError, ValueError):
+                continue  # e.g. a schedule that needs m >= p or m divisible by p
+            cells.append((name, chunks, m))
+    return cells
+
+
+def _launch(ranks: int, args: list[str]) -> None:
+    done = launch(ranks, args, timeout=900, capture=True, cwd=ROOT)
     if done.returncode:
-        raise SystemExit(f"{' '.join(done.args)} failed:\n{done.stdout}\n{done.stderr}")
-    return json.loads((out / "summary.json").read_text())
+        raise SystemExit(f"{' '.join(map(str, done.args))} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
-def predict(mode: str, costs: simulator.Costs, schedule: str, m: int, work: Path) -> float:
-    ranks = MODES[mode][0]
-    the_plan = plan(parse_args(flags(mode, schedule, m, work)), ranks)  # no MPI: shapes only
-    return simulator.simulate(the_plan.schedule, costs, comm="async").makespan
+def kendall(predicted: list[float], measured: list[float]) -> float:
+    """Kendall's tau over the pairs measured more than 2 % apart (1.0 when all are ties)."""
+    agree = disagree = 0
+    for i in range(len(measured)):
+        for j in range(i + 1, len(measured)):
+            if abs(measured[i] - measured[j]) <= TIE * min(measured[i], measured[j]):
+                continue
+            same = (predicted[i] - predicted[j]) * (measured[i] - measured[j]) > 0
+            agree, disagree = agree + same, disagree + (not same)
+    return 1.0 if agree + disagree == 0 else (agree - disagree) / (agree + disagree)
 
 
-def run_mode(mode: str, work: Path) -> pd.DataFrame:
-    ranks = MODES[mode][0]
-    base = work / f"{mode}-calibrate"
-    summary = run_cell(mode, "zb-h1", 4, base)
-    trace = pd.read_csv(base / "trace_steps.csv")
-    the_plan = plan(parse_args(flags(mode, "zb-h1", 4, base)), ranks)
-    costs = calibrate(the_plan, trace)
-    print(f"\n[{mode}] calibrated on zb-h1 p={ranks} m=4 (measured {summary['measured_step_time'] * 1e3:.2f} ms): "
-          f"t_f={_ms(costs.t_f)} t_i={_ms(costs.t_i)} t_w={_ms(costs.t_w)} latency={costs.latency * 1e3:.3f} ms")
-    predicted = {(s, m): predict(mode, costs, s, m, work / "plan") for s, m in CELLS}
-    for (s, m), value in predicted.items():
-        print(f"[{mode}] predicted before running: {s:6} m={m:<3} {value * 1e3:9.2f} ms")
+def run_mode(mode: str, names: list[str], steps: int, work: Path) -> pd.DataFrame:
+    ranks, model = MODES[mode]
+    folder = work / mode
+    print(f"\n== {mode}: p = {ranks}, {' '.join(model)}", flush=True)
+    _launch(ranks, ["profile", *model, "--chunks", "1,2", "--microbatches", ",".join(map(str, MICROBATCHES)),
+                    "--out", str(folder / "profile")])
+    profile = simulator.Profile.load(folder / "profile" / "costs.json")
     rows = []
-    for s, m in CELLS:
-        measured = run_cell(mode, s, m, work / f"{mode}-{s}-m{m}")["measured_step_time"]
-        error = 100 * (predicted[s, m] - measured) / measured
-        rows.append({"mode": mode, "ranks": ranks, "schedule": s, "m": m, "predicted_ms": predicted[s, m] * 1e3,
-                     "measured_ms": measured * 1e3, "error_pct": error})
+    for name, chunks, m in _cells(ranks, names):
+        schedule = schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks)
+        predicted = simulator.simulate(schedule, profile.costs(schedule)).makespan
+        rows.append({"mode": mode, "schedule": name, "chunks": schedule.chunks, "m": m, "predicted_s": predicted})
+        print(f"  predicted before running: {name:18} m={m:<3} {predicted * 1e3:9.2f} ms", flush=True)
+    for row in rows:
+        out = folder / f"{row['schedule']}-m{row['m']}"
+        args = ["--schedule", row["schedule"], "--microbatches", str(row["m"]), *model, "--steps", str(steps),
+                "--warmup", "3", "--no-predict", "--out", str(out)]
+        if row["chunks"] > 1:
+            args += ["--chunks", str(row["chunks"])]
+        _launch(ranks, args)
+        row["measured_s"] = json.loads((out / "summary.json").read_text())["measured_step_time"]
+        row["error_pct"] = 100.0 * (row["predicted_s"] - row["measured_s"]) / row["measured_s"]
+        print(f"  ran: {row['schedule']:18} m={row['m']:<3} measured {row['measured_s'] * 1e3:9.2f} ms, "
+              f"predicted {row['predicted_s'] * 1e3:9.2f} ms, error {row['error_pct']:+6.2f} %", flush=True)
     return pd.DataFrame(rows)
 
 
-def _ms(values) -> str:
-    values = values if isinstance(values, (list, tuple)) else [values]
-    return "[" + ", ".join(f"{v * 1e3:.2f}" for v in values) + "] ms"
+def report(table: pd.DataFrame) -> None:
+    for mode, cells in table.groupby("mode", sort=False):
+        errors = cells["error_pct"].abs()
+        taus, best = [], []
+        for m, at in cells.groupby("m"):
+            taus.append(kendall(at["predicted_s"].tolist(), at["measured_s"].tolist()))
+            pick = at.loc[at["predicted_s"].idxmin()]
+            best.append(pick["measured_s"] <= (1 + TIE) * at["measured_s"].min())
+            print(f"  {mode} m={m}: predicted order {' < '.join(at.sort_values('predicted_s')['schedule'])}; "
+                  f"measured {' < '.join(at.sort_values('measured_s')['schedule'])}; tau {taus[-1]:.2f}")
+        print(f"{mode}: median |error| {statistics.median(errors):.2f} %, max |error| {errors.max():.2f} %, "
+              f"tau per m {', '.join(f'{t:.2f}' for t in taus)}, predicted best among measured best at "
+              f"{sum(best)} of {len(best)} m")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="sleep,real", help="comma-separated: sleep, real")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--schedules", default="all", help="comma-separated built-in names (default all)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run (default %(default)s)")
+    parser.add_argument("--csv", default="out/prediction_accuracy.csv", help="where the matrix goes")
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
-    if any(mode not in MODES for mode in modes):
-        parser.error(f"--modes takes {', '.join(MODES)}")
+    names = schedules.names() if args.schedules == "all" else args.schedules.split(",")
+    bad = [m for m in modes if m not in MODES] + [n for n in names if n not in schedules.names()]
+    if bad or args.steps < 1:
+        parser.error(f"unknown mode or schedule: {', '.join(bad)}" if bad else "--steps must be >= 1")
     with tempfile.TemporaryDirectory() as tmp:
-        table = pd.concat([run_mode(mode, Path(tmp)) for mode in modes], ignore_index=True)
-    print("\nout-of-sample prediction (calibrated on zb-h1 m=4, async):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"mean |error| {table['error_pct'].abs().mean():.2f} %, max |error| {table['error_pct'].abs().max():.2f} %")
+        table = pd.concat([run_mode(mode, names, args.steps, Path(tmp)) for mode in modes], ignore_index=True)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.csv, index=False)
+    print()
+    report(table)
+    print(f"wrote {args.csv}")
     return 0
 
 
