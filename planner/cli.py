@@ -11,6 +11,7 @@ which no layout fits explains why and exits with code 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Sequence
@@ -117,12 +118,7 @@ def config_from_args(args: argparse.Namespace) -> PlanConfig:
 
 
 def _describe(config: PlanConfig, as_json: bool) -> None:
-    spec = config.model
-    if spec.microbatch_size != config.microbatch_sizes[0]:
-        from .search import _spec
-
-        spec = _spec(spec, config.microbatch_sizes[0])
-    figures = spec.describe()
+    figures = dataclasses.replace(config.model, microbatch_size=config.microbatch_sizes[0]).describe()
     if as_json:
         print(json.dumps(figures))
         return

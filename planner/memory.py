@@ -58,12 +58,12 @@ class RankMemory:
 
 def order_trace(schedule: schedules.Schedule) -> pd.DataFrame:
     """Each rank's compute ops back to back, one time unit each (the shared trace schema)."""
-    ops = [(rank, i, op) for rank, rank_ops in enumerate(schedule.ops)
-           for i, op in enumerate(o for o in rank_ops if o.kind.is_compute)]
-    step = np.array([i for _, i, _ in ops], dtype=float)
+    compute = [[op for op in rank_ops if op.kind in schedules.COMPUTE_KINDS] for rank_ops in schedule.ops]
+    ops = [op for rank_ops in compute for op in rank_ops]
+    step = np.concatenate([np.arange(len(rank_ops), dtype=float) for rank_ops in compute] or [np.zeros(0)])
     return pd.DataFrame({
-        "rank": [r for r, _, _ in ops], "stage": [op.stage for _, _, op in ops],
-        "mb": [op.mb for _, _, op in ops], "kind": [op.kind.value for _, _, op in ops],
+        "rank": np.repeat(np.arange(len(compute)), [len(rank_ops) for rank_ops in compute]),
+        "stage": [op.stage for op in ops], "mb": [op.mb for op in ops], "kind": [op.kind.value for op in ops],
         "stream": "compute", "start": step, "end": step + 1.0,
     }, columns=TRACE_COLUMNS)
 

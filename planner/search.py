@@ -8,20 +8,23 @@
 3. The pre-filter estimate of the step time is ``m x (slowest rank's F + I + W per
    microbatch) / (1 - bubble)`` plus 2 (S - 1) boundary transfers, the slowest rank's
    gradient all-reduce and the optimizer step. The bubble is the closed form of
-   :mod:`schedules.analytic` at the stages' mean costs where there is one, else that of a
-   SimPy run at uniform costs and free communication (done once per schedule shape).
+   :mod:`schedules.analytic` at the stages' mean costs where there is one, else that of
+   the schedules' dry run at those uniform costs (done once per schedule shape).
 4. The ``top`` best estimates, and the best of every schedule, are simulated with SimPy
    (links, all-reduce, optimizer included), in the given :class:`simulator.workers.Workers`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from tqdm import tqdm
+
 import schedules
-from schedules import analytic
+from schedules import COMPUTE_KINDS, OpKind, analytic
 from simulator import Costs, simulate
 from simulator.workers import Workers
 
@@ -132,12 +135,17 @@ def _schedule(name: str, pp: int, m: int, v: int) -> tuple[schedules.Schedule, o
 
 @lru_cache(maxsize=None)
 def _uniform_bubble(name: str, pp: int, m: int, v: int, ratios: tuple[float, float, float]) -> float:
-    """Bubble at uniform stage costs with free communication: closed form, else one SimPy run."""
+    """Bubble at uniform stage costs with free communication: the closed form, else the
+    schedules' own dry run at those costs (no SimPy, O(ops))."""
     try:
         return analytic.bubble_fraction(name, pp, m, v, *ratios)
     except ValueError:
-        schedule, _ = _schedule(name, pp, m, v)
-        return simulate(schedule, Costs(t_f=ratios[0], t_i=ratios[1], t_w=ratios[2])).bubble_fraction
+        pass
+    schedule, _ = _schedule(name, pp, m, v)
+    cost = {OpKind.F: ratios[0], OpKind.I: ratios[1], OpKind.W: ratios[2], OpKind.B: ratios[1] + ratios[2]}
+    span = schedules.dry_run(schedules.validate(schedule, "async"), "async", cost).makespan
+    busy = sum(cost[op.kind] for _, op in schedule if op.kind in COMPUTE_KINDS)
+    return 1.0 - busy / (pp * span) if span else 0.0
 
 
 def enumerate_layouts(config: PlanConfig, skipped: list[str] | None = None) -> list[Layout]:
@@ -186,8 +194,6 @@ def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stage
 
 @lru_cache(maxsize=64)
 def _spec(model: TransformerSpec, b: int) -> TransformerSpec:
-    from dataclasses import replace
-
     return model if model.microbatch_size == b else replace(model, microbatch_size=b)
 
 
@@ -227,9 +233,6 @@ def simulate_layout(job: tuple[PlanConfig, Layout, float]) -> Plan:
 
 def plan(config: PlanConfig, workers: Workers, progress: bool = False) -> Search:
     """Enumerate, pre-filter and simulate (see the module docstring)."""
-    from tqdm import tqdm
-    import sys
-
     began = time.perf_counter()
     skipped: list[str] = []
     layouts = enumerate_layouts(config, skipped)
