@@ -60,16 +60,19 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def plot_pareto(search: Search, path: str | Path, cap: float, title: str = "") -> None:
     """Peak memory per rank against step time, one colour per schedule: filled dots are
-    simulated, rings the pre-filter's estimates of the other fitting layouts; the line joins
-    the simulated layouts that no other beats in both."""
+    simulated, rings the pre-filter's estimates of the other fitting layouts, grey crosses
+    the estimates of layouts over the cap; the line joins the simulated layouts that no
+    other beats in both."""
     import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    names = list(dict.fromkeys(c.layout.schedule for c in search.candidates))
-    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    over = [c for c in search.candidates if c.overflow is not None]
+    ax.scatter([c.estimate for c in over], [c.memory.total / GIB for c in over], marker="x", color="0.7",
+               s=14, label="over the cap (estimated)")
+    names = list(dict.fromkeys(c.layout.schedule for c in search.fitting))
+    colours = {n: matplotlib.colormaps["tab10"](i % 10) for i, n in enumerate(names)}
     simulated = {p.layout for p in search.plans}
     for name in names:
         rest = [c for c in search.fitting if c.layout.schedule == name and c.layout not in simulated]
@@ -82,13 +85,13 @@ def plot_pareto(search: Search, path: str | Path, cap: float, title: str = "") -
     front = pareto_front(points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", lw=1, zorder=2,
             label="Pareto front (simulated)")
-    ax.axhline(cap / GIB, color="grey", ls="--", lw=1, label="memory cap")
+    ax.axhline(cap / GIB, color="red", ls="--", lw=1, label="memory cap")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("step time (s, log scale)")
-    ax.set_ylabel("peak memory per rank (GiB)")
-    ax.set_title(title or "layouts that fit: simulated (dots) and estimated (rings)")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_ylabel("peak memory per rank (GiB, log scale)")
+    ax.set_title(title or "layouts: simulated (dots), estimated (rings), over the cap (crosses)")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
