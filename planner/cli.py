@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import schedules
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m planner", description="Search pipeline x data-parallel layouts, schedules, "
                  "chunks, microbatches and layer splits for a transformer on a cluster; simulate the best.")
     ap.add_argument("--model", default="gpt3-175b", help=f"model preset: {', '.join(MODELS)} (default gpt3-175b)")
-    ap.add_argument("--gpu", default="a100-80gb", help=f"GPU preset: {', '.join(GPUS)} (default a100-80gb)")
+    ap.add_argument("--gpu", default="a100-80gb",
+                    help=f"GPU preset: {', '.join(GPUS)}, or this-cpu (measured here, for --verify) (default a100-80gb)")
     ap.add_argument("--gpus", type=int, default=1024, help="GPUs in all (default 1024)")
     ap.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node sharing the intra link (default 8)")
     ap.add_argument("--intra-link", default=None, help=f"link inside a node: {', '.join(LINKS)} (default: the GPU's)")
@@ -73,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--plot", metavar="FILE.png", help="write a Pareto plot of peak memory against step time")
     ap.add_argument("--schedule-out", metavar="FILE.csv", help="write the best layout's schedule as a torch CSV")
     ap.add_argument("--quiet", action="store_true", help="no progress bar or summary on stderr")
+    ap.add_argument("--verify", type=int, default=None, metavar="K",
+                    help="run the K best recompute-free layouts under the executor here and compare rankings "
+                         "(needs --model executor-transformer --gpu this-cpu --gpus 2)")
+    ap.add_argument("--verify-out", default="out/verify", help="folder for the executor runs (default out/verify)")
     return ap
 
 
@@ -96,7 +102,13 @@ def config_from_args(args: argparse.Namespace) -> PlanConfig:
     """Every value checked and every override applied, before any work."""
     values = parse_sets(args.set, load_config(args.config))
     model = override(_preset(MODELS, args.model, "--model"), values.get("model", {}), "model")
-    gpu = override(_preset(GPUS, args.gpu, "--gpu"), values.get("gpu", {}), "gpu")
+    if args.gpu == "this-cpu":
+        from .verify import this_cpu
+
+        base_gpu = this_cpu()
+    else:
+        base_gpu = _preset(GPUS, args.gpu, "--gpu")
+    gpu = override(base_gpu, values.get("gpu", {}), "gpu")
     intra = override(_preset(LINKS, args.intra_link or gpu.intra_link, "--intra-link"), values.get("intra_link", {}), "intra_link")
     inter = override(_preset(LINKS, args.inter_link, "--inter-link"), values.get("inter_link", {}), "inter_link")
     efficiency = args.efficiency if args.efficiency is not None else values.get("efficiency", DEFAULT_EFFICIENCY)
@@ -108,6 +120,14 @@ def config_from_args(args: argparse.Namespace) -> PlanConfig:
             raise OptionError(f"{flag} must be >= 1, got {value}")
     if args.workers is not None and args.workers < 1:
         raise OptionError(f"--workers must be >= 1, got {args.workers}")
+    if args.verify is not None:
+        from .verify import check_runnable
+
+        if args.verify < 1:
+            raise OptionError(f"--verify must be >= 1, got {args.verify}")
+        if mpi_world_size() > 1:
+            raise OptionError("--verify launches mpiexec itself: run it without mpiexec")
+        check_runnable(model, args.gpus)
     cap = args.memory_cap if args.memory_cap is not None else values.get("memory_cap", gpu.memory_bytes)
     machine = Machine(gpu, args.gpus, args.gpus_per_node, intra, inter, float(efficiency))
     return PlanConfig(
@@ -154,6 +174,11 @@ def _report(search: Search, config: PlanConfig, args: argparse.Namespace) -> int
         print(json.dumps(frame.to_dict("records")))
     else:
         print(format_table(search.plans))
+    if args.verify:
+        from .verify import format_verify, verify
+
+        table = verify(config, search.plans, args.verify, Path(args.verify_out))
+        print(format_verify(table, config.machine.efficiency), file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -84,6 +84,9 @@ LINKS: dict[str, Link] = {
                     "NVLink 4 (H100/H200): 18 links x 25 GB/s = 450 GB/s per direction (900 GB/s total)"),
     "infiniband": Link("infiniband", 25e9, 10e-6,
                        "HDR InfiniBand, one 200 Gb/s NIC per GPU (DGX A100): 25 GB/s per direction"),
+    "shared-memory": Link("shared-memory", 8.5e9, 3.1e-6,
+                          "MPICH wheel between two processes of one machine, measured here (REFERENCE.md): "
+                          "3.1 us one-way latency, about 8.5 GB/s at 16 MiB"),
     "infiniband-ndr": Link("infiniband-ndr", 50e9, 10e-6,
                            "NDR InfiniBand, one 400 Gb/s NIC per GPU (DGX H100): 50 GB/s per direction"),
 }

@@ -26,4 +26,10 @@ MODELS: dict[str, TransformerSpec] = {
         source="Llama Team 2024, 'The Llama 3 Herd of Models', table 3; config.json of "
                "meta-llama/Meta-Llama-3-8B (32 layers, 4096 hidden, 32 heads, 8 KV heads, "
                "intermediate 14336, vocab 128256, context 8192)"),
+    "executor-transformer": TransformerSpec(
+        "executor-transformer", layers=4, hidden=256, heads=4, seq=64, vocab=1, learned_positions=False,
+        tied_embeddings=False, dtype_bytes=4, state_bytes_per_param=8.0,
+        source="this project's executor (executor/model.py, --model transformer): nn.TransformerEncoderLayer "
+               "(h, a, 4h) stacked, float32, plain SGD (weights + gradients, no optimizer state), no "
+               "embedding or head (vocab 1 makes the planner's head negligible)"),
 }
