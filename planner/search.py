@@ -32,7 +32,7 @@ from .layout import Layout, Machine, Stages, link_costs, simulator_costs, stage_
 from .memory import RankMemory, order_trace, rank_memory
 from .transformer import TransformerSpec
 
-__all__ = ["PlanConfig", "Candidate", "Plan", "enumerate_layouts", "plan"]
+__all__ = ["PlanConfig", "Candidate", "Plan", "Search", "enumerate_layouts", "evaluate", "simulate_layout", "plan"]
 
 
 @dataclass(frozen=True)

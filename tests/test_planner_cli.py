@@ -42,6 +42,18 @@ def test_overrides_by_flag_and_json_file(tmp_path, capsys):
     assert (figures["layers"], figures["hidden"]) == (24, 8192)  # --set wins over the file
 
 
+def test_config_file_overrides_gpu_and_links(tmp_path):
+    from planner.cli import _parser, config_from_args
+
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"model": {"layers": 48}, "inter_link": {"bandwidth": 5e10},
+                                "gpu": {"peak_flops": 4e14}, "efficiency": 0.5, "memory_cap": "70GiB"}))
+    config = config_from_args(_parser().parse_args(["--config", str(path), "--set", "intra_link.latency=1e-6"]))
+    machine = config.machine
+    assert config.model.layers == 48 and machine.inter.bandwidth == 5e10 and machine.intra.latency == 1e-6
+    assert machine.flops == 4e14 * 0.5 and config.memory_cap == 70 * 2 ** 30
+
+
 def test_plan_writes_json_csv_plot_and_schedule(tmp_path, capsys):
     out_csv, plot, sched = tmp_path / "plan.csv", tmp_path / "pareto.png", tmp_path / "best.csv"
     code, out, _ = _run(SMALL + ["--json", "--csv", str(out_csv), "--plot", str(plot),
