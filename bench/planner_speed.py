@@ -25,7 +25,7 @@ from simulator.workers import open_workers  # noqa: E402
 
 def _clear_caches() -> None:
     """Every repeat starts cold: schedules are built and shape bubbles simulated again."""
-    for cached in (search_module._schedule, search_module._uniform_bubble, search_module._spec):
+    for cached in (search_module._schedule, search_module._uniform_bubble, search_module.spec_for):
         cached.cache_clear()
 
 

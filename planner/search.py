@@ -32,7 +32,7 @@ from .layout import Layout, Machine, Stages, link_costs, simulator_costs, stage_
 from .memory import RankMemory, order_trace, rank_memory
 from .transformer import TransformerSpec
 
-__all__ = ["PlanConfig", "Candidate", "Plan", "Search", "enumerate_layouts", "evaluate", "simulate_layout", "plan"]
+__all__ = ["PlanConfig", "Candidate", "Plan", "Search", "spec_for", "enumerate_layouts", "evaluate", "simulate_layout", "plan"]
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def _optimizer_time(spec: TransformerSpec, machine: Machine, params: float) -> f
 
 
 def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stages, schedules.Schedule, Costs]:
-    spec = _spec(config.model, layout.microbatch_size)
+    spec = spec_for(config.model, layout.microbatch_size)
     stages = stage_costs(spec, layout, config.machine)
     schedule, _ = _schedule(layout.schedule, layout.pp, layout.microbatches, layout.chunks)
     heaviest = max(sum(stages.params[s] for s in schedule.stages_of(r)) for r in range(layout.pp))
@@ -193,7 +193,8 @@ def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stage
 
 
 @lru_cache(maxsize=64)
-def _spec(model: TransformerSpec, b: int) -> TransformerSpec:
+def spec_for(model: TransformerSpec, b: int) -> TransformerSpec:
+    """``model`` at microbatch size ``b`` (cached: the search asks for it per layout)."""
     return model if model.microbatch_size == b else replace(model, microbatch_size=b)
 
 

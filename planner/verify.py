@@ -25,7 +25,7 @@ import pandas as pd
 
 from .hardware import Gpu
 from .layout import stage_costs
-from .search import Plan, PlanConfig, _spec
+from .search import Plan, PlanConfig, spec_for
 from .transformer import TransformerSpec
 
 __all__ = ["this_cpu", "check_runnable", "verify", "executor_args", "format_verify"]
@@ -64,7 +64,7 @@ def check_runnable(spec: TransformerSpec, gpus: int) -> None:
 
 def executor_args(config: PlanConfig, plan: Plan, out: Path, steps: int) -> list[str]:
     """The ``python -m executor`` arguments that run ``plan``'s layout."""
-    lay, spec = plan.layout, _spec(config.model, plan.layout.microbatch_size)
+    lay, spec = plan.layout, spec_for(config.model, plan.layout.microbatch_size)
     layers = stage_costs(spec, lay, config.machine).layers
     return ["--schedule", lay.schedule, "--microbatches", str(lay.microbatches), "--chunks", str(lay.chunks),
             "--dp", str(lay.dp), "--model", "transformer", "--layers", str(spec.layers),
@@ -75,7 +75,7 @@ def executor_args(config: PlanConfig, plan: Plan, out: Path, steps: int) -> list
 
 def _forward_efficiency(config: PlanConfig, plan: Plan, trace: pd.DataFrame) -> float:
     """Mean over stages of the FLOPs model's forward time at peak over the measured median."""
-    spec = _spec(config.model, plan.layout.microbatch_size)
+    spec = spec_for(config.model, plan.layout.microbatch_size)
     at_peak = [t * config.machine.efficiency for t in stage_costs(spec, plan.layout, config.machine).t_f]
     forward = trace[trace["kind"] == "F"]
     measured = (forward["end"] - forward["start"]).groupby(forward["stage"]).median()
