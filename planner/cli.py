@@ -158,6 +158,11 @@ def _report(search: Search, config: PlanConfig, args: argparse.Namespace) -> int
             print(why, file=sys.stderr)
     if args.plot:
         plot_pareto(search, args.plot, cap, f"{config.model.name} on {config.machine.gpus} x {config.machine.gpu.name}")
+    if not search.candidates:
+        reason = search.skipped[0] if search.skipped else "no schedule given"
+        print(f"python -m planner: no layout to try ({len(search.skipped)} combinations skipped, e.g. {reason})",
+              file=sys.stderr)
+        return 1
     if not search.plans:
         print(f"python -m planner: no layout fits in {cap / GIB:.1f} GiB per rank", file=sys.stderr)
         if args.quiet:

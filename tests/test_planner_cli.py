@@ -85,6 +85,12 @@ def test_nothing_fits_says_why_and_exits_1(capsys):
     assert re.search(r"layout\(s\) over 80.0 GiB at (weights|gradients|optimizer); closest", err)
 
 
+def test_nothing_to_try_says_which_combination_failed(capsys):
+    code, _, err = _run(["--model", "llama3-8b", "--gpus", "64", "--global-batch", "3", "--schedules", "1f1b",
+                         "--workers", "1", "--quiet"], capsys)
+    assert code == 1 and "no layout to try" in err and "64 stages for 32 layers" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "gpt5"], "unknown preset 'gpt5'"),
     (["--gpu", "tpu"], "unknown preset 'tpu'"),
