@@ -88,7 +88,7 @@ def test_nothing_fits_says_why_and_exits_1(capsys):
 def test_nothing_to_try_says_which_combination_failed(capsys):
     code, _, err = _run(["--model", "llama3-8b", "--gpus", "64", "--global-batch", "3", "--schedules", "1f1b",
                          "--workers", "1", "--quiet"], capsys)
-    assert code == 1 and "no layout to try" in err and "64 stages for 32 layers" in err
+    assert code == 1 and "no layout to try (7 combinations skipped, e.g. pp=1 dp=64" in err
 
 
 @pytest.mark.parametrize("args, message", [
