@@ -2,10 +2,10 @@
 where the ranks sit.
 
 Layer split (``split``): ``uniform`` gives every model stage L // S layers, the first
-L % S stages one more; ``balanced`` gives one layer at a time to the stage whose forward
-and backward time would grow least, counting the embedding on the first stage and the
-LM head on the last (a greedy that is optimal for identical layers: it minimises the
-slowest stage). Every stage keeps at least one layer.
+L % S stages one more; ``balanced`` starts every stage with one layer and gives each
+further layer to the stage that would be fastest after taking it, counting the LM head
+on the last stage (the embedding lookup costs no FLOPs); for identical layers this greedy
+minimises the slowest stage. Every stage keeps at least one layer.
 
 Placement: replica d's pipeline rank r is GPU d * pp + r and GPU g sits in node
 g // gpus_per_node, so a pipeline stays inside a node when pp <= gpus_per_node and
