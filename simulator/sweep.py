@@ -5,6 +5,10 @@ simulated and analytic bubble fraction (the closed form, which assumes free comm
 and senders that never wait; empty where there is none) and the highest per-rank peak
 memory. Combinations a schedule does not accept (interleaved-1f1b
 with m not divisible by p, say) are skipped and counted on stderr.
+
+``--workers N`` runs the simulations in a process pool; under ``mpiexec -n N python -m
+simulator sweep ...`` they are spread over every rank (:mod:`simulator.workers`). Rows
+come back in grid order, so the table is the same in every mode.
 """
 
 from __future__ import annotations
@@ -17,14 +21,13 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import pandas as pd
-from tqdm import tqdm
-
 import schedules
 
 from .cli import Parser, UsageError, add_cost_flags, costs_from_args
 from .costs import Costs
 from .profile import ProfileError
 from .result import simulate
+from .workers import Workers, open_workers
 
 __all__ = ["sweep", "sweep_main"]
 
@@ -48,6 +51,8 @@ def _parser() -> Parser:
     add_cost_flags(parser)
     parser.add_argument("--out", metavar="TABLE.csv", help="write the table here (default: print CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes for the simulations (default 1; under mpiexec every rank works)")
     return parser
 
 
@@ -55,32 +60,39 @@ def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+CostsOf = Union[Costs, Callable[[schedules.Schedule], Costs]]
+
+
+def _one(job: tuple[str, int, int, str, CostsOf, int | None]) -> dict | str:
+    """One grid point: its row, or why the schedule (or the profile) does not take it."""
+    name, p, m, comm, costs, chunks = job
+    v = schedules.default_chunks(name)
+    if chunks is not None and v > 1:  # --chunks applies to the multi-chunk schedules only
+        v = chunks
+    try:
+        schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v)
+        costs = costs(schedule) if callable(costs) else costs
+        result = simulate(schedule, costs, comm)
+    except (schedules.ScheduleError, ProfileError) as err:
+        return f"{name} p={p} m={m}: {str(err).splitlines()[0]}"
+    return {
+        "schedule": name, "ranks": p, "microbatches": m, "chunks": v, "comm": comm,
+        "makespan": result.makespan, "bubble_fraction": result.bubble_fraction,
+        "analytic_bubble_fraction": _nan_if_none(costs.closed_form_bubble(name, p, m, v)),
+        "peak_memory_bytes": max(pm.bytes for pm in result.peak_memory),
+        "peak_inflight": max(pm.inflight for pm in result.peak_memory),
+    }
+
+
 def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int], comms: Sequence[str],
-          costs: Union[Costs, Callable[[schedules.Schedule], Costs]], chunks: int | None = None,
-          progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+          costs: CostsOf, chunks: int | None = None, progress: bool = True,
+          workers: Workers | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The table, and one reason per skipped combination. ``costs``: one set for every
-    schedule, or a function of the schedule (a profile's layouts: one not profiled is skipped)."""
-    rows, skipped = [], []
-    grid = list(itertools.product(names, ranks, microbatches, comms))
-    for name, p, m, comm in tqdm(grid, desc="sweep", disable=not progress, file=sys.stderr):
-        v = schedules.default_chunks(name)
-        if chunks is not None and v > 1:  # --chunks applies to the multi-chunk schedules only
-            v = chunks
-        try:
-            schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v)
-            layout_costs = costs(schedule) if callable(costs) else costs
-            result = simulate(schedule, layout_costs, comm)
-        except (schedules.ScheduleError, ProfileError) as err:
-            skipped.append(f"{name} p={p} m={m}: {str(err).splitlines()[0]}")
-            continue
-        rows.append({
-            "schedule": name, "ranks": p, "microbatches": m, "chunks": v, "comm": comm,
-            "makespan": result.makespan, "bubble_fraction": result.bubble_fraction,
-            "analytic_bubble_fraction": _nan_if_none(layout_costs.closed_form_bubble(name, p, m, v)),
-            "peak_memory_bytes": max(pm.bytes for pm in result.peak_memory),
-            "peak_inflight": max(pm.inflight for pm in result.peak_memory),
-        })
-    return pd.DataFrame(rows), skipped
+    schedule, or a function of the schedule (a profile's layouts: one not profiled is
+    skipped); ``workers`` (default: this process) runs the simulations."""
+    grid = [(name, p, m, comm, costs, chunks) for name, p, m, comm in itertools.product(names, ranks, microbatches, comms)]
+    done = (workers or Workers("serial")).map(_one, grid, progress=progress, desc="sweep")
+    return pd.DataFrame([d for d in done if isinstance(d, dict)]), [d for d in done if isinstance(d, str)]
 
 
 def sweep_main(argv: Sequence[str]) -> int:
@@ -92,8 +104,14 @@ def sweep_main(argv: Sequence[str]) -> int:
     comms = [c.strip() for c in args.comm.split(",")]
     if any(c not in schedules.COMMS for c in comms):
         raise UsageError(f"--comm takes {', '.join(schedules.COMMS)} (comma-separated), got {args.comm!r}")
-    table, skipped = sweep(names, args.ranks, args.microbatches, comms, costs_from_args(args),
-                           args.chunks, progress=not args.quiet)
+    costs = costs_from_args(args)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    with open_workers(args.workers) as workers:
+        if workers is None:  # an MPI rank that ran simulations for rank 0
+            return 0
+        table, skipped = sweep(names, args.ranks, args.microbatches, comms, costs, args.chunks,
+                               progress=not args.quiet, workers=workers)
     if skipped:
         print(f"skipped {len(skipped)} combination(s), e.g. {skipped[0]}", file=sys.stderr)
     if args.out:

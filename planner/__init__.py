@@ -1,0 +1,23 @@
+"""Plan pipeline-parallel training of a real transformer on a real cluster.
+
+    python -m planner --model gpt3-175b --gpu a100-80gb --gpus 1024 --gpus-per-node 8 --global-batch 1536
+
+From a :class:`TransformerSpec` (FLOPs, parameters, activation bytes) and a
+:class:`Machine` (GPU, links, efficiency), the search enumerates pp x dp x schedule x
+chunks x microbatches x layer split x recomputation, rejects layouts whose memory
+exceeds the cap, ranks the rest by a closed form and simulates the best with
+:mod:`simulator`.
+"""
+
+from .hardware import DEFAULT_EFFICIENCY, GPUS, LINKS, Gpu, Link
+from .layout import Layout, Machine, stage_costs, stage_layers
+from .memory import RankMemory, rank_memory
+from .presets import MODELS
+from .search import Candidate, Plan, PlanConfig, enumerate_layouts, plan
+from .transformer import TransformerSpec
+
+__all__ = [
+    "TransformerSpec", "MODELS", "Gpu", "Link", "GPUS", "LINKS", "DEFAULT_EFFICIENCY",
+    "Layout", "Machine", "stage_costs", "stage_layers", "RankMemory", "rank_memory",
+    "PlanConfig", "Candidate", "Plan", "enumerate_layouts", "plan",
+]

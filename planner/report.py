@@ -1,0 +1,97 @@
+"""What a search prints and writes: the ranked table, CSV, JSON and the Pareto plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .hardware import GIB
+from .search import Plan, Search
+
+__all__ = ["format_table", "plans_frame", "plot_pareto", "pareto_front", "explain_rejections"]
+
+_HEADER = (f"{'#':>3}  {'schedule':<17} {'pp':>4} {'dp':>5} {'v':>2} {'m':>5} {'b':>2}  {'split':<8} "
+           f"{'recomp':<6} {'step s':>9} {'bubble':>7} {'peak GiB':>8} {'tokens/s':>10} {'MFU':>6}")
+
+
+def format_table(plans: list[Plan]) -> str:
+    """The ranked table, best first."""
+    lines = [_HEADER]
+    for i, p in enumerate(plans, 1):
+        lay = p.layout
+        lines.append(f"{i:>3}  {lay.schedule:<17} {lay.pp:>4} {lay.dp:>5} {lay.chunks:>2} {lay.microbatches:>5} "
+                     f"{lay.microbatch_size:>2}  {lay.split:<8} {lay.recompute:<6} {p.step_time:>9.4g} "
+                     f"{p.bubble_fraction:>7.2%} {p.memory.total / GIB:>8.1f} {p.tokens_per_s:>10.4g} {p.mfu:>6.1%}")
+    return "\n".join(lines)
+
+
+def plans_frame(plans: list[Plan]) -> pd.DataFrame:
+    """One row per simulated layout (the --csv table), best first."""
+    return pd.DataFrame([p.row() for p in plans])
+
+
+def explain_rejections(search: Search, cap: float) -> str:
+    """One line per overflowing part: how many layouts it broke, and the closest of them."""
+    rejected = [c for c in search.candidates if c.overflow is not None]
+    if not rejected:
+        return ""
+    lines = []
+    for part in dict.fromkeys(c.overflow for c in rejected):
+        hit = [c for c in rejected if c.overflow == part]
+        near = min(hit, key=lambda c: c.memory.total)
+        lines.append(f"{len(hit)} layout(s) over {cap / GIB:.1f} GiB at {part}; closest {near.layout.label()}: "
+                     f"{near.memory.total / GIB:.1f} GiB on rank {near.memory.rank} "
+                     f"({', '.join(f'{k} {v / GIB:.2f}' for k, v in near.memory.parts.items())} GiB)")
+    return "\n".join(lines)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats in both step time and memory, by time."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    front, best = [], math.inf
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_pareto(search: Search, path: str | Path, cap: float, title: str = "") -> None:
+    """Peak memory per rank against step time, one colour per schedule: filled dots are
+    simulated, rings the pre-filter's estimates of the other fitting layouts, grey crosses
+    the estimates of layouts over the cap; the line joins the simulated layouts that no
+    other beats in both."""
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    over = [c for c in search.candidates if c.overflow is not None]
+    ax.scatter([c.estimate for c in over], [c.memory.total / GIB for c in over], marker="x", color="0.7",
+               s=14, label="over the cap (estimated)")
+    names = list(dict.fromkeys(c.layout.schedule for c in search.fitting))
+    colours = {n: matplotlib.colormaps["tab10"](i % 10) for i, n in enumerate(names)}
+    simulated = {p.layout for p in search.plans}
+    for name in names:
+        rest = [c for c in search.fitting if c.layout.schedule == name and c.layout not in simulated]
+        ax.scatter([c.estimate for c in rest], [c.memory.total / GIB for c in rest], facecolors="none",
+                   edgecolors=[colours[name]], s=22, alpha=0.6)
+        mine = [p for p in search.plans if p.layout.schedule == name]
+        ax.scatter([p.step_time for p in mine], [p.memory.total / GIB for p in mine], color=colours[name],
+                   s=36, label=name, zorder=3)
+    points = [(p.step_time, p.memory.total / GIB) for p in search.plans]
+    front = pareto_front(points)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", lw=1, zorder=2,
+            label="Pareto front (simulated)")
+    ax.axhline(cap / GIB, color="red", ls="--", lw=1, label="memory cap")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step time (s, log scale)")
+    ax.set_ylabel("peak memory per rank (GiB, log scale)")
+    ax.set_title(title or "layouts: simulated (dots), estimated (rings), over the cap (crosses)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
