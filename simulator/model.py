@@ -1,4 +1,4 @@
-"""The SimPy model: one process per rank walking its lowered op list, one per busy link.
+"""The SimPy model: one process per rank walking its lowered op list.
 
 A rank process dispatches on the op kind, exactly the semantics of
 :mod:`schedules.lowering` (and of the dry run :func:`schedules.dry_run`, which this
@@ -15,10 +15,15 @@ reproduces when communication is free):
   ``blocking`` waits for it at once.
 
 Each directed link serves its transfers in posting order, one at a time, each holding
-the link for ``latency + bytes / bandwidth``: a FIFO queue whose head is in flight, and
-a timeout whose callback delivers it and hands the link to the next (no process per
-link: a transfer costs one event). With free communication no link is kept at all: a
-transfer arrives the moment it starts.
+the link for ``latency + bytes / bandwidth``. Only the sender posts on its link, in its
+own order, so under ``async`` a transfer's landing time is known when it is posted:
+``max(posted, link free) + cost``, and it costs an event only if its receiver is already
+waiting (the rank clock ``t`` then takes that exact float, whatever SimPy's sum of delays
+rounds to). Where something must happen at a transfer's start and end (``blocking``'s
+rendezvous, or compute slowed while transfers fly) a link is a FIFO queue whose head is
+in flight, and a timeout whose callback delivers it and hands the link to the next. The
+reduce stream works like the arithmetic links. Both give the floats a process per link
+gave, bit for bit.
 
 With ``Costs.shares_processors`` compute goes through :class:`simulator.sharing.Sharing`,
 which re-times it as ranks of a node start and stop computing and transfers come and go;
