@@ -228,3 +228,11 @@ def test_cli_bad_costs_file_is_one_line_and_exit_2(tmp_path, capsys, content, me
         assert main(args + ["--costs", str(path)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_summary_fits_one_screen():
+    text = Profile(_document()).summary()
+    lines = text.splitlines()
+    assert len(lines) == 3 + 4 and max(map(len, lines)) < 120
+    assert "share 1.000, 0.500" in lines[1] and "8.00 GB/s" in lines[1]
+    assert lines[3].split()[:4] == ["2", "1", "4", "1"] and lines[3].split()[4] == "21.000"  # F at m=4: 2 x 10 ms x 1.05
