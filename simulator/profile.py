@@ -189,11 +189,10 @@ class Profile:
         return {"latency": latency, "bandwidth": bandwidth}
 
     def _placement(self, ranks: int, dp: int) -> dict[str, Any]:
-        """Where the pipeline ranks of one replica live. With dp > 1 the replicas' own
-        placement is not modelled: the pipeline's ranks are packed ranks_per_node a node."""
+        """Where the world ranks of the layout live (replica k's rank r is world rank k * ranks + r)."""
         node_of = self.conditions.get("node_of")
-        if node_of is not None and dp == 1 and len(node_of) >= ranks:
-            return {"node_of": tuple(node_of[:ranks])}
+        if node_of is not None and len(node_of) >= ranks * dp:
+            return {"node_of": tuple(node_of[:ranks * dp])}
         return {"ranks_per_node": self.conditions["ranks_per_node"]}
 
 

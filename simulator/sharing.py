@@ -49,10 +49,14 @@ class Sharing:
 
     def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
         self.env = env
-        nodes = costs.nodes(num_ranks)
-        self.node = [_Node() for _ in range(max(nodes) + 1)]
-        self.of = [self.node[n] for n in nodes]
-        crowd = max(nodes.count(n) for n in set(nodes))
+        world = costs.nodes(num_ranks)  # world rank k * num_ranks + r is replica k's rank r
+        self.node = [_Node() for _ in range(max(world) + 1)]
+        self.of = [self.node[world[r]] for r in range(num_ranks)]  # the simulated replica's ranks
+        counts: list[dict[int, int]] = [{} for _ in range(num_ranks)]
+        for w, n in enumerate(world):  # every replica of rank r computes when r does
+            counts[w % num_ranks][n] = counts[w % num_ranks].get(n, 0) + 1
+        self.loads = [[(self.node[n], k) for n, k in c.items()] for c in counts]
+        crowd = max(world.count(n) for n in set(world))
         self.rates = [costs.rate(k) for k in range(1, crowd + 1)]
         self.slow = 1.0 - costs.comm_interference
         self.interferes = costs.comm_interference > 0  # else transfers need not be followed
@@ -63,13 +67,19 @@ class Sharing:
 
     def compute(self, rank: int, work: float) -> simpy.Event:
         """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
-        node = self.of[rank]
-        self._advance(node)
+        home = self.of[rank]
+        self._advance(home)
         done = self.done[rank] = self.env.event()
-        self._place(rank, node, node.clock + work / self._factor(rank))
-        node.busy += 1
-        self._reschedule(node)
+        self._place(rank, home, home.clock + work / self._factor(rank))
+        self._load(rank, 1)
         return done
+
+    def _load(self, rank: int, sign: int) -> None:
+        """``rank`` (and so each of its replicas) starts (1) or stops (-1) computing."""
+        for node, count in self.loads[rank]:
+            self._advance(node)
+            node.busy += sign * count
+            self._reschedule(node)
 
     def transfer(self, src: int, dst: int, delta: int) -> None:
         """A transfer between ``src`` and ``dst`` starts (``delta`` 1) or ends (-1)."""
@@ -125,10 +135,11 @@ class Sharing:
         node.timer = None  # fired: the next change sets a new one
         self._advance(node)
         node.clock = self._head(node)[0]  # the clock reads that op's end exactly now
+        ended = []
         while (head := self._head(node)) is not None and head[0] <= node.clock:
-            rank = head[2]
-            self.end[rank] = None
-            node.busy -= 1
+            ended.append(head[2])
+            self.end[head[2]] = None
+        for rank in ended:
+            self._load(rank, -1)
             self.done[rank].succeed()
             self.done[rank] = None
-        self._reschedule(node)
