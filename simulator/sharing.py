@@ -3,9 +3,8 @@
 A compute op is an amount of *work*, its cost alone (seconds at rate 1). While ``k``
 ranks of its node compute at once it progresses at rate ``Costs.share[k - 1]``, and while
 one of its rank's own transfers is in flight at ``1 - Costs.comm_interference`` of that.
-Whenever either count changes, each op on the node whose rate changed is re-timed: the
-work done since its last change comes off at the old rate, and its end is set again at the
-new rate (the processor-sharing queue of Kleinrock, "Queueing Systems" vol. 2, 1976).
+Whenever either count changes, each op whose rate changed has its remaining work re-timed
+at the new rate (the processor-sharing queue of Kleinrock, "Queueing Systems" vol. 2, 1976).
 
 Re-timing every op of a node at every change would cost a timeout per op and per
 change. Instead each node keeps a *virtual clock*: the work a rank at full rate would have
@@ -32,7 +31,7 @@ __all__ = ["Sharing"]
 class _Node:
     """The virtual clock of one node and the ops running on it."""
 
-    __slots__ = ("busy", "rate", "clock", "since", "ends", "timer", "due")
+    __slots__ = ("busy", "rate", "clock", "since", "ends", "timer", "due", "tick")
 
     def __init__(self) -> None:
         self.busy = 0  # ranks computing
@@ -42,6 +41,7 @@ class _Node:
         self.ends: list[tuple[float, int, int]] = []  # (virtual end, version, rank): a heap
         self.timer: simpy.Event | None = None  # the current one; others are outdated
         self.due = 0.0  # when it fires
+        self.tick = None  # its callback, made once
 
 
 class Sharing:
@@ -51,6 +51,8 @@ class Sharing:
         self.env = env
         world = costs.nodes(num_ranks)  # world rank k * num_ranks + r is replica k's rank r
         self.node = [_Node() for _ in range(max(world) + 1)]
+        for node in self.node:
+            node.tick = partial(self._tick, node)
         self.of = [self.node[world[r]] for r in range(num_ranks)]  # the simulated replica's ranks
         counts: list[dict[int, int]] = [{} for _ in range(num_ranks)]
         for w, n in enumerate(world):  # every replica of rank r computes when r does
@@ -127,7 +129,7 @@ class Sharing:
             return  # the first op still ends then (another op's end moved)
         node.due = now + delay
         node.timer = self.env.timeout(delay)
-        node.timer.callbacks.append(partial(self._tick, node))
+        node.timer.callbacks.append(node.tick)
 
     def _tick(self, node: _Node, timer: simpy.Event) -> None:
         if timer is not node.timer:
