@@ -24,12 +24,13 @@ simulator treats this as processor sharing: see :mod:`simulator.sharing`.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
 import pandas as pd
 from schedules import analytic
+
+from .costs_check import check_finite, check_number, values_of
 
 __all__ = ["Costs", "PerStage", "PerLink"]
 
@@ -37,37 +38,6 @@ PerStage = Union[float, Sequence[float]]
 PerLink = Union[float, Mapping[tuple[int, int], float]]
 _PER_STAGE = ("t_f", "t_i", "t_w", "act_bytes", "grad_bytes", "act_memory")
 _SEQUENCES = ("t_b", "optimizer_time", "node_of", "share")  # stored as tuples when given as lists
-
-
-def _check_number(name: str, value: float, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Costs.{name} must be a number, got {value!r}")
-    if math.isnan(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"Costs.{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-
-
-def _check_finite(name: str, value: float, positive: bool = False) -> None:
-    _check_number(name, value, positive)
-    if math.isinf(value):
-        raise ValueError(f"Costs.{name} must be finite, got {value!r}")
-
-
-def _values(name: str, value, keyed: bool) -> list[float]:
-    """The numbers inside a scalar, a sequence or (``keyed``) a link mapping."""
-    if isinstance(value, Mapping):
-        if not keyed:
-            raise ValueError(f"Costs.{name} takes a number or one number per stage, not a mapping")
-        for key in value:
-            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key)):
-                raise ValueError(f"Costs.{name} keys must be (src_rank, dst_rank) pairs, got {key!r}")
-        return list(value.values())
-    if isinstance(value, (str, bytes)):
-        raise ValueError(f"Costs.{name} must be a number, got {value!r}")
-    if isinstance(value, Sequence) and not keyed:
-        if len(value) == 0:
-            raise ValueError(f"Costs.{name} is an empty list")
-        return list(value)
-    return [value]
 
 
 @dataclass(frozen=True)
@@ -108,10 +78,13 @@ class Costs:
     w_memory_fraction: float = 0.5
     """Share of act_memory a split backward's W still needs: I frees the rest, W frees this."""
     ranks_per_node: int | None = None
-    """Ranks per node, placed in order: ranks 0 .. n-1 on node 0, n .. 2n-1 on node 1, ...
-    None (default, and node_of unset): every rank has a node of its own."""
+    """World ranks per node, placed in order: world ranks 0 .. n-1 on node 0, n .. 2n-1 on
+    node 1, ...; pipeline rank r of data-parallel replica k is world rank k * ranks + r (as
+    the executor places them). None (default, and node_of unset): a node per world rank."""
     node_of: Sequence[int] | None = None
-    """Explicit placement instead: node_of[rank] names the node of each pipeline rank."""
+    """Explicit placement instead: node_of[w] names the node of world rank w (ranks * dp
+    entries). A replica runs the simulated replica's ops at the same moments, so each one
+    on a node loads it whenever its pipeline rank computes."""
     share: Sequence[float] = ()
     """Per-rank compute rate while k ranks of one node compute at once, share[k - 1] for
     k = 1, 2, ... (1.0 = as fast as alone; 4 ranks on 2 cores come out near 0.5). Empty
@@ -130,8 +103,8 @@ class Costs:
             if isinstance(value, list):
                 value = tuple(value)  # frozen means frozen: no shared lists
             object.__setattr__(self, name, value)
-            for number in _values(name, value, keyed=False):
-                _check_finite(name, number)
+            for number in values_of(name, value, keyed=False):
+                check_finite(name, number)
         for name in _SEQUENCES:
             value = getattr(self, name)
             if hasattr(value, "tolist"):
@@ -139,22 +112,22 @@ class Costs:
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
         if self.t_b is not None:
-            for number in _values("t_b", self.t_b, keyed=False):
-                _check_finite("t_b", number)
+            for number in values_of("t_b", self.t_b, keyed=False):
+                check_finite("t_b", number)
         self._check_nodes()
-        for value in _values("bandwidth", self.bandwidth, keyed=True):
-            _check_number("bandwidth", value, positive=True)
-        for value in _values("latency", self.latency, keyed=True):
-            _check_finite("latency", value)
+        for value in values_of("bandwidth", self.bandwidth, keyed=True):
+            check_number("bandwidth", value, positive=True)
+        for value in values_of("latency", self.latency, keyed=True):
+            check_finite("latency", value)
         if self.dp_bandwidth is not None:
-            _check_number("dp_bandwidth", self.dp_bandwidth, positive=True)
+            check_number("dp_bandwidth", self.dp_bandwidth, positive=True)
         if self.dp_latency is not None:
-            _check_finite("dp_latency", self.dp_latency)
-        for number in _values("optimizer_time", self.optimizer_time, keyed=False):
-            _check_finite("optimizer_time", number)
+            check_finite("dp_latency", self.dp_latency)
+        for number in values_of("optimizer_time", self.optimizer_time, keyed=False):
+            check_finite("optimizer_time", number)
         if isinstance(self.dp, bool) or not isinstance(self.dp, int) or self.dp < 1:
             raise ValueError(f"Costs.dp must be a whole number >= 1, got {self.dp!r}")
-        _check_finite("w_memory_fraction", self.w_memory_fraction)
+        check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")
 
@@ -171,8 +144,8 @@ class Costs:
         if not isinstance(self.share, Sequence) or isinstance(self.share, (str, bytes)):
             raise ValueError(f"Costs.share must be a list of rates for k = 1, 2, ... busy ranks, got {self.share!r}")
         for rate in self.share:
-            _check_finite("share", rate, positive=True)
-        _check_finite("comm_interference", self.comm_interference)
+            check_finite("share", rate, positive=True)
+        check_finite("comm_interference", self.comm_interference)
         if self.comm_interference >= 1:
             raise ValueError(f"Costs.comm_interference must be within [0, 1), got {self.comm_interference!r}")
 
@@ -182,13 +155,15 @@ class Costs:
         return any(rate != 1.0 for rate in self.share) or self.comm_interference > 0
 
     def nodes(self, num_ranks: int) -> list[int]:
-        """The node of each rank."""
+        """The node of each world rank: ``num_ranks * dp`` entries, replica by replica."""
+        world = num_ranks * self.dp
         if self.node_of is not None:
-            if len(self.node_of) != num_ranks:
-                raise ValueError(f"Costs.node_of has {len(self.node_of)} entries for {num_ranks} ranks")
+            if len(self.node_of) != world:
+                raise ValueError(f"Costs.node_of has {len(self.node_of)} entries for {world} world ranks "
+                                 f"({num_ranks} ranks x dp {self.dp})")
             return list(self.node_of)
         per = self.ranks_per_node or 1
-        return [rank // per for rank in range(num_ranks)]
+        return [w // per for w in range(world)]
 
     def rate(self, busy: int) -> float:
         """Per-rank compute rate while ``busy`` ranks of one node compute."""

@@ -1,4 +1,4 @@
-"""The SimPy model: one process per rank walking its lowered op list, one per busy link.
+"""The SimPy model: one process per rank walking its lowered op list.
 
 A rank process dispatches on the op kind, exactly the semantics of
 :mod:`schedules.lowering` (and of the dry run :func:`schedules.dry_run`, which this
@@ -15,10 +15,15 @@ reproduces when communication is free):
   ``blocking`` waits for it at once.
 
 Each directed link serves its transfers in posting order, one at a time, each holding
-the link for ``latency + bytes / bandwidth``: a FIFO queue whose head is in flight, and
-a timeout whose callback delivers it and hands the link to the next (no process per
-link: a transfer costs one event). With free communication no link is kept at all: a
-transfer arrives the moment it starts.
+the link for ``latency + bytes / bandwidth``. Only the sender posts on its link, in its
+own order, so under ``async`` a transfer's landing time is known when it is posted:
+``max(posted, link free) + cost``, and it costs an event only if its receiver is already
+waiting (the rank clock ``t`` then takes that exact float, whatever SimPy's sum of delays
+rounds to). Where something must happen at a transfer's start and end (``blocking``'s
+rendezvous, or compute slowed while transfers fly) a link is a FIFO queue whose head is
+in flight, and a timeout whose callback delivers it and hands the link to the next. The
+reduce stream works like the arithmetic links. Both give the floats a process per link
+gave, bit for bit.
 
 With ``Costs.shares_processors`` compute goes through :class:`simulator.sharing.Sharing`,
 which re-times it as ranks of a node start and stop computing and transfers come and go;
@@ -59,8 +64,8 @@ class Model:
         self.free = self.ops.free
         self.start = [[0.0] * len(codes) for codes in self.code]
         self.end = [[0.0] * len(codes) for codes in self.code]
-        self.arrived: set[int] = set()  # async: transfers delivered before their RECV
-        self.waiting: dict[int, simpy.Event] = {}  # async: RECVs waiting, by transfer
+        self.arrived: dict[int, float] = {}  # async: arrival of transfers sent before their RECV
+        self.waiting: dict[int, simpy.Event] = {}  # async: RECVs waiting to be sent to, by transfer
         self.posted: dict[int, tuple[int, int]] = {}  # blocking: first side posted -> (rank, index)
         self.pending = [0] * lowered.num_ranks  # blocking: unfinished ops of the rank's batch
         self.batch_done: list[simpy.Event | None] = [None] * lowered.num_ranks
@@ -68,6 +73,8 @@ class Model:
         self.links: dict[tuple[int, int], _Link] = {}
         self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
         self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
+        self.fly = not self.blocking and self.interfering is None  # transfers timed by arithmetic
+        self.link_free: dict[tuple[int, int], float] = {}  # when each link is free (fly)
         self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
         self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
         self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
@@ -90,10 +97,10 @@ class Model:
         env, timeout, blocking = self.env, self.env.timeout, self.blocking
         code, key, cost = self.code[rank], self.key[rank], self.cost[rank]
         start, end = self.start[rank], self.end[rank]
-        arrived, waiting, sharing = self.arrived, self.waiting, self.sharing
+        arrived, waiting, sharing, fly = self.arrived, self.waiting, self.sharing, self.fly
         self.finish[rank] = -1.0
-        reductions: list[simpy.Event] = []
-        t = 0.0  # env.now, kept locally: a timeout of d resumes at exactly t + d
+        reduced = 0.0  # async: when the last of the rank's reductions is done
+        t = 0.0  # the rank's clock: env.now, or exactly the arrival it waited for
         i, n = 0, len(code)
         while i < n:
             c = code[i]
@@ -107,12 +114,12 @@ class Model:
                     t = end[i] = env.now
                 i += 1
             elif c == REDUCE:
-                done = self._reduce(rank, i)
+                delay = self._reduce(rank, i, t)
                 if blocking:
-                    yield done
+                    yield timeout(delay)
                     t = env.now
                 else:
-                    reductions.append(done)
+                    reduced = max(reduced, t + delay)
                 i += 1
             elif blocking:
                 i, done = self._post_batch(rank, i)
@@ -121,45 +128,64 @@ class Model:
                     t = env.now
             elif c == SEND:
                 start[i] = t
-                self._start_transfer(rank, i, -1, -1)
+                if fly:
+                    self._fly(rank, i, t)
+                else:
+                    self._start_transfer(rank, i, -1, -1)
                 i += 1
             else:
                 start[i] = t
                 k = key[i]
-                if k in arrived:
-                    arrived.remove(k)
-                else:
+                arrival = arrived.pop(k, None)
+                if arrival is None:  # not sent yet
                     wake = waiting[k] = env.event()
-                    yield wake
-                    t = env.now
-                end[i] = t
+                    arrival = yield wake
+                if arrival > env.now:  # sent, still in flight
+                    yield timeout(arrival - env.now)
+                t = end[i] = max(t, arrival)
                 i += 1
-        if reductions:
-            yield env.all_of(reductions)
-        step = self.step[rank]
-        if step:
-            began = env.now
-            yield timeout(step) if sharing is None else sharing.compute(rank, step)
-            # alone the step took exactly `step`; finish - step is the float the trace always had
-            self.stepped[rank] = began if sharing is not None else env.now - step
-        self.finish[rank] = env.now
+        yield from self._finish(rank, max(t, reduced), sharing)
 
-    def _reduce(self, rank: int, i: int) -> simpy.Event:
-        """Queue a reduction on the rank's reduce stream; the event fires when it is done."""
-        now = self.env.now
+    def _finish(self, rank: int, t: float, sharing: Sharing | None):
+        """After the last op and every reduction (due at ``t``): the optimizer step."""
+        env, step = self.env, self.step[rank]
+        if sharing is None:
+            done = t + step  # alone the step takes exactly `step`
+            if done > env.now:
+                yield env.timeout(done - env.now)
+            self.stepped[rank], self.finish[rank] = done - step, done
+            return
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        if step:
+            yield sharing.compute(rank, step)
+        self.stepped[rank], self.finish[rank] = t, env.now
+
+    def _reduce(self, rank: int, i: int, now: float) -> float:
+        """Queue a reduction on the rank's reduce stream; the delay from ``now`` until it is done."""
         begin = max(now, self.reduce_free[rank])
         self.reduce_free[rank] = self.end[rank][i] = begin + self.cost[rank][i]
         self.start[rank][i] = now
-        return self.env.timeout(self.reduce_free[rank] - now)
+        return self.reduce_free[rank] - now
 
     # ---- transfers ----------------------------------------------------------------------
 
-    def _arrive(self, k: int) -> None:
+    def _arrive(self, k: int, when: float) -> None:
+        """Transfer ``k`` lands (or, posted, will land) at ``when``."""
         wake = self.waiting.pop(k, None)
         if wake is None:
-            self.arrived.add(k)
+            self.arrived[k] = when
         else:
-            wake.succeed()
+            wake.succeed(when)
+
+    def _fly(self, rank: int, i: int, t: float) -> None:
+        """async, compute not slowed by transfers: SEND ``i`` posted at ``t`` takes its link
+        when the link is free and lands ``cost`` later. Only the sender posts on a link, in
+        its own order, so this is known at once: no event unless a receiver must wait."""
+        link = (rank, self.dest[rank][i])
+        begin = max(t, self.link_free.get(link, 0.0))
+        self.link_free[link] = self.end[rank][i] = land = begin + self.cost[rank][i]
+        self._arrive(self.key[rank][i], land)
 
     def _post_batch(self, rank: int, i: int) -> tuple[int, simpy.Event | None]:
         """blocking: post the run of comm ops from ``i`` on; the index after it, and an event
@@ -218,7 +244,7 @@ class Model:
         now = self.env.now
         self.end[rank][i] = now
         if not self.blocking:
-            self._arrive(self.key[rank][i])
+            self._arrive(self.key[rank][i], now)
             return
         self.end[peer][j] = now
         for who in (rank, peer):

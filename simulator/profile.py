@@ -19,8 +19,10 @@ marked optional)::
        "date": str,                       #   ISO 8601, UTC
        "model": {flag: value, ...}},      #   the model flags of the run (model, sizes, batch, compute...)
      "share": [float, ...],               # per-rank compute rate while k = 1, 2, ... ranks of a node
-                                          #   compute at once (alone / concurrent time); share[0] = 1
-     "comm_interference": float,          # fraction compute slows while the rank's transfers fly
+                                          #   compute at once: time alone / time with k computing
+                                          #   (so share[0] = 1), one entry per k = 1 .. ranks_per_node
+     "comm_interference": float,          # fraction compute slows while the rank's own transfers fly:
+                                          #   1 - time alone / time beside its transfers, in [0, 1)
      "links": {                           # pipeline links, ping-pong fitted by fit_link
        "latency": float, "bandwidth": float | null,      # fit over all pairs: links not listed
        "pairs": [{"src": int, "dst": int,                # pipeline ranks; applies both ways
@@ -115,6 +117,27 @@ class Profile:
             f"with `mpiexec -n {ranks * d} python -m executor profile --chunks {chunks} --microbatches {microbatches}"
             f"{f' --dp {d}' if d > 1 else ''}` (it has: {have})")
 
+    def summary(self) -> str:
+        """One screen: conditions, node sharing, links and each layout's mean op times."""
+        c, links = self.conditions, self.data["links"]
+        bandwidth = links["bandwidth"]
+        lines = [f"{self.source}: {c['host']} {c['date']}  ranks={c['ranks']} ({c['ranks_per_node']} a node)  "
+                 f"threads={c['threads']} {c['dtype']} {c['device']}  torch {c['torch']}  {c['mpi']}",
+                 f"share {', '.join(f'{r:.3f}' for r in self.data['share'])}  "
+                 f"comm_interference {self.data['comm_interference']:.3f}  links {links['latency'] * 1e6:.1f} us + "
+                 + ("bytes / inf" if bandwidth is None else f"bytes / {bandwidth / 1e9:.2f} GB/s"),
+                 f"{'ranks':>5} {'chunks':>6} {'m':>4} {'dp':>3}  {'F':>8} {'B':>8} {'I':>8} {'W':>8}  "
+                 f"{'conc/alone':>10}  {'optimizer':>9}  (mean ms per op over stages)"]
+        for x in self.data["layouts"]:
+            mean = {op: sum(s[op]["alone"] for s in x["stages"]) / len(x["stages"]) for op in ("F", "B", "I", "W")}
+            slow = [s[op]["concurrent"] / s[op]["alone"] for s in x["stages"] for op in ("F", "B", "I", "W")
+                    if "concurrent" in s[op] and s[op]["alone"] > 0]
+            lines.append(f"{x['ranks']:>5} {x['chunks']:>6} {x['microbatches']:>4} {x['dp']:>3}  "
+                         + " ".join(f"{mean[op] * 1e3:>8.3f}" for op in ("F", "B", "I", "W"))
+                         + f"  {(sum(slow) / len(slow) if slow else float('nan')):>10.3f}"
+                         f"  {max(x['optimizer']) * 1e3:>9.3f}")
+        return "\n".join(lines)
+
     def costs(self, schedule: Schedule | None = None, *, ranks: int | None = None, chunks: int | None = None,
               microbatches: int | None = None, dp: int | None = None, times: str = "alone") -> Costs:
         """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords)."""
@@ -166,11 +189,10 @@ class Profile:
         return {"latency": latency, "bandwidth": bandwidth}
 
     def _placement(self, ranks: int, dp: int) -> dict[str, Any]:
-        """Where the pipeline ranks of one replica live. With dp > 1 the replicas' own
-        placement is not modelled: the pipeline's ranks are packed ranks_per_node a node."""
+        """Where the world ranks of the layout live (replica k's rank r is world rank k * ranks + r)."""
         node_of = self.conditions.get("node_of")
-        if node_of is not None and dp == 1 and len(node_of) >= ranks:
-            return {"node_of": tuple(node_of[:ranks])}
+        if node_of is not None and len(node_of) >= ranks * dp:
+            return {"node_of": tuple(node_of[:ranks * dp])}
         return {"ranks_per_node": self.conditions["ranks_per_node"]}
 
 

@@ -116,7 +116,7 @@ def _trace(lowered: Schedule, model: Model) -> pd.DataFrame:
         "start": np.array(list(chain.from_iterable(model.start)), dtype=float),
         "end": np.array(list(chain.from_iterable(model.end)), dtype=float),
     }, columns=TRACE_COLUMNS)
-    if not any(model.stepped):
+    if not any(model.step):
         return trace
     ranks = lowered.num_ranks
     optimizer = pd.DataFrame({"rank": range(ranks), "stage": -1, "mb": -1, "kind": "OPTIMIZER",

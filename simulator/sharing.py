@@ -3,9 +3,8 @@
 A compute op is an amount of *work*, its cost alone (seconds at rate 1). While ``k``
 ranks of its node compute at once it progresses at rate ``Costs.share[k - 1]``, and while
 one of its rank's own transfers is in flight at ``1 - Costs.comm_interference`` of that.
-Whenever either count changes, each op on the node whose rate changed is re-timed: the
-work done since its last change comes off at the old rate, and its end is set again at the
-new rate (the processor-sharing queue of Kleinrock, "Queueing Systems" vol. 2, 1976).
+Whenever either count changes, each op whose rate changed has its remaining work re-timed
+at the new rate (the processor-sharing queue of Kleinrock, "Queueing Systems" vol. 2, 1976).
 
 Re-timing every op of a node at every change would cost a timeout per op and per
 change. Instead each node keeps a *virtual clock*: the work a rank at full rate would have
@@ -32,7 +31,7 @@ __all__ = ["Sharing"]
 class _Node:
     """The virtual clock of one node and the ops running on it."""
 
-    __slots__ = ("busy", "rate", "clock", "since", "ends", "timer", "due")
+    __slots__ = ("busy", "rate", "clock", "since", "ends", "timer", "due", "tick")
 
     def __init__(self) -> None:
         self.busy = 0  # ranks computing
@@ -42,6 +41,7 @@ class _Node:
         self.ends: list[tuple[float, int, int]] = []  # (virtual end, version, rank): a heap
         self.timer: simpy.Event | None = None  # the current one; others are outdated
         self.due = 0.0  # when it fires
+        self.tick = None  # its callback, made once
 
 
 class Sharing:
@@ -49,10 +49,16 @@ class Sharing:
 
     def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
         self.env = env
-        nodes = costs.nodes(num_ranks)
-        self.node = [_Node() for _ in range(max(nodes) + 1)]
-        self.of = [self.node[n] for n in nodes]
-        crowd = max(nodes.count(n) for n in set(nodes))
+        world = costs.nodes(num_ranks)  # world rank k * num_ranks + r is replica k's rank r
+        self.node = [_Node() for _ in range(max(world) + 1)]
+        for node in self.node:
+            node.tick = partial(self._tick, node)
+        self.of = [self.node[world[r]] for r in range(num_ranks)]  # the simulated replica's ranks
+        counts: list[dict[int, int]] = [{} for _ in range(num_ranks)]
+        for w, n in enumerate(world):  # every replica of rank r computes when r does
+            counts[w % num_ranks][n] = counts[w % num_ranks].get(n, 0) + 1
+        self.loads = [[(self.node[n], k) for n, k in c.items()] for c in counts]
+        crowd = max(world.count(n) for n in set(world))
         self.rates = [costs.rate(k) for k in range(1, crowd + 1)]
         self.slow = 1.0 - costs.comm_interference
         self.interferes = costs.comm_interference > 0  # else transfers need not be followed
@@ -63,13 +69,19 @@ class Sharing:
 
     def compute(self, rank: int, work: float) -> simpy.Event:
         """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
-        node = self.of[rank]
-        self._advance(node)
+        home = self.of[rank]
+        self._advance(home)
         done = self.done[rank] = self.env.event()
-        self._place(rank, node, node.clock + work / self._factor(rank))
-        node.busy += 1
-        self._reschedule(node)
+        self._place(rank, home, home.clock + work / self._factor(rank))
+        self._load(rank, 1)
         return done
+
+    def _load(self, rank: int, sign: int) -> None:
+        """``rank`` (and so each of its replicas) starts (1) or stops (-1) computing."""
+        for node, count in self.loads[rank]:
+            self._advance(node)
+            node.busy += sign * count
+            self._reschedule(node)
 
     def transfer(self, src: int, dst: int, delta: int) -> None:
         """A transfer between ``src`` and ``dst`` starts (``delta`` 1) or ends (-1)."""
@@ -117,7 +129,7 @@ class Sharing:
             return  # the first op still ends then (another op's end moved)
         node.due = now + delay
         node.timer = self.env.timeout(delay)
-        node.timer.callbacks.append(partial(self._tick, node))
+        node.timer.callbacks.append(node.tick)
 
     def _tick(self, node: _Node, timer: simpy.Event) -> None:
         if timer is not node.timer:
@@ -125,10 +137,11 @@ class Sharing:
         node.timer = None  # fired: the next change sets a new one
         self._advance(node)
         node.clock = self._head(node)[0]  # the clock reads that op's end exactly now
+        ended = []
         while (head := self._head(node)) is not None and head[0] <= node.clock:
-            rank = head[2]
-            self.end[rank] = None
-            node.busy -= 1
+            ended.append(head[2])
+            self.end[head[2]] = None
+        for rank in ended:
+            self._load(rank, -1)
             self.done[rank].succeed()
             self.done[rank] = None
-        self._reschedule(node)

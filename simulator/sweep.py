@@ -4,7 +4,9 @@ Writes one tidy table, a row per (schedule, ranks, microbatches, chunks, comm): 
 simulated and analytic bubble fraction (the closed form, which assumes free communication
 and senders that never wait; empty where there is none) and the highest per-rank peak
 memory. Combinations a schedule does not accept (interleaved-1f1b
-with m not divisible by p, say) are skipped and counted on stderr.
+with m not divisible by p, say) are skipped and counted on stderr; so are, with
+``--costs costs.json``, layouts the profile does not cover (each other combination is
+simulated with its own layout's costs).
 
 ``--workers N`` runs the simulations in a process pool; under ``mpiexec -n N python -m
 simulator sweep ...`` they are spread over every rank (:mod:`simulator.workers`). Rows

@@ -228,3 +228,20 @@ def test_cli_bad_costs_file_is_one_line_and_exit_2(tmp_path, capsys, content, me
         assert main(args + ["--costs", str(path)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_summary_fits_one_screen():
+    text = Profile(_document()).summary()
+    lines = text.splitlines()
+    assert len(lines) == 3 + 4 and max(map(len, lines)) < 120
+    assert "share 1.000, 0.500" in lines[1] and "8.00 GB/s" in lines[1]
+    assert lines[3].split()[:4] == ["2", "1", "4", "1"] and lines[3].split()[4] == "21.000"  # F at m=4: 2 x 10 ms x 1.05
+
+
+def test_a_profile_places_world_ranks_on_nodes():
+    document = _document([_layout(2, 1, 8, dp=2)])
+    document["conditions"].update(ranks=4, node_of=[0, 0, 1, 1])
+    costs = Profile(document).costs(ranks=2, chunks=1, microbatches=8)
+    assert costs.node_of == (0, 0, 1, 1) and costs.ranks_per_node is None
+    document["conditions"].pop("node_of")
+    assert Profile(document).costs(ranks=2, chunks=1, microbatches=8).ranks_per_node == 2

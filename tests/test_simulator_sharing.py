@@ -103,7 +103,7 @@ def test_per_rank_optimizer_time_and_a_fused_backward():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(ranks_per_node=2, share=(1.0,)), "share has 1 entries but a node holds 2"),
     (dict(ranks_per_node=2, node_of=(0, 0)), "ranks_per_node or node_of"),
-    (dict(node_of=(0, 0, 1)), "node_of has 3 entries for 2 ranks"),
+    (dict(node_of=(0, 0, 1)), "node_of has 3 entries for 2 world ranks"),
     (dict(comm_interference=1.0), "comm_interference must be within"),
     (dict(share=(1.0, 0.0)), "share must be > 0"),
     (dict(share=0.5), "share must be a list"),
@@ -181,3 +181,20 @@ def test_virtual_clocks_agree_with_re_timing_every_op(name, p, m, per_node, rate
         patch.setattr(model, "Sharing", _RetimeEveryOp)
         slow = simulator.simulate(schedule, costs, comm)
     assert np.allclose(fast.trace[["start", "end"]], slow.trace[["start", "end"]], rtol=1e-9, atol=1e-9)
+
+
+def test_data_parallel_replicas_on_the_node_load_it_too():
+    # naive p = 2, m = 1: one pipeline rank computes at a time. With dp = 2 on 4 world
+    # ranks of one node, its replica computes at the same moments: 2 busy, rate 0.5, so
+    # every op takes twice as long. With 2 ranks a node, replica 1 has a node of its own.
+    schedule = schedules.build("naive", ranks=2, microbatches=1)
+    alone = simulator.simulate(schedule, Costs(**UNIT, dp=2)).makespan
+    rates = (1.0, 0.5, 0.4, 0.3)
+    assert simulator.simulate(schedule, Costs(**UNIT, dp=2, ranks_per_node=4, share=rates)).makespan == \
+        pytest.approx(2 * alone)
+    assert simulator.simulate(schedule, Costs(**UNIT, dp=2, ranks_per_node=2, share=rates)).makespan == alone
+    # world ranks 0 and 2 (rank 0 of both replicas) on node 0, ranks 1 and 3 on node 1
+    assert simulator.simulate(schedule, Costs(**UNIT, dp=2, node_of=(0, 1, 0, 1), share=rates)).makespan == \
+        pytest.approx(2 * alone)
+    with pytest.raises(ValueError, match="node_of has 2 entries for 4 world ranks"):
+        simulator.simulate(schedule, Costs(**UNIT, dp=2, node_of=(0, 0), share=rates))
