@@ -108,12 +108,15 @@ def _profile(argv: list[str]) -> int:
         if world.Get_rank() == 0:
             print(f"executor profile: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    from .engine.profile import profile, summary_lines
+    from simulator import Profile  # its summary, the one screen a profile prints
+
+    from .engine.profile import profile
 
     doc = profile(cfg, world, Path(options.out), options.chunks, options.microbatches, options.repeats)
     if doc is not None:
-        print("\n".join(summary_lines(doc)))
-        print(f"wrote {options.out}/costs.json in {doc['wall_s']:.1f} s")
+        wall = doc.pop("wall_s")
+        print(Profile(doc, f"{options.out}/costs.json").summary())
+        print(f"wrote {options.out}/costs.json in {wall:.1f} s")
     return 0
 
 

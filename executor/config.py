@@ -124,14 +124,21 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _balance(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected layer counts like 3,2,3, got {text!r}") from None
-    if any(size < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"every stage needs at least one layer, got {text!r}")
-    return sizes
+def _whole_numbers(what: str, example: str, below_one: str):
+    """An argparse type for comma-separated whole numbers >= 1."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} like {example}, got {text!r}") from None
+        if any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{below_one}, got {text!r}")
+        return values
+    return parse
+
+
+_balance = _whole_numbers("layer counts", "3,2,3", "every stage needs at least one layer")
+_counts = _whole_numbers("counts", "1,2", "counts must be >= 1")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,16 +205,6 @@ class ProfileOptions:
     """Microbatch counts profiled; None: every one of 1, 2, 4, 8, 16, 32 that divides the batch."""
     repeats: int = 5
     """Rounds per op; medians are kept."""
-
-
-def _counts(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected counts like 1,2, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"counts must be >= 1, got {text!r}")
-    return values
 
 
 def parse_profile_args(argv: list[str]) -> tuple[RunConfig, ProfileOptions]:

@@ -20,7 +20,7 @@ predict any schedule and microbatch count before it runs. Measured, in this orde
   activation, least-squares latency + size / bandwidth per pair and over all pairs.
 * with ``--dp`` > 1, the gradient all-reduce of each stage in its data-parallel group.
 
-It prints a one-screen summary and its wall time.
+It prints a one-screen summary (:meth:`simulator.Profile.summary`) and its wall time.
 """
 
 from __future__ import annotations
@@ -296,20 +296,3 @@ def _document(cfg: RunConfig, world: MPI.Comm, local_size: int, share, interfere
                   "pairs": links},
         "layouts": [t for t in tables if t is not None],
     }
-
-
-def summary_lines(doc: dict) -> list[str]:
-    """The one-screen summary printed after a profile."""
-    c = doc["conditions"]
-    lines = [f"profile of {c['model']['model']} on {c['host']}: {c['ranks']} ranks, {c['ranks_per_node']} a node, "
-             f"{c['threads']} thread(s), {c['dtype']} on {c['device']}",
-             f"  share (rate with k ranks computing): " + ", ".join(f"k={k + 1}: {r:.2f}" for k, r in
-                                                                   enumerate(doc["share"])),
-             f"  compute slowed by own transfers: {doc['comm_interference'] * 100:.1f} %",
-             f"  links: latency {doc['links']['latency'] * 1e6:.1f} us, bandwidth "
-             + ("inf" if doc["links"]["bandwidth"] is None else f"{doc['links']['bandwidth'] / 1e9:.2f} GB/s"),
-             f"  {'chunks':>6}{'m':>4}  per stage F / B / I / W alone (ms)"]
-    for t in doc["layouts"]:
-        cells = "  ".join("/".join(f"{st[k]['alone'] * 1e3:.2f}" for k in KINDS) for st in t["stages"])
-        lines.append(f"  {t['chunks']:>6}{t['microbatches']:>4}  {cells}")
-    return lines
