@@ -80,7 +80,8 @@ class RunConfig:
     """Testing aid: this world rank raises an exception halfway through the first step."""
     progress: str = "hooks"
     """How transfers progress during compute: hooks (main thread, at op boundaries and
-    between layers), thread (a 200 us polling thread) or mpich (MPICH's async progress)."""
+    between layers), boundary (op boundaries only), thread (a 200 us polling thread) or
+    mpich (MPICH's async progress)."""
     recv_window: int | None = None
     """async: receives pre-posted ahead of the rank; None: 2 x pipeline ranks."""
     timeout: float | None = None
@@ -181,7 +182,7 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
     p.add_argument("--no-predict", dest="predict", action="store_false", help="skip the simulator comparison")
     p.add_argument("--fail-rank", type=int, help="testing aid: raise on this world rank mid-step (failure handling)")
-    p.add_argument("--progress", choices=("hooks", "thread", "mpich"), default=d.progress,
+    p.add_argument("--progress", choices=("hooks", "boundary", "thread", "mpich"), default=d.progress,
                    help="how transfers progress during compute (default %(default)s; see the README's table)")
     p.add_argument("--recv-window", type=_positive, help="async: receives pre-posted ahead (default 2 x ranks)")
     p.add_argument("--timeout", type=_seconds, help="watchdog per step, seconds (default: 300 s during "

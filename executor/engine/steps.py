@@ -20,6 +20,8 @@ from mpi4py import MPI
 
 from timeline import TRACE_COLUMNS
 
+from schedules.ir import gc_paused
+
 from ..compute import oracle
 from ..config import RunConfig
 from ..record.alone import time_ops
@@ -129,9 +131,10 @@ def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
     for stage in runtime.stages.values():
         stage.losses.clear()
     _barrier(world, runtime.progress.spin)
-    runtime.recorder.begin_step()
-    runtime.interpreter.run_step()
-    runtime.recorder.end_step()
+    with gc_paused():  # the cyclic collector would pause the rank mid-step; refcounts free everything
+        runtime.recorder.begin_step()
+        runtime.interpreter.run_step()
+        runtime.recorder.end_step()
     return sum(float(loss) for s in runtime.stages.values() for loss in s.losses) / cfg.microbatches
 
 
