@@ -18,16 +18,18 @@ import sys
 from typing import Sequence
 
 from . import analytic
-from .csvio import load_csv
-from .dryrun import COMMS, dry_run
-from .ir import OpKind, Schedule, ScheduleError
+from .csvio import load_csv, write_csv
+from .dryrun import dry_run
+from .grid import format_grid
+from .ir import COMMS, OpKind, Schedule, ScheduleError
+from .lowered import Lowered
 from .registry import build, names
 from .validate import validate
 
 __all__ = ["main", "parser"]
 
 USAGE_ERROR = 2
-_UNIT = {OpKind.F: 1.0, OpKind.I: 1.0, OpKind.W: 1.0, OpKind.B: 2.0}  # B = I + W
+_UNIT = {OpKind.F: 1.0, OpKind.I: 1.0, OpKind.W: 1.0, OpKind.B: 2.0, OpKind.OVERLAP_F_B: 3.0}  # B = I + W
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,8 +81,8 @@ def _analytic_line(schedule: Schedule, from_file: bool) -> str:
     return f"{label}: {value:.4f}"
 
 
-def _dry_run_line(lowered: Schedule, comm: str) -> str:
-    run = dry_run(lowered, comm, durations=_UNIT)
+def _dry_run_line(lowered: Lowered, comm: str) -> str:
+    run = dry_run(lowered.program, comm, durations=_UNIT)
     busy = sum(_UNIT[op.kind] for _, op in lowered if op.kind.is_compute)
     span = run.makespan
     bubble = 1.0 - busy / (lowered.num_ranks * span) if span else 0.0
@@ -93,15 +95,15 @@ def run(args: argparse.Namespace) -> str:
         return "\n".join(names())
     schedule = _load(args)
     lowered = validate(schedule, comm=args.comm)
-    shown = lowered if args.comms else schedule.compute_only()
+    shown = lowered.program if args.comms else schedule.compute_only()
     if args.csv is not None:
         try:
-            schedule.to_csv(args.csv, comms=args.comms, comm=args.comm)
+            write_csv(shown, args.csv)
         except OSError as err:
             raise ScheduleError(f"cannot write {args.csv!r}: {err.strerror}") from None
     title = (f"{schedule.name}: {schedule.num_ranks} ranks, {schedule.num_microbatches} microbatches, "
              f"{schedule.num_stages} stages, {shown.num_ops()} ops")
-    return "\n".join([title, shown.grid(), _analytic_line(schedule, args.file is not None),
+    return "\n".join([title, format_grid(shown), _analytic_line(schedule, args.file is not None),
                       _dry_run_line(lowered, args.comm)])
 
 

@@ -95,6 +95,10 @@ class Costs:
     forward until the backward that frees it. The default 1 counts stage-microbatches."""
     w_memory_fraction: float = 0.5
     """Share of act_memory a split backward's W still needs: I frees the rest, W frees this."""
+    overlap_f_b: float = 1.0
+    """An OVERLAP_F_B pair (DualPipe's overlapped forward and backward) costs
+    overlap_f_b * (t_f + t_b) of its two stages. 1 (default): no gain from overlapping;
+    DualPipe claims less where expert all-to-all hides behind compute."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Remarks from calibration (e.g. why bandwidth could not be fitted)."""
 
@@ -119,6 +123,7 @@ class Costs:
         _check_finite("optimizer_time", self.optimizer_time)
         if isinstance(self.dp, bool) or not isinstance(self.dp, int) or self.dp < 1:
             raise ValueError(f"Costs.dp must be a whole number >= 1, got {self.dp!r}")
+        _check_finite("overlap_f_b", self.overlap_f_b)
         _check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")

@@ -39,7 +39,7 @@ def test_comms_grid_blocking_and_csv(tmp_path: Path) -> None:
     assert "analytic bubble fraction (share of rank-time idle, t_f = t_i = t_w = 1): no closed form" in done.stdout
     assert "unit-cost dry run (blocking, free communication)" in done.stdout
     # The file holds the list shown: the blocking lowering, not the async one.
-    blocking = schedules.build("zbv", ranks=2, microbatches=3).with_comms(comm="blocking")
+    blocking = schedules.validate(schedules.build("zbv", ranks=2, microbatches=3), "blocking")
     assert out.read_text().splitlines() == [",".join(map(str, rank_ops)) for rank_ops in blocking.ops]
 
 

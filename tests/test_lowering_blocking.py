@@ -116,7 +116,7 @@ def test_blocking_stays_close_to_async_at_other_costs(config, costs) -> None:
 @given(configs())
 def test_blocking_list_only_moves_comm_ops(config) -> None:
     schedule = build(config)
-    blocking, asynchronous = (schedule.with_comms(comm=c) for c in ("blocking", "async"))
+    blocking, asynchronous = (schedules.validate(schedule, c) for c in ("blocking", "async"))
     assert blocking.compute_only().ops == schedule.ops
     assert [sorted(map(str, r)) for r in blocking.ops] == [sorted(map(str, r)) for r in asynchronous.ops]
 
@@ -124,13 +124,13 @@ def test_blocking_list_only_moves_comm_ops(config) -> None:
 @given(configs())
 def test_async_list_is_the_plain_placement(config) -> None:
     schedule = build(config)
-    assert [list(r) for r in schedule.with_comms(comm="async").ops] == _plain(schedule)
+    assert [list(r) for r in schedules.validate(schedule, "async").ops] == _plain(schedule)
 
 
 @pytest.mark.parametrize("path", TORCH, ids=lambda p: p.stem)
 def test_torch_tables(path: Path) -> None:
     schedule = schedules.load_csv(path)
-    assert [list(r) for r in schedule.with_comms(comm="async").ops] == _plain(schedule)
+    assert [list(r) for r in schedules.validate(schedule, "async").ops] == _plain(schedule)
     blocking, asynchronous = _spans(schedule, UNIT)
     assert blocking == asynchronous
 
@@ -140,7 +140,7 @@ def test_any_compute_order_async_can_run_lowers_deadlock_free(seed: int) -> None
     schedule = _random_order(seed)
     lowered = schedules.validate(schedule, "blocking")
     assert lowered.compute_only().ops == schedule.ops
-    assert [list(r) for r in schedule.with_comms(comm="async").ops] == _plain(schedule)
+    assert [list(r) for r in schedules.validate(schedule, "async").ops] == _plain(schedule)
     for durations in (UNIT, {F: 1, I: 2, W: 1}, {F: 3, I: 1, W: 0.5}):
         blocking, asynchronous = _spans(schedule, durations)
         assert blocking >= asynchronous

@@ -42,7 +42,7 @@ def test_validates_under_both_semantics(config) -> None:
     schedule = build(config)
     for comm in COMMS:
         lowered = schedules.validate(schedule, comm)
-        assert lowered.compute_only().ops == schedule.ops  # lowering only adds comm ops
+        assert lowered.program.compute_only().ops == schedule.ops  # lowering only adds comm ops
         assert schedules.dry_run(lowered, comm).makespan == 0.0  # untimed, but it finishes
 
 
@@ -64,7 +64,7 @@ def test_each_forward_and_backward_exactly_once(config) -> None:
 @given(configs())
 def test_sends_and_receives_pair_up(config) -> None:
     schedule = build(config)
-    lowered = schedule.with_comms()
+    lowered = schedules.validate(schedule)
     sends = Counter(transfer_key(op) for _, op in lowered if is_send(op.kind))
     recvs = Counter(transfer_key(op) for _, op in lowered if op.kind.is_comm and not is_send(op.kind))
     where, last = schedule.stage_to_rank, schedule.num_stages - 1
@@ -78,7 +78,7 @@ def test_sends_and_receives_pair_up(config) -> None:
 @given(configs())
 def test_sends_right_after_their_producer(config) -> None:
     # The async list: each SEND right after its producer (blocking lists may post later).
-    lowered = build(config).with_comms()
+    lowered = schedules.validate(build(config))
     for rank_ops in lowered.ops:
         for i, op in enumerate(rank_ops):
             if is_send(op.kind):
@@ -143,17 +143,23 @@ def test_zb_h1_example_with_cost_two() -> None:
 @given(configs(), st.sampled_from(COMMS))
 def test_reduce_grad_once_per_stage_after_its_last_backward(config, comm) -> None:
     schedule = build(config)
-    lowered = schedule.with_comms(reduce_grad=True, comm=comm)
-    assert lowered.compute_only().ops == schedule.ops
-    assert lowered.with_comms().ops == lowered.ops  # already lowered: kept as given
+    lowered = schedules.validate(schedule, comm, reduce_grad=True)
+    assert lowered.reduce_grad and lowered.schedule is schedule
+    assert lowered.program.compute_only().ops == schedule.ops
+    assert schedules.validate(lowered.program, comm).ops == lowered.ops  # already lowered: kept as given
+    ends = [schedules.batch_ends(rank_ops) for rank_ops in lowered.ops]
     for rank, rank_ops in enumerate(lowered.ops):
         where = {op.stage: i for i, op in enumerate(rank_ops) if op.kind is OpKind.REDUCE_GRAD}
         assert sorted(where) == list(schedule.stages_of(rank))
         for stage, at in where.items():
             last = max(i for i, op in enumerate(rank_ops) if op.stage == stage and op.kind in (B, W))
             assert at > last
-            assert all(is_send(op.kind) or op.kind is OpKind.REDUCE_GRAD for op in rank_ops[last + 1:at])
-    assert schedules.validate(lowered, comm).ops == lowered.ops
+            between = rank_ops[last + 1:at]
+            if comm == "async":  # right after the SENDs of that backward
+                assert all(is_send(op.kind) or op.kind is OpKind.REDUCE_GRAD for op in between)
+            else:  # after the whole batch there: a REDUCE_GRAD never splits a batch
+                assert all(op.kind.is_comm or op.kind is OpKind.REDUCE_GRAD for op in between)
+                assert at == len(rank_ops) - 1 or not rank_ops[at - 1].kind.is_comm or ends[rank][at - 1] == at
 
 
 @pytest.mark.parametrize("name", schedules.names())

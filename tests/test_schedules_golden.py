@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import schedules
+from schedules import format_grid as grid, validate
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 CASES = {  # name -> (ranks, microbatches, chunks)
@@ -30,8 +31,8 @@ def render(name: str) -> str:
     ranks, microbatches, chunks = CASES[name]
     schedule = schedules.build(name, ranks=ranks, microbatches=microbatches, chunks=chunks)
     return (f"{name} ranks={ranks} microbatches={microbatches} chunks={schedule.chunks}\n\n"
-            f"compute only:\n{schedule.grid()}\n\nlowered for async:\n{schedule.with_comms().grid()}\n"
-            f"\nlowered for blocking:\n{schedule.with_comms(comm='blocking').grid()}\n")
+            f"compute only:\n{grid(schedule)}\n\nlowered for async:\n{grid(validate(schedule, 'async'))}\n"
+            f"\nlowered for blocking:\n{grid(validate(schedule, 'blocking'))}\n")
 
 
 def test_every_schedule_has_a_golden_case() -> None:

@@ -103,7 +103,7 @@ def test_op_on_a_rank_not_holding_its_stage(config, data) -> None:
 def _lowered(config) -> Schedule:
     """The lowered schedule as a plain schedule with comms, so the validator checks it
     from scratch (the lowering's own deadlock proof does not carry over)."""
-    lowered = build(config).with_comms()
+    lowered = schedules.validate(build(config)).program
     assume(lowered.has_comms)  # one rank: nothing to break
     return lowered.replace_ops(lowered.ops)
 
@@ -168,7 +168,7 @@ def test_missing_microbatch_is_named() -> None:
 
 
 def test_reduce_grad_before_last_backward() -> None:
-    lowered = schedules.build("zb-h1", ranks=2, microbatches=3).with_comms(reduce_grad=True)
+    lowered = schedules.validate(schedules.build("zb-h1", ranks=2, microbatches=3), reduce_grad=True).program
     rank_ops = list(lowered.ops[1])
     reduce = rank_ops.pop(rank_ops.index(Op(OpKind.REDUCE_GRAD, 1)))
     rank_ops.insert(rank_ops.index(Op(W, 1, 2)), reduce)

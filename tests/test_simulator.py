@@ -227,7 +227,7 @@ def test_simulate_validates_first():
 def test_loaded_schedule_with_comms_runs_as_written(tmp_path):
     schedule = schedules.build("zb-h1", ranks=3, microbatches=4)
     path = tmp_path / "zb.csv"
-    schedule.to_csv(path, comms=True)
+    schedules.write_csv(schedules.validate(schedule), path)
     loaded = schedules.load_csv(path)
     assert simulator.simulate(loaded).makespan == pytest.approx(simulator.simulate(schedule).makespan)
 

@@ -64,7 +64,7 @@ def test_gantt_png_renders_and_is_not_blank(result, tmp_path):
 
 
 def test_compare_shares_one_time_axis(result, tmp_path):
-    blocking = simulator.simulate(result.schedule, result.costs, "blocking")
+    blocking = simulator.simulate(result.schedule.schedule, result.costs, "blocking")
     fig = simulator.plot_compare(result.trace, blocking.trace, labels=("async", "blocking"), path=tmp_path / "c.png")
     top, bottom = fig.axes[:2]
     assert top.get_xlim() == bottom.get_xlim()
@@ -95,7 +95,7 @@ def test_cli_writes_files_and_table(tmp_path, capsys):
 
 def test_cli_schedule_file_and_costs_from(tmp_path, capsys):
     schedule = schedules.build("zb-h1", ranks=2, microbatches=4)
-    schedule.to_csv(tmp_path / "s.csv")
+    schedules.write_csv(schedule, tmp_path / "s.csv")
     measured = simulator.simulate(schedule, Costs(t_f=2.0, t_i=1.0, t_w=0.5)).trace
     measured.to_csv(tmp_path / "m.csv", index=False)
     assert main(["--schedule-file", str(tmp_path / "s.csv"), "--costs-from", str(tmp_path / "m.csv"), "--json"]) == 0
