@@ -11,8 +11,10 @@ interpreters of what it produces.
 
 from . import analytic
 # Registration order is the order names() lists: simplest schedule first.
-from . import naive, gpipe, one_f_one_b, interleaved, zb_h1, zbv  # noqa: F401,I001  (register builders)
+from . import naive, gpipe, one_f_one_b, interleaved, looped_bfs, zb_h1, zb_h2, interleaved_zb, zbv  # noqa: F401,I001
+from . import dualpipev  # noqa: F401,I001  (register builders)
 from .csvio import load_csv, write_csv
+from .synthesis import synthesize
 from .dryrun import Deadlock, DryRun, dry_run
 from .grid import format_grid
 from .ir import COMM_KINDS, COMMS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError, batch_ends
@@ -23,5 +25,5 @@ from .validate import validate
 __all__ = [
     "Op", "OpKind", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "COMMS", "Lowered",
     "build", "names", "register", "default_chunks", "validate", "dry_run", "DryRun", "Deadlock",
-    "load_csv", "write_csv", "format_grid", "batch_ends", "analytic",
+    "load_csv", "write_csv", "format_grid", "batch_ends", "analytic", "synthesize",
 ]
