@@ -12,7 +12,7 @@ interpreters of what it produces.
 from . import analytic
 # Registration order is the order names() lists: simplest schedule first.
 from . import naive, gpipe, one_f_one_b, interleaved, looped_bfs, zb_h1, zb_h2, interleaved_zb, zbv  # noqa: F401,I001
-from . import dualpipev  # noqa: F401,I001  (register builders)
+from . import dualpipev, v_shape  # noqa: F401,I001  (register builders)
 from .csvio import load_csv, write_csv
 from .synthesis import synthesize
 from .dryrun import Deadlock, DryRun, dry_run

@@ -4,7 +4,7 @@ Each rank holds v = chunks model stages, placed looping: stage s lives on rank s
 Microbatches go through the chunks in rounds: with torch 2.13's rule (its "flex" form
 of Megatron's schedule, ``ScheduleInterleaved1F1B``) there are max(1, m // p) rounds of
 n = m / rounds microbatches each, so any m divisible by the number of rounds builds
-(p = 4: m = 3, 5, 6, 10 do; m = 7, 9 do not). With m divisible by p, n = p: Megatron's
+(p = 4: m = 3, 5, 6, 7, 10 do; m = 9, 11, 13, 14 do not). With m divisible by p, n = p: Megatron's
 original schedule.
 
 Rank r runs min(m v, (v - 1) n + 2(p - r - 1)) chunk-forwards of warm-up: (v - 1) n fill

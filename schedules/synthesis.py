@@ -37,7 +37,11 @@ from typing import Sequence
 
 from .ir import Op, OpKind, Schedule, ScheduleError
 
-__all__ = ["synthesize", "greedy", "Timing"]
+__all__ = ["synthesize", "greedy", "Timing", "NAME", "SUMMARY"]
+
+NAME = "zb-auto"
+SUMMARY = ("zero bubble synthesized for your costs under a memory cap (Qi et al. ICLR'24 §3.1); "
+           "memory_limit p = ZB-1p, 2p = ZB-2p")
 
 F, I, W = OpKind.F, OpKind.I, OpKind.W
 
@@ -67,6 +71,7 @@ class _Greedy:
         self.stages = len(where)
         self.limit, self.w_share = limit, w_share
         self.eager, self.fill_short, self.diagonal = eager_warmup, fill_short, diagonal and len(where) == ranks
+
         self.stages_of = [[s for s in range(self.stages) if where[s] == r] for r in range(ranks)]
         self.next_f = [0] * self.stages  # next microbatch to forward, per stage
         self.ready: dict[tuple[OpKind, int, int], float] = {}  # input arrival of F / I (stage, mb)
@@ -111,6 +116,7 @@ class _Greedy:
         if op.kind is F:
             self.next_f[s] += 1
             self.memory[rank] += 1.0
+
             if s + 1 < self.stages:
                 arrive = self.ready[F, s + 1, mb] = end + self._hop(s, s + 1)
                 heapq.heappush(self.events, arrive)
@@ -118,6 +124,7 @@ class _Greedy:
                 heapq.heappush(self.i_ready[rank], (end, -s, mb))
         elif op.kind is I:
             self.memory[rank] -= 1.0 - self.w_share
+
             self.owed[rank].append((s, mb))
             if s > 0:
                 arrive = end + self._hop(s, s - 1)
@@ -216,4 +223,4 @@ def synthesize(ranks: int, microbatches: int, t_f: float, t_i: float, t_w: float
         raise ScheduleError(f"w_memory_fraction must be within [0, 1], got {w_memory_fraction!r}")
     where = tuple(range(ranks))
     ops = greedy(ranks, microbatches, where, Timing(t_f, t_i, t_w, t_comm), limit, w_memory_fraction)
-    return Schedule("zb-auto", ranks, microbatches, ranks, where, ops)
+    return Schedule(NAME, ranks, microbatches, ranks, where, ops)

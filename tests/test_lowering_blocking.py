@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_schedules import build, configs
+from test_schedules import MANY_CHUNKS, build, configs
 
 import schedules
 from schedules import Op, OpKind, Schedule, ScheduleError
@@ -29,13 +29,12 @@ TORCH = sorted(p for p in DATA.glob("*compute_only.csv") if "Schedule1F1B_" not 
 
 def _grid(name: str):
     """Every valid (ranks, microbatches, chunks) with ranks 1..8, microbatches 1..16."""
-    chunk_counts = (2, 3, 4) if name == "interleaved-1f1b" else (schedules.default_chunks(name),)
+    chunk_counts = (2, 3, 4) if name in MANY_CHUNKS else (schedules.default_chunks(name),)
     for ranks in range(1, 9):
         for microbatches in range(1, 17):
             for chunks in chunk_counts:
-                if name == "interleaved-1f1b" and microbatches % ranks:
-                    continue
-                yield ranks, microbatches, chunks
+                if schedules.registry.accepts(name, ranks, microbatches, chunks):
+                    yield ranks, microbatches, chunks
 
 
 def _spans(schedule: Schedule, durations) -> tuple[float, float]:
@@ -53,15 +52,18 @@ def _plain(schedule: Schedule) -> list[list[Op]]:
     for rank, rank_ops in enumerate(schedule.ops):
         out: list[Op] = []
         for op in rank_ops:
-            s, mb = op.stage, op.mb
-            upstream = s > 0 and where[s - 1] != rank
-            downstream = s < last and where[s + 1] != rank
-            if op.kind is F:
-                out += [Op(OpKind.RECV_F, s, mb)] * upstream + [op] + [Op(OpKind.SEND_F, s, mb)] * downstream
-            elif op.kind in (B, I):
-                out += [Op(OpKind.RECV_B, s, mb)] * downstream + [op] + [Op(OpKind.SEND_B, s, mb)] * upstream
-            else:
-                out.append(op)
+            before, after = [], []  # an overlapped pair: both parts' RECVs, the pair, their SENDs
+            for part in op.parts:
+                s, mb = part.stage, part.mb
+                upstream = s > 0 and where[s - 1] != rank
+                downstream = s < last and where[s + 1] != rank
+                if part.kind is F:
+                    before += [Op(OpKind.RECV_F, s, mb)] * upstream
+                    after += [Op(OpKind.SEND_F, s, mb)] * downstream
+                elif part.kind in (B, I):
+                    before += [Op(OpKind.RECV_B, s, mb)] * downstream
+                    after += [Op(OpKind.SEND_B, s, mb)] * upstream
+            out += before + [op] + after
         lists.append(out)
     return lists
 

@@ -24,6 +24,12 @@ CASES = {  # name -> (ranks, microbatches, chunks)
     "interleaved-1f1b": (2, 4, 2),
     "zb-h1": (3, 4, None),
     "zbv": (2, 4, None),
+    "looped-bfs": (2, 3, 2),
+    "zb-h2": (3, 5, None),
+    "interleaved-zb": (2, 4, 2),
+    "dualpipev": (2, 4, None),
+    "v-half": (2, 4, None),
+    "v-min": (3, 6, None),
 }
 
 
