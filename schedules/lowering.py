@@ -5,7 +5,8 @@ another rank sends its output there (SEND_F), received by that stage's F (RECV_F
 or I whose previous stage lives elsewhere sends its input gradient there (SEND_B), received
 by that stage's B or I (RECV_B); stages on the same rank hand data over locally. Where
 the SENDs and RECVs stand does depend on it. The validator, the simulator and the
-executor all implement exactly these two semantics, one lowered list each (cached on
+executor all implement exactly these two semantics, one lowered list each (handed out
+by :func:`schedules.validate` as a :class:`~schedules.lowered.Lowered`, nothing kept on
 the schedule):
 
 ``async``: a SEND is posted and the rank goes on; a RECV waits until its data arrived.
