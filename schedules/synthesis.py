@@ -66,11 +66,13 @@ class _Greedy:
     """One run of the heuristic for one setting of the knobs."""
 
     def __init__(self, ranks: int, m: int, where: Sequence[int], timing: Timing, limit: float, w_share: float,
-                 eager_warmup: bool, fill_short: bool, diagonal: bool):
+                 eager_warmup: bool, fill_short: bool, diagonal: bool, inflight: int | None = None):
         self.p, self.m, self.where, self.timing = ranks, m, tuple(where), timing
         self.stages = len(where)
         self.limit, self.w_share = limit, w_share
         self.eager, self.fill_short, self.diagonal = eager_warmup, fill_short, diagonal and len(where) == ranks
+        self.inflight = inflight  # at most this many microbatches between stage 0's F and its I
+        self.entered = self.returned = 0
 
         self.stages_of = [[s for s in range(self.stages) if where[s] == r] for r in range(ranks)]
         self.next_f = [0] * self.stages  # next microbatch to forward, per stage
@@ -99,6 +101,8 @@ class _Greedy:
             mb = self.next_f[s]
             if mb >= self.m or (F, s, mb) not in self.ready:
                 continue
+            if s == 0 and self.inflight is not None and self.entered - self.returned >= self.inflight:
+                continue
             room = 1.0 if s == last else 2.0  # keep one unit for the rank's last chunk
             if self.memory[rank] + room > self.limit + 1e-9:
                 continue
@@ -116,6 +120,7 @@ class _Greedy:
         if op.kind is F:
             self.next_f[s] += 1
             self.memory[rank] += 1.0
+            self.entered += s == 0
 
             if s + 1 < self.stages:
                 arrive = self.ready[F, s + 1, mb] = end + self._hop(s, s + 1)
@@ -124,6 +129,7 @@ class _Greedy:
                 heapq.heappush(self.i_ready[rank], (end, -s, mb))
         elif op.kind is I:
             self.memory[rank] -= 1.0 - self.w_share
+            self.returned += s == 0
 
             self.owed[rank].append((s, mb))
             if s > 0:
@@ -191,15 +197,26 @@ class _Greedy:
 
 
 def greedy(ranks: int, microbatches: int, where: Sequence[int], timing: Timing, memory_limit: float,
-           w_memory_fraction: float = 0.5) -> list[list[Op]]:
-    """The heuristic's best order over its three knobs: per-rank op lists, compute only.
-    ``memory_limit`` is in stage-microbatch activations on one rank."""
+           w_memory_fraction: float = 0.5, inflight: Sequence[int | None] = (None,),
+           by_makespan: bool = False) -> list[list[Op]]:
+    """The heuristic's best order over its three knobs (and, for the V schedules, caps on
+    the microbatches in flight between stage 0's F and I): per-rank op lists, compute
+    only. ``memory_limit`` is in stage-microbatch activations on one rank. Best is the
+    paper's longest stage span, or with ``by_makespan`` this project's makespan."""
     best: tuple[float, list[list[Op]]] | None = None
-    for eager, fill, diagonal in product((True, False), repeat=3):
-        run = _Greedy(ranks, microbatches, where, timing, memory_limit, w_memory_fraction, eager, fill, diagonal)
-        ops = run.run()
-        if best is None or run.cost() < best[0] - 1e-9:
-            best = (run.cost(), ops)
+    one_stage_each = len(where) == ranks  # the diagonal knob applies to one stage per rank only
+    knobs = product((True, False), (True, False), (True, False) if one_stage_each else (False,))
+    for cap, (eager, fill, diagonal) in product(inflight, list(knobs)):
+        run = _Greedy(ranks, microbatches, where, timing, memory_limit, w_memory_fraction, eager, fill, diagonal, cap)
+        try:
+            ops = run.run()
+        except ScheduleError:
+            if cap is None:
+                raise
+            continue  # a cap this low wedges the V: other caps remain
+        cost = max(run.clock) if by_makespan else run.cost()
+        if best is None or cost < best[0] - 1e-9:
+            best = (cost, ops)
     return best[1]
 
 

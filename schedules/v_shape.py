@@ -5,7 +5,8 @@ Two stages per rank in a V, as ZB-V (stage s on rank s for s < p, on 2p - 1 - s
 otherwise), with the backward split into I and W. The paper builds its family from a
 repeated building block whose lifespan fixes the activation memory; here the same
 trade is made by the zero-bubble heuristic of :mod:`schedules.synthesis` at uniform
-costs (t_f = t_i = t_w) under the paper's memory budget, on the V placement:
+costs (t_f = t_i = t_w) under the paper's memory budget, on the V placement, trying caps
+on the microbatches in flight and keeping the order with the smallest makespan:
 
   v-half  peak about (p + 2) // 2 microbatch rank-shares (1F1B: p); the paper's bubble
           is about half of 1F1B's;
@@ -36,7 +37,12 @@ def budget(name: str, ranks: int) -> int:
 
 def _build(name: str, ranks: int, microbatches: int) -> Schedule:
     where = tuple(s if s < ranks else 2 * ranks - 1 - s for s in range(2 * ranks))
-    ops = greedy(ranks, microbatches, where, _UNIT, memory_limit=2 * budget(name, ranks))
+    # A microbatch's round trip from stage 0 and back takes at least 4p chunk-ops and each
+    # rank has 6 chunk-ops of work per microbatch, so about 2p/3 in flight keep it busy;
+    # the caps tried run from p/2 to 3p/2 (the paper's lifespan knob, in another form).
+    caps = (None, *range(max(1, ranks // 2), 3 * ranks // 2 + 1))
+    ops = greedy(ranks, microbatches, where, _UNIT, memory_limit=2 * budget(name, ranks), inflight=caps,
+                 by_makespan=True)
     return Schedule(name, ranks, microbatches, 2 * ranks, where, ops)
 
 

@@ -97,7 +97,7 @@ def test_v_half_and_v_min_memory_budgets(p: int) -> None:
     assert peaks["v-min"] < peaks["v-half"] < p
     # V-Half buys its memory without losing to 1F1B; V-Min (a third of 1F1B's memory)
     # here pays more bubble than the paper's (see the README).
-    assert bubbles["v-half"] < one_f_one_b.bubble_fraction
+    assert bubbles["v-half"] < 0.6 * one_f_one_b.bubble_fraction  # the paper: about half
 
 
 def test_overlap_pair_costs_and_memory_in_the_simulator() -> None:
