@@ -10,6 +10,8 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_naive"]
+
 
 @register("naive", summary="one microbatch at a time (plain model parallelism); bubble 1 - 1/p, 1 activation held")
 def build_naive(ranks: int, microbatches: int, chunks: int = 1) -> Schedule:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_1f1b", "one_f_one_b_order"]
+
 
 def one_f_one_b_order(ranks: int, microbatches: int, rank: int) -> list[tuple[OpKind, int]]:
     """(F or B, mb) in 1F1B order for one rank; shared with the split-backward variant."""

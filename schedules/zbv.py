@@ -24,6 +24,8 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_zbv"]
+
 F, I, W = OpKind.F, OpKind.I, OpKind.W
 
 
