@@ -48,9 +48,13 @@ class _Meet:
 
         def keys(comm_ops) -> tuple[list[tuple[tuple[int, int], ...]], int]:
             """Per op, (transfer, index among the rank's RECVs or SENDs) of each; the count."""
-            out, j = [], 0
+            out: list[tuple[tuple[int, int], ...]] = []
+            append, j = out.append, 0
             for group in comm_ops:
-                out.append(tuple((op.stage * m + op.mb + offset[op.kind], j + k) for k, op in enumerate(group)))
+                if not group:  # most ops: no transfer
+                    append(())
+                    continue
+                append(tuple((op.stage * m + op.mb + offset[op.kind], j + k) for k, op in enumerate(group)))
                 j += len(group)
             return out, j
 
@@ -116,8 +120,7 @@ class _Meet:
         if i + 1 == self.n[rank]:
             self.waiting[rank] = True
         else:
-            arrived = self.arrived
-            self.waiting[rank] = any(key not in arrived for key in self.need[rank][i + 1])
+            self.waiting[rank] = not self.arrived.issuperset(self.need[rank][i + 1])
 
     def _post(self, sender: int, receiver: int, woken: list[int]) -> None:
         """Post, in the gaps both stand at, every transfer ``sender`` holds for ``receiver``."""
@@ -138,7 +141,7 @@ class _Meet:
             i = pc[rank]
             if not at_gap[rank] or i == n[rank]:
                 continue
-            if any(key not in arrived for key in need[rank][i]):
+            if not arrived.issuperset(need[rank][i]):
                 continue
             at_gap[rank] = False
             due.setdefault(t + self.cost[rank][i], []).append(rank)
