@@ -276,7 +276,7 @@ def test_properties_over_random_cases(name, p, m, latency, t_f, t_w):
     assert b.makespan >= a.makespan - 1e-9
     for rank in range(p):
         cost = {OpKind.F: t_f, OpKind.B: 1.0 + t_w, OpKind.I: 1.0, OpKind.W: t_w}
-        work = sum(cost[op.kind] for op in schedule.ops[rank])
+        work = sum(cost[part.kind] for op in schedule.ops[rank] for part in op.parts)  # a pair: both
         assert a.busy[rank] == pytest.approx(work)
         rows = a.trace[(a.trace["rank"] == rank) & (a.trace["stream"] == "compute")].sort_values("start")
         assert (rows["start"].to_numpy()[1:] >= rows["end"].to_numpy()[:-1] - 1e-9).all()
