@@ -88,6 +88,11 @@ class RunConfig:
     """Watchdog (s) per step; None: 300 s until warm-up has run, then 10 x the predicted step."""
     stall_rank: int | None = None
     """Testing aid: this world rank sleeps forever at its first op of the second step."""
+    t_comm: float | None = None
+    """zb-auto: communication time per hop (s) the synthesis plans with; None: the profile's
+    link latency with --costs, else 0."""
+    memory_limit: float | None = None
+    """zb-auto: activations a stage may hold, in microbatches; None: 2 x ranks (ZB-2p)."""
     costs: str | None = None
     """costs.json of ``executor profile``: the table adds the step predicted from it before the run."""
     inflation: bool = False
@@ -188,7 +193,11 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_seconds, help="watchdog per step, seconds (default: 300 s during "
                    "warm-up, then 10 x the predicted step time)")
     p.add_argument("--stall-rank", type=int, help="testing aid: this world rank hangs at the first op of step 2")
-    p.add_argument("--costs", help="costs.json from 'executor profile': also predict the step from it")
+    p.add_argument("--costs", help="costs.json from 'executor profile': also predict the step from it "
+                   "(and, for zb-auto, synthesize for its costs)")
+    p.add_argument("--t-comm", type=_millis, help="zb-auto: communication per hop it plans with, ms")
+    p.add_argument("--memory-limit", type=float, help="zb-auto: activations a stage may hold, in microbatches "
+                   "(default 2 x ranks: ZB-2p; ranks gives ZB-1p)")
     p.add_argument("--inflation", action="store_true",
                    help="also time each op alone first and report in-run / alone medians")
     return p

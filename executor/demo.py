@@ -61,7 +61,7 @@ def simulate_all(out: Path) -> list[Path]:
     for name in schedules.names():
         _banner(f"{name}: p = {P_SIM}, m = {M_SIM} (steps are positions in each rank's list, not time)")
         schedule = schedules.build(name, ranks=P_SIM, microbatches=M_SIM)
-        print(schedule.grid())
+        print(schedules.format_grid(schedule))
         result = simulator.simulate(schedule, simulator.Costs.model_share(schedule.chunks))
         results.append(result)
         print(format_summary(result))

@@ -2,7 +2,8 @@
 
     >>> import schedules
     >>> s = schedules.build("1f1b", ranks=4, microbatches=8)
-    >>> lowered = schedules.validate(s, comm="blocking")
+    >>> lowered = schedules.validate(s, comm="blocking")   # a checked Lowered
+    >>> print(schedules.format_grid(lowered))                # doctest: +SKIP
 
 This package imports nothing else of the project: the simulator and the executor are two
 interpreters of what it produces.
@@ -10,15 +11,19 @@ interpreters of what it produces.
 
 from . import analytic
 # Registration order is the order names() lists: simplest schedule first.
-from . import naive, gpipe, one_f_one_b, interleaved, zb_h1, zbv  # noqa: F401,I001  (register builders)
-from .csvio import load_csv
-from .dryrun import COMMS, Deadlock, DryRun, dry_run
-from .ir import COMM_KINDS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError
+from . import naive, gpipe, one_f_one_b, interleaved, looped_bfs, zb_h1, zb_h2, interleaved_zb, zbv  # noqa: F401,I001
+from . import dualpipev, v_shape  # noqa: F401,I001  (register builders)
+from .csvio import load_csv, write_csv
+from .synthesis import synthesize
+from .dryrun import Deadlock, DryRun, dry_run
+from .grid import format_grid
+from .ir import COMM_KINDS, COMMS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError, batch_ends
+from .lowered import Lowered
 from .registry import build, default_chunks, names, register
 from .validate import validate
 
 __all__ = [
-    "Op", "OpKind", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "COMMS",
+    "Op", "OpKind", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "COMMS", "Lowered",
     "build", "names", "register", "default_chunks", "validate", "dry_run", "DryRun", "Deadlock",
-    "load_csv", "analytic",
+    "load_csv", "write_csv", "format_grid", "batch_ends", "analytic", "synthesize",
 ]

@@ -10,7 +10,10 @@ Cases without a closed form raise ValueError instead of guessing.
 
 from __future__ import annotations
 
-__all__ = ["makespan", "bubble_fraction", "busy_per_rank", "peak_inflight"]
+__all__ = ["makespan", "bubble_fraction", "busy_per_rank", "peak_inflight", "longest_span", "CHUNKED"]
+
+# Schedules whose stages are chunks of a rank's share: their times are per chunk.
+CHUNKED = frozenset({"interleaved-1f1b", "looped-bfs", "interleaved-zb", "zbv", "dualpipev", "v-half", "v-min"})
 
 
 def _check(ranks: int, microbatches: int, chunks: int, times: tuple[float, ...]) -> None:
@@ -23,7 +26,7 @@ def _check(ranks: int, microbatches: int, chunks: int, times: tuple[float, ...])
 def busy_per_rank(name: str, ranks: int, microbatches: int, chunks: int = 1,
                   t_f: float = 1.0, t_i: float = 1.0, t_w: float = 1.0) -> float:
     """Compute time of one rank in one step: every microbatch through its stages."""
-    v = chunks if name in ("interleaved-1f1b", "zbv") else 1
+    v = chunks if name in CHUNKED else 1
     return microbatches * v * (t_f + t_i + t_w)
 
 
@@ -41,6 +44,16 @@ def makespan(name: str, ranks: int, microbatches: int, chunks: int = 1,
         if m % p:
             raise ValueError("interleaved-1f1b: the closed form needs microbatches divisible by ranks")
         return (m * v + p - 1) * (t_f + t_b)
+    if name == "looped-bfs":
+        if m < p:
+            raise ValueError("looped-bfs: the closed form needs microbatches >= ranks")
+        return (m * v + p - 1) * (t_f + t_b)
+    if name == "zb-h2":
+        _zb_h2_range(p, m, t_f, t_i, t_w)
+        if t_i < 2 * t_w:
+            raise ValueError("zb-h2: the makespan from 0 has the closed form only for t_i >= 2 t_w "
+                             "(else rank p - 1's late start shows; see longest_span)")
+        return m * (t_f + t_b) + (p - 1) * (t_f + t_i - 2 * t_w)
     if name == "zb-h1":
         if m < p:
             raise ValueError("zb-h1: the closed form needs microbatches >= ranks")
@@ -50,6 +63,26 @@ def makespan(name: str, ranks: int, microbatches: int, chunks: int = 1,
             raise ValueError("zb-h1: the closed form needs t_w <= min(t_f, t_i)")
         return m * (t_f + t_b) + (p - 1) * (t_f + t_i - t_w)
     raise ValueError(f"no closed form for schedule {name!r}")
+
+
+def _zb_h2_range(p: int, m: int, t_f: float, t_i: float, t_w: float) -> None:
+    # Checked against the dry run over a grid of p, m and cost ratios (tests/test_schedules_new.py).
+    if m < 2 * p - 1:
+        raise ValueError("zb-h2: the closed form needs microbatches >= 2 ranks - 1")
+    if t_w > min(t_f, t_i):
+        raise ValueError("zb-h2: the closed form needs t_w <= min(t_f, t_i)")
+
+
+def longest_span(name: str, ranks: int, microbatches: int, chunks: int = 1,
+                 t_f: float = 1.0, t_i: float = 1.0, t_w: float = 1.0) -> float:
+    """The zero-bubble paper's cost: the longest span of one rank from its own first op to
+    its last (Qi et al. 2024, Table 5), for ZB-H2: m(t_f + t_b) + (p - 1)(t_f + t_i - 2 t_w)."""
+    p, m = ranks, microbatches
+    _check(p, m, chunks, (t_f, t_i, t_w))
+    if name != "zb-h2":
+        raise ValueError(f"no closed form for the longest span of {name!r}")
+    _zb_h2_range(p, m, t_f, t_i, t_w)
+    return m * (t_f + t_i + t_w) + (p - 1) * (t_f + t_i - 2 * t_w)
 
 
 def bubble_fraction(name: str, ranks: int, microbatches: int, chunks: int = 1,
@@ -69,4 +102,6 @@ def peak_inflight(name: str, ranks: int, microbatches: int, rank: int) -> int:
         return microbatches
     if name in ("1f1b", "zb-h1"):
         return min(microbatches, ranks - rank)
+    if name == "zb-h2":
+        return min(microbatches, 2 * (ranks - rank) - 1)
     raise ValueError(f"no closed form for peak activations of {name!r}")

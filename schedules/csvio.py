@@ -2,8 +2,9 @@
 
 One row per rank, one action per cell in execution order (``0F0,0F1,0B0``); empty cells
 are torch's idle steps and are dropped, since this IR states order, not time. Both
-forms load: "compute_only" (no SEND/RECV) and "compute_comms". Stages, microbatches and
-the stage -> rank placement are inferred from the cells.
+forms load: "compute_only" (no SEND/RECV) and "compute_comms"; overlapped pairs are
+written as torch writes them, ``(0F7;7B3)OVERLAP_F_B``. Stages, microbatches and the
+stage -> rank placement are inferred from the cells.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import csv
 from pathlib import Path
 
 from .ir import Op, Schedule, ScheduleError
+from .lowered import Lowered
 
 __all__ = ["load_csv", "write_csv"]
 
 
 def _parse_cell(text: str, where: str) -> Op:
-    if text.startswith("(") or "OVERLAP_F_B" in text:
-        raise ScheduleError(f"{where}: {text!r}: OVERLAP_F_B (fused forward/backward) is not part of this IR")
     try:
         return Op.parse(text)
     except ScheduleError as err:
@@ -45,7 +45,7 @@ def load_csv(path, name: str | None = None) -> Schedule:
     ]
     placed: dict[int, int] = {}
     for rank, rank_ops in enumerate(ops):
-        for op in rank_ops:
+        for op in (part for whole in rank_ops for part in whole.parts):
             other = placed.setdefault(op.stage, rank)
             if other != rank:
                 raise ScheduleError(f"{path}: stage {op.stage} is held by two ranks ({other} and {rank}), op {op} on rank {rank}")
@@ -55,16 +55,15 @@ def load_csv(path, name: str | None = None) -> Schedule:
     missing = [s for s in range(num_stages) if s not in placed]
     if missing:
         raise ScheduleError(f"{path}: stage {missing[0]} appears on no rank (stages 0..{num_stages - 1} are named)")
-    num_microbatches = 1 + max(op.mb for rank_ops in ops for op in rank_ops if op.mb is not None)
+    num_microbatches = 1 + max(part.mb for rank_ops in ops for op in rank_ops for part in op.parts if part.mb is not None)
     stage_to_rank = tuple(placed[s] for s in range(num_stages))
     return Schedule(name or path.stem, len(ops), num_microbatches, num_stages, stage_to_rank, ops)
 
 
-def write_csv(schedule: Schedule, path, comms: bool = False, comm: str = "async") -> None:
-    """Write ``schedule`` in torch's form: compute_comms (lowered for ``comm``) when
-    ``comms``, else compute_only."""
-    body = schedule.with_comms(comm=comm) if comms else schedule.compute_only()
+def write_csv(lists: Schedule | Lowered, path) -> None:
+    """Write the per-rank lists in torch's form: a :class:`Lowered`'s final lists (the
+    compute_comms form), or a Schedule's lists as they are (compute_only when built)."""
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)
-        for rank_ops in body.ops:
+        for rank_ops in lists.ops:
             writer.writerow([str(op) for op in rank_ops])

@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .ir import OpKind, Schedule, transfer_offsets
+from .ir import COMMS, OpKind, Schedule, batch_ends, transfer_offsets
+from .lowered import Lowered
 
 __all__ = ["DryRun", "Deadlock", "dry_run", "COMMS"]
-
-COMMS = ("async", "blocking")
 
 
 @dataclass
@@ -44,12 +43,19 @@ class Deadlock(Exception):
         self.stuck = stuck
 
 
-def dry_run(schedule: Schedule, comm: str = "async", durations: Mapping[OpKind, float] | None = None) -> DryRun:
-    """Run a lowered schedule; raise :class:`Deadlock` if it cannot finish.
+def dry_run(schedule: Schedule | Lowered, comm: str | None = None,
+            durations: Mapping[OpKind, float] | None = None) -> DryRun:
+    """Run lowered lists (a Lowered's, under its own ``comm`` by default, or a Schedule
+    holding SEND/RECV, under ``comm``, default async); raise :class:`Deadlock` if they
+    cannot finish.
 
-    ``durations`` gives a cost per compute kind (default 0: untimed); B defaults to I + W.
+    ``durations`` gives a cost per compute kind (default 0: untimed); B defaults to I + W,
+    an OVERLAP_F_B to F + B (no gain from overlapping: the simulator models that).
     Expects pairing and local order already checked (see :func:`schedules.validate`).
     """
+    if isinstance(schedule, Lowered):
+        schedule, comm = schedule.program, comm or schedule.comm
+    comm = comm or "async"
     if comm not in COMMS:
         raise ValueError(f"comm must be one of {COMMS}, got {comm!r}")
     cost = {k: 0.0 for k in OpKind}
@@ -57,6 +63,8 @@ def dry_run(schedule: Schedule, comm: str = "async", durations: Mapping[OpKind, 
         cost.update(durations)
         if OpKind.B not in durations:
             cost[OpKind.B] = cost[OpKind.I] + cost[OpKind.W]
+        if OpKind.OVERLAP_F_B not in durations:
+            cost[OpKind.OVERLAP_F_B] = cost[OpKind.F] + cost[OpKind.B]
     run = _Run(schedule, comm == "blocking", cost)
     run.run()
     return DryRun(schedule, run.start, run.end)
@@ -79,6 +87,7 @@ class _Run:
         self.key = [[-1 if c == _COMPUTE else op.stage * m + op.mb + offset[op.kind] for op, c in zip(rank_ops, codes)]
                     for rank_ops, codes in zip(ops, self.code)]
         self.cost = [[cost[op.kind] for op in rank_ops] for rank_ops in ops]
+        self.ends = [batch_ends(rank_ops) for rank_ops in ops] if blocking else None
         p = schedule.num_ranks
         self.start = [[0.0] * len(r) for r in ops]
         self.end = [[0.0] * len(r) for r in ops]
@@ -130,10 +139,8 @@ class _Run:
         self.pc[rank], self.clock[rank] = i, t
 
     def _post_batch(self, rank: int) -> None:
-        code, keys, i = self.code[rank], self.key[rank], self.pc[rank]
-        j = i
-        while j < len(code) and code[j] != _COMPUTE:
-            j += 1
+        keys, i = self.key[rank], self.pc[rank]
+        j = self.ends[rank][i]
         # [stop index, ops not yet matched, latest match time]; _post counts the unmatched.
         self.batch[rank] = [j, 0, self.clock[rank]]
         for k in range(i, j):

@@ -10,8 +10,10 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_gpipe"]
 
-@register("gpipe")
+
+@register("gpipe", summary="GPipe (Huang et al. 2019): all F then all B; bubble (p-1)/(m+p-1), m activations held")
 def build_gpipe(ranks: int, microbatches: int, chunks: int = 1) -> Schedule:
     ops = [
         [Op(OpKind.F, rank, mb) for mb in range(microbatches)]

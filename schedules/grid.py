@@ -6,10 +6,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .ir import Schedule
+    from .lowered import Lowered
+
+__all__ = ["format_grid"]
 
 
-def format_grid(schedule: Schedule, mark: tuple[int, int] | None = None, window: int | None = None) -> str:
-    """Steps are positions in each rank's list, not time: schedules state order only.
+def format_grid(schedule: Schedule | Lowered, mark: tuple[int, int] | None = None, window: int | None = None) -> str:
+    """The step x rank grid as text: a Schedule's lists, or a Lowered's final lists.
+
+    Steps are positions in each rank's list, not time: schedules state order only.
 
     ``mark=(rank, step)`` brackets that cell with ``>> <<``; ``window=k`` shows only the
     k steps either side of the mark, so a 100k-op schedule still yields a readable error.

@@ -1,48 +1,72 @@
 """Interleaved 1F1B with virtual stages (Narayanan et al., Megatron-LM, SC 2021).
 
 Each rank holds v = chunks model stages, placed looping: stage s lives on rank s mod p.
-Microbatches go through the chunks in groups of p, so the schedule needs m divisible
-by p (Megatron's original constraint; enforced here).
+Microbatches go through the chunks in rounds: with torch 2.13's rule (its "flex" form
+of Megatron's schedule, ``ScheduleInterleaved1F1B``) there are max(1, m // p) rounds of
+n = m / rounds microbatches each, so any m divisible by the number of rounds builds
+(p = 4: m = 3, 5, 6, 7, 10 do; m = 9, 11, 13, 14 do not). With m divisible by p, n = p: Megatron's
+original schedule.
 
-Rank r runs 2(p - r - 1) + (v - 1)p chunk-forwards of warm-up: (v - 1)p fill its later
-chunks with one round of every microbatch group, and 2(p - r - 1) cover the round trip
-to the last rank and back. Then it alternates one chunk-forward with one chunk-backward
-(backwards visit the chunks in reverse), then cools down.
+Rank r runs min(m v, (v - 1) n + 2(p - r - 1)) chunk-forwards of warm-up: (v - 1) n fill
+its later chunks with one round, and 2(p - r - 1) cover the round trip to the last rank
+and back. Then it alternates one chunk-forward with one chunk-backward (backwards visit
+the chunks in reverse, a round at a time), then cools down. This is torch's op order,
+op for op (tests/test_schedules_torch.py).
 
 Uniform per-chunk costs t_f, t_b and free communication, m divisible by p:
 makespan (m v + p - 1)(t_f + t_b), bubble fraction (p - 1) / (m v + p - 1). Written in
 per-rank times (a chunk costs 1/v of a rank's stage) that is Megatron's
 (m v + p - 1)(t_f + t_b) / v: the bubble shrinks by v at the price of more activations
-in flight and v times the messages.
+in flight and v times the messages. Other m: no closed form (raises).
 """
 
 from __future__ import annotations
 
-from .ir import Op, OpKind, Schedule, ScheduleError
+from .ir import Op, OpKind, Schedule
 from .registry import register
 
-
-def _stage_and_mb(k: int, ranks: int, chunks: int, rank: int, backward: bool) -> tuple[int, int]:
-    """The k-th chunk-forward (or chunk-backward) of ``rank`` as (stage, mb)."""
-    group, within = divmod(k, ranks * chunks)
-    chunk = within // ranks
-    if backward:
-        chunk = chunks - 1 - chunk
-    return chunk * ranks + rank, group * ranks + within % ranks
+__all__ = ["build_interleaved", "rounds_ok", "rounds_rule", "round_size", "chunk_order"]
 
 
-@register("interleaved-1f1b", chunks_ok=lambda v: v >= 2, rule="chunks (model stages per rank) must be >= 2")
+def rounds_ok(ranks: int, microbatches: int) -> bool:
+    """torch's rule: m divisible by its number of rounds, max(1, m // p)."""
+    return microbatches % max(1, microbatches // ranks) == 0
+
+
+rounds_rule = "microbatches must be divisible by max(1, microbatches // ranks) rounds (torch's rule)"
+
+
+def round_size(ranks: int, microbatches: int) -> int:
+    """Microbatches per round: m / max(1, m // p)."""
+    return microbatches // max(1, microbatches // ranks)
+
+
+def chunk_order(ranks: int, microbatches: int, chunks: int, rank: int, backward: bool) -> list[tuple[int, int]]:
+    """(stage, mb) of the rank's chunk-forwards (or chunk-backwards) in order: round by
+    round, each round through the chunks (reversed for backwards)."""
+    n = round_size(ranks, microbatches)
+    order = []
+    for k in range(microbatches * chunks):
+        group, within = divmod(k, n * chunks)
+        chunk = within // n
+        if backward:
+            chunk = chunks - 1 - chunk
+        order.append((chunk * ranks + rank, group * n + within % n))
+    return order
+
+
+@register("interleaved-1f1b", chunks_ok=lambda v: v >= 2, rule="chunks (model stages per rank) must be >= 2",
+          microbatches_ok=rounds_ok, microbatch_rule=rounds_rule,
+          summary="Megatron-LM interleaved 1F1B (Narayanan et al. SC'21), torch's rounds for any m; "
+                  "bubble (p-1)/(mv+p-1) when p divides m")
 def build_interleaved(ranks: int, microbatches: int, chunks: int = 2) -> Schedule:
-    if microbatches % ranks:
-        raise ScheduleError(
-            f"interleaved-1f1b: microbatches ({microbatches}) must be divisible by ranks ({ranks})"
-        )
     total = microbatches * chunks
+    n = round_size(ranks, microbatches)
     ops = []
     for rank in range(ranks):
-        fwd = [Op(OpKind.F, *_stage_and_mb(k, ranks, chunks, rank, backward=False)) for k in range(total)]
-        bwd = [Op(OpKind.B, *_stage_and_mb(k, ranks, chunks, rank, backward=True)) for k in range(total)]
-        warmup = min(2 * (ranks - rank - 1) + (chunks - 1) * ranks, total)
+        fwd = [Op(OpKind.F, s, mb) for s, mb in chunk_order(ranks, microbatches, chunks, rank, backward=False)]
+        bwd = [Op(OpKind.B, s, mb) for s, mb in chunk_order(ranks, microbatches, chunks, rank, backward=True)]
+        warmup = min(2 * (ranks - rank - 1) + (chunks - 1) * n, total)
         rank_ops = fwd[:warmup]
         for f, b in zip(fwd[warmup:], bwd):
             rank_ops += (f, b)

@@ -1,8 +1,11 @@
 """The schedule IR: one tiny immutable op record and the per-rank lists that hold them.
 
 An op prints in torch.distributed.pipelining's action syntax (``2F0``, ``1SEND_B3``,
-``0REDUCE_GRAD``) and :meth:`Op.parse` reads that text back, so schedules written by
-torch load here and ours load there.
+``0REDUCE_GRAD``, ``(0F7;7B3)OVERLAP_F_B``) and :meth:`Op.parse` reads that text back,
+so schedules written by torch load here and ours load there.
+
+This module is the package's leaf: it imports nothing else of ``schedules``; lowering,
+validation, CSV and grids are free functions over what it defines.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ import gc
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
-__all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "transfer_key", "is_send", "peer_stage"]
+__all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "transfer_key",
+           "transfer_offsets", "is_send", "peer_stage", "batch_ends", "gc_paused", "COMMS"]
+
+# The two communication semantics every consumer implements (see schedules.lowering).
+COMMS = ("async", "blocking")
 
 
 class ScheduleError(ValueError):
@@ -31,6 +38,7 @@ class OpKind(enum.Enum):
     SEND_B = "SEND_B"  # send stage's input gradient to stage - 1
     RECV_B = "RECV_B"  # receive stage's output gradient from stage + 1
     REDUCE_GRAD = "REDUCE_GRAD"  # all-reduce one stage's gradients over the data-parallel group
+    OVERLAP_F_B = "OVERLAP_F_B"  # one F and one full B of the same rank, run as one overlapped op
 
     def __str__(self) -> str:
         return self.value
@@ -48,15 +56,15 @@ class OpKind(enum.Enum):
         return self in COMM_KINDS
 
 
-COMPUTE_KINDS = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W})
+COMPUTE_KINDS = frozenset({OpKind.F, OpKind.B, OpKind.I, OpKind.W, OpKind.OVERLAP_F_B})
 COMM_KINDS = frozenset({OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B})
 
 # torch's action names that this IR deliberately does not model.
-_FOREIGN = ("UNSHARD", "RESHARD", "OVERLAP_F_B")
+_FOREIGN = ("UNSHARD", "RESHARD")
+_SIMPLE = [k.value for k in OpKind if k is not OpKind.OVERLAP_F_B] + list(_FOREIGN)
 # Longest names first so that "SEND_F" is not read as "S" + ...
-_ACTION = re.compile(
-    r"^(\d+)(" + "|".join(sorted([k.value for k in OpKind] + list(_FOREIGN), key=len, reverse=True)) + r")(\d*)$"
-)
+_ACTION = re.compile(r"^(\d+)(" + "|".join(sorted(_SIMPLE, key=len, reverse=True)) + r")(\d*)$")
+_PAIR = re.compile(r"^\(([^;()]*);([^;()]*)\)OVERLAP_F_B$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +72,38 @@ class Op:
     """One action of one rank: ``kind`` applied to model ``stage`` on microbatch ``mb``.
 
     ``mb`` is ``None`` only for REDUCE_GRAD, which covers every microbatch of the stage.
+    An OVERLAP_F_B (DualPipe's overlapped pair) holds its forward and its full backward in
+    ``pair``; its ``stage`` and ``mb`` are the forward's. Make one with :meth:`overlap`.
     """
 
     kind: OpKind
     stage: int
     mb: int | None = None
+    pair: tuple[Op, Op] | None = None
 
     def __str__(self) -> str:
+        if self.pair is not None:
+            return f"({self.pair[0]};{self.pair[1]})OVERLAP_F_B"
         return f"{self.stage}{self.kind.value}{'' if self.mb is None else self.mb}"
 
     @classmethod
+    def overlap(cls, forward: Op, backward: Op) -> Op:
+        """The overlapped pair of ``forward`` (an F) and ``backward`` (a full B), run at once."""
+        if forward.kind is not OpKind.F or backward.kind is not OpKind.B:
+            raise ScheduleError(f"OVERLAP_F_B pairs an F with a B, got {forward} and {backward}")
+        return cls(OpKind.OVERLAP_F_B, forward.stage, forward.mb, (forward, backward))
+
+    @property
+    def parts(self) -> tuple[Op, ...]:
+        """The ops this one stands for: the pair of an OVERLAP_F_B, else the op itself."""
+        return (self,) if self.pair is None else self.pair
+
+    @classmethod
     def parse(cls, text: str) -> Op:
-        """Read one action in torch's syntax, e.g. ``2F0`` or ``3RECV_B1``."""
+        """Read one action in torch's syntax, e.g. ``2F0``, ``3RECV_B1``, ``(0F7;7B3)OVERLAP_F_B``."""
+        pair = _PAIR.match(text.strip())
+        if pair is not None:
+            return cls.overlap(cls.parse(pair.group(1)), cls.parse(pair.group(2)))
         match = _ACTION.match(text.strip())
         if match is None:
             raise ScheduleError(f"cannot parse action {text.strip()!r}: expected e.g. '2F0', '1SEND_B3'")
@@ -131,6 +159,22 @@ def transfer_offsets(schedule: Schedule) -> tuple[int, dict[OpKind, int]]:
     return m, {OpKind.SEND_F: 0, OpKind.RECV_F: -m, OpKind.SEND_B: span, OpKind.RECV_B: span + m}
 
 
+def batch_ends(rank_ops: Sequence[Op]) -> list[int]:
+    """The one batching rule, for the dry run, the lowering, the simulator and the executor:
+    under ``blocking`` a run of consecutive SEND/RECV ops is one batch, posted at once, and
+    the rank waits until all of it completed; any other op is a batch of its own.
+    ``ends[i]`` is the index just past the batch holding op ``i``."""
+    ends = [0] * len(rank_ops)
+    stop = len(rank_ops)
+    for i in range(len(rank_ops) - 1, -1, -1):
+        if rank_ops[i].kind in COMM_KINDS:
+            ends[i] = stop
+        else:
+            ends[i] = i + 1
+            stop = i
+    return ends
+
+
 def is_send(kind: OpKind) -> bool:
     return kind is OpKind.SEND_F or kind is OpKind.SEND_B
 
@@ -183,6 +227,7 @@ class Schedule:
 
     @property
     def has_comms(self) -> bool:
+        """Whether the lists already hold SEND/RECV (a compute_comms CSV, or lowered lists)."""
         return any(op.kind in COMM_KINDS for rank_ops in self.ops for op in rank_ops)
 
     @property
@@ -206,30 +251,3 @@ class Schedule:
         return Schedule(
             self.name, self.num_ranks, self.num_microbatches, self.num_stages, self.stage_to_rank, tuple(ops)
         )
-
-    def with_comms(self, reduce_grad: bool = False, comm: str = "async") -> Schedule:
-        """The lowered schedule for ``comm`` semantics: SEND/RECV inserted, plus a
-        REDUCE_GRAD per stage when ``reduce_grad`` (see :mod:`schedules.lowering`).
-
-        A schedule that already holds communication ops is returned as given, so that
-        a compute+comms CSV keeps its author's ordering; the validator still checks it.
-        """
-        from .lowering import lower  # lowering builds on this module
-
-        cache = self.__dict__.setdefault("_lowered", {})  # immutable, so lower once per flag
-        if (reduce_grad, comm) not in cache:
-            cache[reduce_grad, comm] = lower(self, reduce_grad=reduce_grad, comm=comm)
-        return cache[reduce_grad, comm]
-
-    def to_csv(self, path, comms: bool = False, comm: str = "async") -> None:
-        """Write torch's CSV form: one row per rank, one action per cell; with ``comms``,
-        the list lowered for ``comm`` semantics."""
-        from .csvio import write_csv
-
-        write_csv(self, path, comms=comms, comm=comm)
-
-    def grid(self, mark: tuple[int, int] | None = None, window: int | None = None) -> str:
-        """The step x rank grid as text; ``mark=(rank, step)`` flags one cell."""
-        from .grid import format_grid
-
-        return format_grid(self, mark=mark, window=window)

@@ -5,7 +5,8 @@ another rank sends its output there (SEND_F), received by that stage's F (RECV_F
 or I whose previous stage lives elsewhere sends its input gradient there (SEND_B), received
 by that stage's B or I (RECV_B); stages on the same rank hand data over locally. Where
 the SENDs and RECVs stand does depend on it. The validator, the simulator and the
-executor all implement exactly these two semantics, one lowered list each (cached on
+executor all implement exactly these two semantics, one lowered list each (handed out
+by :func:`schedules.validate` as a :class:`~schedules.lowered.Lowered`, nothing kept on
 the schedule):
 
 ``async``: a SEND is posted and the rank goes on; a RECV waits until its data arrived.
@@ -39,8 +40,9 @@ stand in a gap waiting for an input. A waiting receiver meets a produced input a
 its sender stands in a gap too, and here all do: so no awaited input exists yet, each
 rank waits for a compute op of another stuck rank, and the waits go round a cycle.
 (3) Whether a blocking list finishes does not depend on op costs (a batch completes once
-its counterparts are posted, whenever that is), so the list finishes at every cost; the
-validator trusts the planning run instead of dry-running the list again.
+its counterparts are posted, whenever that is), so the list finishes at every cost. The
+validator still dry-runs the final lists, REDUCE_GRAD included: the argument covers the
+pass, the dry run covers what is handed out.
 
 How fast. At unit costs a blocking rank waits beyond what async waits only for data whose
 sender is busy in an op it started after producing it. For every built-in schedule with
@@ -58,95 +60,111 @@ writing them per schedule. It costs O(ops): one pass to find the transfers, one 
 integer instants, one pass to place them.
 
 With ``reduce_grad=True`` a REDUCE_GRAD of each stage follows that stage's last backward
-op (after the SENDs that stand right after it, so the upstream rank is not kept waiting):
-the gradient all-reduce of a stage can then overlap the backwards of the other stages.
+op, so the gradient all-reduce of a stage can overlap the backwards of the other stages:
+under ``async`` after the SENDs that stand right after it (the upstream rank is not kept
+waiting); under ``blocking`` after the whole batch there (:func:`schedules.ir.batch_ends`),
+since a REDUCE_GRAD inside a batch would split it in two and the planned meetings with it
+(the dp > 1 deadlock, e.g. rank 0 at ``2SEND_B1 | 2REDUCE_GRAD | 0RECV_B3`` while rank 1
+stands at ``1SEND_B3 | 4REDUCE_GRAD | 1RECV_B1``).
+
+An OVERLAP_F_B is one compute op with both parts' transfers: the RECVs of its forward and
+its backward stand before it, their SENDs after it.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .blocking_plan import plan_blocking
-from .dryrun import COMMS
-from .ir import Op, OpKind, Schedule, gc_paused, is_send
+from .ir import COMMS, Op, OpKind, Schedule, ScheduleError, batch_ends, gc_paused, is_send
 
-__all__ = ["lower", "proven_deadlock_free"]
-
-# Set on a lowered schedule, the way functools.cached_property caches on an instance;
-# only this module writes or reads it.
-_PLANNED = "_blocking_plan_finished"
+__all__ = ["lower"]
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
 SEND_F, RECV_F, SEND_B, RECV_B = OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B
+_NONE: tuple[Op, ...] = ()
+
+Transfers = list[tuple[Op, ...]]  # per op of one rank: its RECVs (or its SENDs), often ()
 
 
-def _transfers(schedule: Schedule, rank: int) -> tuple[list[Op | None], list[Op | None]]:
-    """For each op of ``rank``: the RECV that brings its input from another rank and the
-    SEND that takes its output to another rank, None where there is none."""
+def _transfers(schedule: Schedule, rank: int) -> tuple[Transfers, Transfers]:
+    """For each op of ``rank``: the RECVs that bring its inputs from other ranks and the
+    SENDs that take its outputs to other ranks (one each for F, B, I; two for a pair)."""
     where = schedule.stage_to_rank
     last = schedule.num_stages - 1
     # Per stage: is the neighbour upstream / downstream on another rank? Looked up once
     # per op instead of re-deriving it, since this loop runs over every op of a schedule.
     remote_prev = [s > 0 and where[s - 1] != rank for s in range(last + 1)]
     remote_next = [s < last and where[s + 1] != rank for s in range(last + 1)]
-    recvs: list[Op | None] = []
-    sends: list[Op | None] = []
-    for op in schedule.ops[rank]:
+
+    def edges(op: Op) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
         kind, stage = op.kind, op.stage
         if kind is F:
-            recvs.append(Op(RECV_F, stage, op.mb) if remote_prev[stage] else None)
-            sends.append(Op(SEND_F, stage, op.mb) if remote_next[stage] else None)
-        elif kind is B or kind is I:
-            recvs.append(Op(RECV_B, stage, op.mb) if remote_next[stage] else None)
-            sends.append(Op(SEND_B, stage, op.mb) if remote_prev[stage] else None)
-        else:
-            recvs.append(None)
-            sends.append(None)
+            return ((Op(RECV_F, stage, op.mb),) if remote_prev[stage] else _NONE,
+                    (Op(SEND_F, stage, op.mb),) if remote_next[stage] else _NONE)
+        if kind is B or kind is I:
+            return ((Op(RECV_B, stage, op.mb),) if remote_next[stage] else _NONE,
+                    (Op(SEND_B, stage, op.mb),) if remote_prev[stage] else _NONE)
+        if kind is OpKind.OVERLAP_F_B:
+            (fr, fs), (br, bs) = edges(op.pair[0]), edges(op.pair[1])
+            return fr + br, fs + bs
+        return _NONE, _NONE
+
+    recvs: Transfers = []
+    sends: Transfers = []
+    for op in schedule.ops[rank]:
+        recv, send = edges(op)
+        recvs.append(recv)
+        sends.append(send)
     return recvs, sends
 
 
-def _async_list(rank_ops, recvs: list[Op | None], sends: list[Op | None]) -> list[Op]:
+def _async_list(rank_ops, recvs: Transfers, sends: Transfers) -> list[Op]:
     """Each RECV right before its consumer, each SEND right after its producer."""
     out: list[Op] = []
-    append = out.append
     for op, recv, send in zip(rank_ops, recvs, sends):
-        if recv is not None:
-            append(recv)
-        append(op)
-        if send is not None:
-            append(send)
+        out += recv
+        out.append(op)
+        out += send
     return out
 
 
-def _blocking_list(rank_ops, recvs, sends, recv_gap: list[int], send_gap: list[int]) -> list[Op]:
-    """Each RECV and SEND in the gap the plan gave it; within a gap SENDs, then RECVs, each
-    in list order (a gap is one batch, posted at once, so this order is only for reading)."""
-    n = len(rank_ops)
+def _blocking_list(rank_ops, recvs: Transfers, sends: Transfers, recv_gap: list[int], send_gap: list[int]) -> list[Op]:
+    """Each RECV and SEND in the gap the plan gave it (``recv_gap[j]`` for the j-th RECV of
+    the rank in op order); within a gap SENDs, then RECVs, each in list order (a gap is one
+    batch, posted at once, so this order is only for reading)."""
     sends_at: dict[int, list[Op]] = {}
     recvs_at: dict[int, list[Op]] = {}
-    for i in range(n):
-        if sends[i] is not None:
-            sends_at.setdefault(send_gap[i], []).append(sends[i])
-        if recvs[i] is not None:
-            recvs_at.setdefault(recv_gap[i], []).append(recvs[i])
+    for gaps, ops, at in ((send_gap, sends, sends_at), (recv_gap, recvs, recvs_at)):
+        flat = [op for group in ops for op in group]
+        for gap, op in zip(gaps, flat):
+            at.setdefault(gap, []).append(op)
     out: list[Op] = []
+    n = len(rank_ops)
     for gap in range(n + 1):
-        if gap in sends_at:
-            out += sends_at[gap]
-        if gap in recvs_at:
-            out += recvs_at[gap]
+        out += sends_at.get(gap, _NONE)
+        out += recvs_at.get(gap, _NONE)
         if gap < n:
             out.append(rank_ops[gap])
     return out
 
 
-def _add_reduce_grad(rank_ops: list[Op] | tuple[Op, ...]) -> list[Op]:
+def _add_reduce_grad(rank_ops: Sequence[Op], comm: str) -> list[Op]:
+    """A REDUCE_GRAD per stage after the stage's last backward and the SENDs (async) or the
+    whole batch (blocking) that follows it; see the module docstring for why."""
     last_backward: dict[int, int] = {}
     for i, op in enumerate(rank_ops):
-        if op.kind is B or op.kind is W:
-            last_backward[op.stage] = i
+        for part in op.parts:
+            if part.kind is B or part.kind is W:
+                last_backward[part.stage] = i
+    ends = batch_ends(rank_ops) if comm == "blocking" else None
     after: dict[int, list[int]] = {}
     for stage, i in last_backward.items():
-        while i + 1 < len(rank_ops) and is_send(rank_ops[i + 1].kind):
-            i += 1
+        if ends is not None:
+            i = ends[i + 1] - 1 if i + 1 < len(rank_ops) and rank_ops[i + 1].kind.is_comm else i
+        else:
+            while i + 1 < len(rank_ops) and is_send(rank_ops[i + 1].kind):
+                i += 1
         after.setdefault(i, []).append(stage)
     out: list[Op] = []
     for i, op in enumerate(rank_ops):
@@ -156,36 +174,23 @@ def _add_reduce_grad(rank_ops: list[Op] | tuple[Op, ...]) -> list[Op]:
     return out
 
 
-def lower(schedule: Schedule, reduce_grad: bool = False, comm: str = "async") -> Schedule:
-    """Insert point-to-point ops (and REDUCE_GRAD when ``reduce_grad``) for ``comm``.
-
-    A schedule that already has SEND/RECV keeps them as they are.
-    """
+def lower(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) -> Schedule:
+    """Insert point-to-point ops (and a REDUCE_GRAD per stage when ``reduce_grad``) for
+    ``comm``. A schedule that already has SEND/RECV keeps them as they are. The result is
+    not checked: :func:`schedules.validate` calls this and dry-runs what it returns."""
     if comm not in COMMS:
-        raise ValueError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
+        raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
     with gc_paused():
-        return _lower(schedule, reduce_grad, comm)
-
-
-def _lower(schedule: Schedule, reduce_grad: bool, comm: str) -> Schedule:
-    lowered = schedule
-    if not schedule.has_comms:
-        edges = [_transfers(schedule, rank) for rank in range(schedule.num_ranks)]
-        recvs, sends = [r for r, _ in edges], [s for _, s in edges]
-        plan = plan_blocking(schedule, recvs, sends) if comm == "blocking" else None
-        if plan is None:  # async, or a compute order that no placement can run
-            lists = map(_async_list, schedule.ops, recvs, sends)
-        else:
-            lists = map(_blocking_list, schedule.ops, recvs, sends, *plan)
-        lowered = schedule.replace_ops(lists)
-        if plan is not None:
-            lowered.__dict__[_PLANNED] = True
-    if reduce_grad and not lowered.has_reduce_grad:
-        lowered = lowered.replace_ops(_add_reduce_grad(rank_ops) for rank_ops in lowered.ops)
-    return lowered
-
-
-def proven_deadlock_free(lowered: Schedule) -> bool:
-    """Whether ``lowered`` is a blocking list this pass placed from a finished planning run:
-    such a list finishes at any op costs (see above), so it needs no dry run to show it."""
-    return lowered.__dict__.get(_PLANNED, False)
+        lowered = schedule
+        if not schedule.has_comms:
+            edges = [_transfers(schedule, rank) for rank in range(schedule.num_ranks)]
+            recvs, sends = [r for r, _ in edges], [s for _, s in edges]
+            plan = plan_blocking(schedule, recvs, sends) if comm == "blocking" else None
+            if plan is None:  # async, or a compute order that no placement can run
+                lists = map(_async_list, schedule.ops, recvs, sends)
+            else:
+                lists = map(_blocking_list, schedule.ops, recvs, sends, *plan)
+            lowered = schedule.replace_ops(lists)
+        if reduce_grad and not lowered.has_reduce_grad:
+            lowered = lowered.replace_ops(_add_reduce_grad(rank_ops, comm) for rank_ops in lowered.ops)
+        return lowered

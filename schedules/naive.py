@@ -10,8 +10,10 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_naive"]
 
-@register("naive")
+
+@register("naive", summary="one microbatch at a time (plain model parallelism); bubble 1 - 1/p, 1 activation held")
 def build_naive(ranks: int, microbatches: int, chunks: int = 1) -> Schedule:
     # Same per-rank op order as 1F1B on the last rank, applied everywhere: B(mb) before
     # F(mb + 1) on rank 0 forbids any overlap between microbatches.

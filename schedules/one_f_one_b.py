@@ -15,6 +15,8 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_1f1b", "one_f_one_b_order"]
+
 
 def one_f_one_b_order(ranks: int, microbatches: int, rank: int) -> list[tuple[OpKind, int]]:
     """(F or B, mb) in 1F1B order for one rank; shared with the split-backward variant."""
@@ -26,7 +28,7 @@ def one_f_one_b_order(ranks: int, microbatches: int, rank: int) -> list[tuple[Op
     return order
 
 
-@register("1f1b")
+@register("1f1b", summary="1F1B / PipeDream-Flush (Narayanan et al. 2019, 2021); bubble (p-1)/(m+p-1), rank r holds p-r")
 def build_1f1b(ranks: int, microbatches: int, chunks: int = 1) -> Schedule:
     ops = [
         [Op(kind, rank, mb) for kind, mb in one_f_one_b_order(ranks, microbatches, rank)]

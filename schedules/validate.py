@@ -9,17 +9,21 @@ op and the rule, above the step x rank grid with the op marked:
      or the local forward of the previous stage), a backward after its forward and its
      output gradient, W after I, a SEND after the op producing its data;
   4. SENDs and RECVs pair up one to one, and none joins two stages on the same rank;
-  5. a dry run under the chosen semantics finishes (no deadlock).
-A compute-only schedule is lowered first, so the pairing and deadlock checks apply to
-exactly what the simulator and executor will run.
+  5. a dry run under the chosen semantics of the final lists, REDUCE_GRAD included,
+     finishes (no deadlock).
+An OVERLAP_F_B counts as both its ops at its position. A compute-only schedule is
+lowered first, so the pairing and deadlock checks apply to exactly what the simulator
+and executor will run; what passed is handed out as a :class:`~schedules.lowered.Lowered`.
 """
 
 from __future__ import annotations
 
-from .dryrun import COMMS, Deadlock, dry_run
-from .ir import COMM_KINDS, OpKind, Schedule, ScheduleError
+from .dryrun import Deadlock, dry_run
+from .grid import format_grid
+from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError
 from .ir import is_send, peer_stage, transfer_key
-from .lowering import proven_deadlock_free
+from .lowered import _CHECKED, Lowered
+from .lowering import lower
 
 __all__ = ["validate"]
 
@@ -29,7 +33,7 @@ _WINDOW = 6
 
 def _fail(schedule: Schedule, rank: int, step: int, rule: str) -> ScheduleError:
     op = schedule.ops[rank][step]
-    grid = schedule.grid(mark=(rank, step), window=_WINDOW)
+    grid = format_grid(schedule, mark=(rank, step), window=_WINDOW)
     return ScheduleError(f"{schedule.name}: rank {rank}, step {step}, op {op}: {rule}\n{grid}")
 
 
@@ -58,27 +62,28 @@ def _check_ops(schedule: Schedule, lowered: bool) -> None:
     # What an op needs depends only on its kind and stage (its rank is the stage's).
     needs_of = {kind: [_needs(kind, s, where[s], where, last, lowered) for s in range(stages)] for kind in OpKind}
     for rank, rank_ops in enumerate(schedule.ops):
-        for step, op in enumerate(rank_ops):
-            kind, s, mb = op.kind, op.stage, op.mb
-            if not 0 <= s < stages:
-                raise _fail(schedule, rank, step, f"stage {s} does not exist (0..{last})")
-            if where[s] != rank:
-                raise _fail(schedule, rank, step, f"stage {s} is held by rank {where[s]}, not {rank}")
-            if kind is OpKind.REDUCE_GRAD:
-                mb = m
-            elif mb is None or not 0 <= mb < m:
-                raise _fail(schedule, rank, step, f"microbatch {mb} does not exist (0..{m - 1})")
-            base = s * row + mb
-            key = offset[kind] + base
-            if key in seen:
-                raise _fail(schedule, rank, step, f"{op} appears twice (also step {seen[key]}); each op runs once")
-            for options, what in needs_of[kind][s]:
-                for k, ds in options:
-                    if offset[k] + base + ds * row in seen:
-                        break
-                else:
-                    raise _fail(schedule, rank, step, "runs before " + what.format(s=s, mb=mb, prev=s - 1, next=s + 1))
-            seen[key] = step
+        for step, whole in enumerate(rank_ops):
+            for op in whole.parts:  # an OVERLAP_F_B is both its ops at this step
+                kind, s, mb = op.kind, op.stage, op.mb
+                if not 0 <= s < stages:
+                    raise _fail(schedule, rank, step, f"stage {s} does not exist (0..{last})")
+                if where[s] != rank:
+                    raise _fail(schedule, rank, step, f"stage {s} is held by rank {where[s]}, not {rank}")
+                if kind is OpKind.REDUCE_GRAD:
+                    mb = m
+                elif mb is None or not 0 <= mb < m:
+                    raise _fail(schedule, rank, step, f"microbatch {mb} does not exist (0..{m - 1})")
+                base = s * row + mb
+                key = offset[kind] + base
+                if key in seen:
+                    raise _fail(schedule, rank, step, f"{op} appears twice (also step {seen[key]}); each op runs once")
+                for options, what in needs_of[kind][s]:
+                    for k, ds in options:
+                        if offset[k] + base + ds * row in seen:
+                            break
+                    else:
+                        raise _fail(schedule, rank, step, "runs before " + what.format(s=s, mb=mb, prev=s - 1, next=s + 1))
+                seen[key] = step
     _check_complete(schedule, seen, key_of)
 
 
@@ -133,7 +138,7 @@ def _check_complete(schedule: Schedule, seen: dict[int, int], key_of: _Keys) -> 
 
 
 def _missing(schedule: Schedule, rank: int, rule: str) -> ScheduleError:
-    return ScheduleError(f"{schedule.name}: rank {rank}: {rule}\n{schedule.grid(mark=(rank, 0), window=_WINDOW)}")
+    return ScheduleError(f"{schedule.name}: rank {rank}: {rule}\n{format_grid(schedule, mark=(rank, 0), window=_WINDOW)}")
 
 
 def _check_pairs(schedule: Schedule) -> None:
@@ -167,18 +172,19 @@ def _check_deadlock(schedule: Schedule, comm: str) -> None:
         raise _fail(schedule, rank, step, f"deadlock under {comm} communication: {waits}") from None
 
 
-def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) -> Schedule:
-    """Raise ScheduleError if ``schedule`` breaks a rule; return the schedule lowered for
-    ``comm`` (with a REDUCE_GRAD per stage when ``reduce_grad``), which is what to run."""
+def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) -> Lowered:
+    """Raise ScheduleError if ``schedule`` breaks a rule; return it lowered for ``comm`` (with
+    a REDUCE_GRAD per stage when ``reduce_grad``) as a :class:`Lowered`, which is what to run.
+
+    The lists in the result are exactly the ones the dry run completed."""
     if comm not in COMMS:
         raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
     given_comms = schedule.has_comms
     _check_ops(schedule, lowered=given_comms)
     if given_comms:
         _check_pairs(schedule)
-    lowered = schedule.with_comms(comm=comm)
     # Our own lowering pairs every transfer and keeps inputs ahead of their use by
-    # construction; for blocking, its planning run already proved the list deadlock-free.
-    if not proven_deadlock_free(lowered):
-        _check_deadlock(lowered, comm)
-    return lowered.with_comms(reduce_grad=True, comm=comm) if reduce_grad else lowered
+    # construction; the dry run of the final lists is what shows they finish.
+    program = lower(schedule, comm=comm, reduce_grad=reduce_grad)
+    _check_deadlock(program, comm)
+    return Lowered(schedule, comm, program.has_reduce_grad, program, proof=_CHECKED)

@@ -19,8 +19,10 @@ from .ir import Op, OpKind, Schedule
 from .one_f_one_b import one_f_one_b_order
 from .registry import register
 
+__all__ = ["build_zb_h1"]
 
-@register("zb-h1")
+
+@register("zb-h1", summary="ZB-H1 (Qi et al. ICLR'24): makespan m(t_f+t_b)+(p-1)(t_f+t_i-t_w) for m >= p, t_w <= min(t_f, t_i); 1F1B memory")
 def build_zb_h1(ranks: int, microbatches: int, chunks: int = 1) -> Schedule:
     ops = []
     for rank in range(ranks):

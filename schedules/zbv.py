@@ -24,6 +24,8 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
+__all__ = ["build_zbv"]
+
 F, I, W = OpKind.F, OpKind.I, OpKind.W
 
 
@@ -66,7 +68,8 @@ def _rank_order(ranks: int, microbatches: int, rank: int) -> list[tuple[OpKind, 
     return order
 
 
-@register("zbv", chunks_ok=lambda v: v == 2, rule="chunks must be 2 (the two arms of the V)")
+@register("zbv", chunks_ok=lambda v: v == 2, rule="chunks must be 2 (the two arms of the V)",
+          summary="ZB-V (Qi et al. 2024, torch ScheduleZBVZeroBubble): V placement, near zero bubble at 1F1B memory; no closed form")
 def build_zbv(ranks: int, microbatches: int, chunks: int = 2) -> Schedule:
     padded = max(microbatches, 2 * ranks - 1)
     ops = []

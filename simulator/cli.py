@@ -3,6 +3,7 @@
     python -m simulator --schedule 1f1b --ranks 4 --microbatches 8 --gantt out/1f1b.png
     python -m simulator --schedule-file torch.csv --costs-from trace.csv --json
     python -m simulator --schedule zb-h1 --ranks 2 --microbatches 8 --costs out/profile/costs.json
+    python -m simulator --schedule zb-auto --ranks 8 --microbatches 24 --t-f 18.5 --t-i 18.1 --t-w 9.3 --t-comm 0.6 --memory-limit 16
     python -m simulator sweep --schedules all --ranks 2,4,8 --microbatches 4,8,16,32 --out table.csv
 
 Bad input prints one line on stderr and exits with code 2.
@@ -21,6 +22,7 @@ from typing import Sequence
 import pandas as pd
 
 import schedules
+from schedules.cli import SYNTHESIZED, add_synthesis_flags
 
 from .costs import Costs
 from .profile import Profile
@@ -95,10 +97,14 @@ class CostSource:
     overrides: dict = field(default_factory=dict)
 
     def __call__(self, schedule: schedules.Schedule) -> Costs:
+        return self.layout(schedule.num_ranks, schedule.chunks, schedule.num_microbatches)
+
+    def layout(self, ranks: int, chunks: int, microbatches: int) -> Costs:
         if self.profile is None:
             return dataclasses.replace(self.base, **self.overrides)
         overrides = dict(self.overrides)
-        costs = self.profile.costs(schedule, dp=overrides.pop("dp", None))  # --dp picks the layout
+        costs = self.profile.costs(ranks=ranks, chunks=chunks, microbatches=microbatches,
+                                   dp=overrides.pop("dp", None))  # --dp picks the layout
         return dataclasses.replace(costs, **overrides)
 
 
@@ -125,12 +131,14 @@ def _parser() -> Parser:
     parser = Parser(prog="python -m simulator", description="Simulate one step of a pipeline schedule "
                     "(subcommand: `python -m simulator sweep --help`).")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--schedule", choices=schedules.names(), help="built-in schedule")
+    what.add_argument("--schedule", choices=schedules.names() + [SYNTHESIZED],
+                      help="built-in schedule, or zb-auto: synthesized for --t-f/--t-i/--t-w/--t-comm under --memory-limit")
     what.add_argument("--schedule-file", metavar="X.csv", help="schedule in torch's CSV format")
     parser.add_argument("--ranks", type=int, default=4, help="pipeline ranks p (default 4)")
     parser.add_argument("--microbatches", type=int, default=8, help="microbatches m (default 8)")
     parser.add_argument("--chunks", type=int, default=None, help="model stages per rank (default: the schedule's)")
     add_cost_flags(parser)
+    add_synthesis_flags(parser, costs=False)  # zb-auto; --t-comm is also the link latency unless --latency
     parser.add_argument("--gantt", metavar="OUT.png", help="write a Gantt chart (PNG or SVG)")
     parser.add_argument("--trace", metavar="OUT.json", help="write a Perfetto / chrome://tracing trace")
     parser.add_argument("--csv", metavar="OUT.csv", help="write the trace as CSV (shared schema)")
@@ -138,7 +146,15 @@ def _parser() -> Parser:
     return parser
 
 
-def _schedule(args: argparse.Namespace) -> schedules.Schedule:
+def _schedule(args: argparse.Namespace, costs: Costs | None) -> schedules.Schedule:
+    if args.schedule == SYNTHESIZED:
+        times = [costs.t_f, costs.t_i, costs.t_w]
+        if any(not isinstance(t, float) for t in times):
+            if args.costs is None:
+                raise UsageError("zb-auto takes one --t-f, --t-i and --t-w for every stage, not per-stage lists")
+            times = [sum(t) / len(t) if isinstance(t, tuple) else t for t in times]  # a profile's stages: their mean
+        return schedules.synthesize(args.ranks, args.microbatches, *times, t_comm=args.t_comm or 0.0,
+                                    memory_limit=args.memory_limit, w_memory_fraction=costs.w_memory_fraction)
     if args.schedule_file:
         return schedules.load_csv(args.schedule_file)
     return schedules.build(args.schedule, ranks=args.ranks, microbatches=args.microbatches, chunks=args.chunks)
@@ -177,8 +193,16 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.comm not in schedules.COMMS:
         raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
-    schedule = _schedule(args)
-    result = simulate(schedule, costs_from_args(args)(schedule), comm=args.comm)
+    source = costs_from_args(args)
+    if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
+        costs = source.layout(args.ranks, 1, args.microbatches)
+        if args.t_comm is not None and args.latency is None:
+            costs = dataclasses.replace(costs, latency=args.t_comm)
+        schedule = _schedule(args, costs)
+    else:
+        schedule = _schedule(args, None)
+        costs = source(schedule)
+    result = simulate(schedule, costs, comm=args.comm)
     _write_outputs(result, args)
     if args.json:
         print(json.dumps(result.summary(), default=_json_number))

@@ -92,6 +92,10 @@ class Costs:
     comm_interference: float = 0.0
     """Fraction by which a rank's compute slows while any of its own transfers (sent or
     received) is in flight, within [0, 1). Default 0: communication does not slow compute."""
+    overlap_f_b: float = 1.0
+    """An OVERLAP_F_B pair (DualPipe's overlapped forward and backward) costs
+    overlap_f_b * (t_f + t_b) of its two stages. 1 (default): no gain from overlapping;
+    DualPipe claims less where expert all-to-all hides behind compute."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Remarks from calibration (e.g. why bandwidth could not be fitted)."""
 
@@ -127,6 +131,7 @@ class Costs:
             check_finite("optimizer_time", number)
         if isinstance(self.dp, bool) or not isinstance(self.dp, int) or self.dp < 1:
             raise ValueError(f"Costs.dp must be a whole number >= 1, got {self.dp!r}")
+        check_finite("overlap_f_b", self.overlap_f_b)
         check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")

@@ -6,6 +6,12 @@ time), the rank a SEND goes to, and the number naming its transfer
 (:func:`schedules.ir.transfer_offsets`, the numbering the dry run uses too), the same on
 the SEND and on the RECV side. So one small (kind x stage) table per column is
 built from the costs, and the ops are only read once for (kind, stage, mb).
+
+An OVERLAP_F_B is encoded as its two parts, F then B, back to back, each at
+``Costs.overlap_f_b`` times its own cost: together ``overlap_f_b * (t_f + t_b)``, and the
+trace and memory see both ops (F allocates at its start, B frees at its end). Under
+``blocking`` a rank posts the batch from an op to ``batch_end`` at once
+(:func:`schedules.batch_ends`, the rule the dry run and the lowering use).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schedules import OpKind, Schedule
+from schedules import OpKind, Schedule, batch_ends
 from schedules.ir import transfer_offsets
 
 from .costs import Costs
@@ -26,13 +32,14 @@ KINDS = list(OpKind)  # row order of the tables; trace kinds are KINDS[kind]
 _ROW = {k: i for i, k in enumerate(KINDS)}
 _CODE = {OpKind.F: COMPUTE, OpKind.B: COMPUTE, OpKind.I: COMPUTE, OpKind.W: COMPUTE,
          OpKind.SEND_F: SEND, OpKind.SEND_B: SEND, OpKind.RECV_F: RECV, OpKind.RECV_B: RECV,
-         OpKind.REDUCE_GRAD: REDUCE}
+         OpKind.REDUCE_GRAD: REDUCE, OpKind.OVERLAP_F_B: COMPUTE}  # a pair never reaches the columns
 
 
 @dataclass
 class Encoded:
     """Flat columns over all ranks (``kind``, ``stage``, ``mb``, ``rank``) and, per rank, the
-    Python lists the rank process indexes (``code``, ``key``, ``cost``, ``dest``)."""
+    Python lists the rank process indexes (``code``, ``key``, ``cost``, ``dest``,
+    ``batch_end``: the index past the blocking batch an op opens)."""
 
     kind: np.ndarray
     stage: np.ndarray
@@ -42,6 +49,7 @@ class Encoded:
     key: list[list[int]]
     cost: list[list[float]]
     dest: list[list[int]]
+    batch_end: list[list[int]]
     free: bool  # no transfer takes time: no link processes needed
 
 
@@ -75,17 +83,22 @@ def _transfer(costs: Costs, src: int, dst: int, nbytes: float) -> float:
 
 
 def encode(schedule: Schedule, costs: Costs) -> Encoded:
-    ops = [op for rank_ops in schedule.ops for op in rank_ops]
+    """Columns of a lowered schedule's lists (``Lowered.program``)."""
+    rows = [[part for op in rank_ops for part in op.parts] for rank_ops in schedule.ops]
+    paired = np.array([op.pair is not None for rank_ops in schedule.ops for op in rank_ops for _ in op.parts])
+    ops = [op for rank_ops in rows for op in rank_ops]
     kind = np.array([_ROW[op.kind] for op in ops], dtype=np.int64)
     stage = np.array([op.stage for op in ops], dtype=np.int64)
     mb = np.array([-1 if op.mb is None else op.mb for op in ops], dtype=np.int64)
-    counts = [len(rank_ops) for rank_ops in schedule.ops]
+    counts = [len(rank_ops) for rank_ops in rows]
     rank = np.repeat(np.arange(schedule.num_ranks), counts)
     cost_t, dest_t, base_t = _tables(schedule, costs)
     code = np.array([_CODE[k] for k in KINDS])[kind]
     base = base_t[kind, stage]
     key = np.where((code == SEND) | (code == RECV), base + mb, -1)
     cost, dest = cost_t[kind, stage], dest_t[kind, stage]
+    if paired.any():
+        cost = np.where(paired, cost * costs.overlap_f_b, cost)
     bounds = np.cumsum([0] + counts)
 
     def per_rank(column: np.ndarray) -> list[list]:
@@ -93,4 +106,5 @@ def encode(schedule: Schedule, costs: Costs) -> Encoded:
         return [flat[bounds[r]:bounds[r + 1]] for r in range(schedule.num_ranks)]
 
     free = not bool((cost[code == SEND] > 0).any())
-    return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest), free)
+    return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest),
+                   [batch_ends(rank_ops) for rank_ops in rows], free)

@@ -191,9 +191,7 @@ class Model:
         """blocking: post the run of comm ops from ``i`` on; the index after it, and an event
         to wait on unless every op in it completed at once."""
         now, key, code, posted = self.env.now, self.key[rank], self.code[rank], self.posted
-        stop = i
-        while stop < len(code) and (code[stop] == SEND or code[stop] == RECV):
-            stop += 1
+        stop = self.ops.batch_end[rank][i]
         self.pending[rank] = stop - i
         for j in range(i, stop):
             self.start[rank][j] = now

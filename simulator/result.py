@@ -1,4 +1,4 @@
-"""``simulate(schedule, costs, comm)``: validate, lower, run the SimPy model, summarise.
+"""``simulate(schedule, costs, comm)``: validate (or take a ``Lowered``), run the SimPy model, summarise.
 
 Bubble fraction is this project's definition (see REFERENCE.md): the share of rank-time
 not spent computing, 1 - sum of busy compute / (ranks * makespan). The optimizer step,
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 import schedules
-from schedules import Schedule
+from schedules import Lowered, Schedule
 
 from .costs import Costs
 from .memory import PeakMemory, peak_memory
@@ -33,8 +33,8 @@ _STREAMS = np.array([stream_of(k.value) for k in KINDS], dtype=object)
 class SimResult:
     """What one simulated step costs."""
 
-    schedule: Schedule
-    """The lowered schedule that ran."""
+    schedule: Lowered
+    """The validated schedule that ran (``schedule.ops``: its final lists)."""
     comm: str
     costs: Costs
     trace: pd.DataFrame
@@ -88,16 +88,25 @@ class SimResult:
         }
 
 
-def simulate(schedule: Schedule, costs: Costs | None = None, comm: str = "async") -> SimResult:
-    """Validate ``schedule`` (raising :class:`schedules.ScheduleError`), then simulate one step.
+def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str | None = None) -> SimResult:
+    """Simulate one step of a :class:`schedules.Lowered`, or of a Schedule after validating
+    it (raising :class:`schedules.ScheduleError`) under ``comm`` (default async).
 
-    With ``costs.dp > 1`` the schedule is lowered with a REDUCE_GRAD per stage.
+    With ``costs.dp > 1`` the lists hold a REDUCE_GRAD per stage; a Lowered given must
+    match ``comm`` and that, else ValueError.
     """
     costs = Costs() if costs is None else costs
-    lowered = schedules.validate(schedule, comm, reduce_grad=costs.dp > 1)
+    if isinstance(schedule, Lowered):
+        lowered = schedule
+        if comm not in (None, lowered.comm) or lowered.reduce_grad != (costs.dp > 1):
+            raise ValueError(f"this Lowered is for comm={lowered.comm}, reduce_grad={lowered.reduce_grad}; "
+                             f"asked comm={comm or lowered.comm}, dp={costs.dp}: validate the schedule for that")
+    else:
+        lowered = schedules.validate(schedule, comm or "async", reduce_grad=costs.dp > 1)
+    comm = lowered.comm
     costs.check_layout(lowered.num_stages, lowered.num_ranks)  # wrong lengths fail here, before the run
     began = time.perf_counter()
-    model = Model(lowered, costs, comm)
+    model = Model(lowered.program, costs, comm)
     model.run()
     trace = _trace(lowered, model)
     makespan = makespan_of(trace)
@@ -108,7 +117,7 @@ def simulate(schedule: Schedule, costs: Costs | None = None, comm: str = "async"
     return SimResult(lowered, comm, costs, trace, makespan, busy, peaks, time.perf_counter() - began)
 
 
-def _trace(lowered: Schedule, model: Model) -> pd.DataFrame:
+def _trace(lowered: Lowered, model: Model) -> pd.DataFrame:
     ops = model.ops
     trace = pd.DataFrame({
         "rank": ops.rank, "stage": ops.stage, "mb": ops.mb,

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+import schedules
 from executor.__main__ import abort_on_failure
 from executor.config import RunConfig
 from executor.engine.steps import run
 
 DATA = Path(__file__).resolve().parent / "data"
 SMALL = RunConfig(model="mlp", layers=8, width=24, batch=32, microbatches=4, check=True, steps=1, warmup=0, predict=False)
-BUILT_IN = ("naive", "gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv")
+BUILT_IN = (*schedules.names(), "zb-auto")  # every registered schedule and the synthesized one
 TORCH_CSV = {
     2: [("executor_torch_ScheduleInterleavedZeroBubble_p2_m4_compute_comms.csv", 4),
         ("executor_torch_ScheduleZBVZeroBubble_p2_m4_compute_only.csv", 4)],
@@ -36,8 +37,8 @@ def cases(world: int) -> list[tuple[str, RunConfig]]:
     out = []
     for dtype in ("float64", "float32"):
         for name in BUILT_IN:
-            chunks = 2 if name in ("interleaved-1f1b", "zbv") else None
-            out.append((f"{name} p={world} {dtype}", replace(SMALL, schedule=name, chunks=chunks, dtype=dtype)))
+            m = 2 * world if name == "dualpipev" else SMALL.microbatches  # it needs m >= 2p
+            out.append((f"{name} p={world} {dtype}", replace(SMALL, schedule=name, microbatches=m, dtype=dtype)))
         for file, m in TORCH_CSV[world]:
             out.append((f"{file} {dtype}", replace(SMALL, schedule_file=str(DATA / file), microbatches=m, dtype=dtype)))
     tf = replace(SMALL, model="transformer", layers=4, width=16, heads=2, seq_len=4, batch=8, dtype="float64")

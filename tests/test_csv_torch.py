@@ -45,7 +45,7 @@ def _check_loads_validates_lowers(path: Path) -> schedules.Schedule:
     schedule = load_csv(path)
     for comm in COMMS:
         lowered = schedules.validate(schedule, comm)
-        assert lowered.has_comms or schedule.num_ranks == 1
+        assert lowered.program.has_comms or schedule.num_ranks == 1
         assert lowered.compute_only().ops == schedule.compute_only().ops
     return schedule
 
@@ -106,6 +106,7 @@ def test_committed_files_are_what_torch_writes() -> None:
             expected[gen.file_name(name, form)] = gen.strip_fsdp(table)
             if name == "ScheduleInterleaved1F1B" and form == "compute_comms":
                 expected[gen.file_name(name, form + "_with_unshard")] = table
+    expected[gen.DUALPIPEV_FILE] = gen.tables("ScheduleDualPipeV", 4, 10)["compute_only"]
     assert sorted(p.name for p in _committed()) == sorted(expected)
     for path in _committed():
         assert path.read_text().splitlines() == [",".join(row) for row in expected[path.name]], path.name

@@ -146,7 +146,7 @@ def test_plan_refuses_before_any_communication(argv, world, message):
 
 def test_plan_refuses_a_broken_schedule_constraint():
     with pytest.raises(schedules.ScheduleError, match="divisible"):
-        plan(parse_args(["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "3"]), 2)
+        plan(parse_args(["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "7"]), 2)
 
 
 def test_plan_knows_every_boundary_shape_without_messages():
@@ -161,7 +161,7 @@ def test_plan_knows_every_boundary_shape_without_messages():
 def test_plan_adds_reduce_grad_for_data_parallel():
     the_plan = plan(parse_args(["--dp", "2", "--microbatches", "4"]), 4)
     assert the_plan.ranks == 2
-    assert the_plan.schedule.has_reduce_grad
+    assert the_plan.schedule.reduce_grad
 
 
 def test_measured_step_times_and_median_step():

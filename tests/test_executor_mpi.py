@@ -30,17 +30,21 @@ def _cases(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("CASE ")]
 
 
-@pytest.mark.parametrize("ranks, expected", [(2, 17), (4, 21)])
-def test_check_matches_single_process(ranks, expected):
-    """naive, gpipe, 1f1b, interleaved-1f1b, zb-h1, zbv and two torch-written CSVs, float64
-    and float32, alternating async/blocking, and a transformer; with 4 ranks also
-    p = 2 x dp = 2 (float32 and bfloat16)."""
-    done = executor(ranks, timeout=240, module=DRIVER)
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_check_matches_single_process(ranks):
+    """Every registered schedule and zb-auto, two torch-written CSVs, float64 and float32,
+    alternating async/blocking, and a transformer; with 4 ranks also p = 2 x dp = 2
+    (float32 and bfloat16)."""
+    from tests.executor_check_cases import cases
+
+    expected = len(cases(ranks))
+    done = executor(ranks, timeout=400, module=DRIVER)
     lines = _cases(done.stdout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert len(lines) == expected, done.stdout
     assert all(" PASS check passed" in line for line in lines), "\n".join(lines)
     assert any("dp=2" in line for line in lines) == (ranks == 4)
+    assert all(any(line.startswith(f"CASE {name} p={ranks}") for line in lines) for name in (*schedules.names(), "zb-auto"))
 
 
 def test_check_fails_naming_the_parameter():
@@ -121,7 +125,7 @@ def test_exception_on_one_rank_ends_the_job():
 
 BAD = [
     (3, ["--dp", "2"], "not divisible by --dp 2"),
-    (2, ["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "3"], "interleaved"),
+    (2, ["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "7"], "interleaved"),
     (2, ["--layers", "1"], "fewer than its 2 model stages"),
     (2, ["--schedule-file", "tests/data/torch_ScheduleGPipe_p4_m8_compute_only.csv", "--microbatches", "8"],
      "names 4 ranks"),

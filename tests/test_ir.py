@@ -9,26 +9,46 @@ from hypothesis import strategies as st
 from schedules import Op, OpKind, Schedule, ScheduleError
 from schedules.ir import peer_stage, transfer_key
 
-PER_MB = [kind for kind in OpKind if kind is not OpKind.REDUCE_GRAD]
+PLAIN = [kind for kind in OpKind if kind is not OpKind.OVERLAP_F_B]
 
 
 @st.composite
-def ops(draw) -> Op:
-    kind = draw(st.sampled_from(list(OpKind)))
+def plain_ops(draw) -> Op:
+    kind = draw(st.sampled_from(PLAIN))
     stage = draw(st.integers(0, 10_000))
     mb = None if kind is OpKind.REDUCE_GRAD else draw(st.integers(0, 10_000))
     return Op(kind, stage, mb)
 
 
-@given(ops())
+@st.composite
+def pairs(draw) -> Op:
+    f, b = (Op(kind, draw(st.integers(0, 999)), draw(st.integers(0, 999))) for kind in (OpKind.F, OpKind.B))
+    return Op.overlap(f, b)
+
+
+@given(st.one_of(plain_ops(), pairs()))
 def test_str_parse_round_trip(op: Op) -> None:
     assert Op.parse(str(op)) == op
 
 
-@given(ops())
+@given(plain_ops())
 def test_str_is_torch_syntax(op: Op) -> None:
     mb = "" if op.mb is None else str(op.mb)
     assert str(op) == f"{op.stage}{op.kind.value}{mb}"
+
+
+def test_overlap_pair_is_written_as_torch_writes_it() -> None:
+    op = Op.parse("(0F7;7B3)OVERLAP_F_B")
+    assert op.kind is OpKind.OVERLAP_F_B and op.parts == (Op(OpKind.F, 0, 7), Op(OpKind.B, 7, 3))
+    assert (op.stage, op.mb) == (0, 7)  # the forward's
+    assert str(op) == "(0F7;7B3)OVERLAP_F_B"
+
+
+@pytest.mark.parametrize("text", ["(0B7;7F3)OVERLAP_F_B", "(0F7;7I3)OVERLAP_F_B", "(0F7)OVERLAP_F_B", "(0F7;7B3)"])
+def test_overlap_pair_errors_are_one_line(text: str) -> None:
+    with pytest.raises(ScheduleError) as err:
+        Op.parse(text)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("text, op", [
@@ -49,7 +69,7 @@ def test_parse_examples(text: str, op: Op) -> None:
 @pytest.mark.parametrize("text, words", [
     ("0UNSHARD", ["UNSHARD", "not part of this IR"]),
     ("3RESHARD", ["RESHARD", "not part of this IR"]),
-    ("1OVERLAP_F_B", ["OVERLAP_F_B", "not part of this IR"]),
+    ("1OVERLAP_F_B", ["cannot parse"]),
     ("hello", ["cannot parse", "'hello'"]),
     ("F0", ["cannot parse"]),
     ("0X1", ["cannot parse"]),
@@ -76,7 +96,7 @@ def test_op_is_frozen_and_slotted() -> None:
 
 
 def test_kind_classes() -> None:
-    assert {k for k in OpKind if k.is_compute} == {OpKind.F, OpKind.B, OpKind.I, OpKind.W}
+    assert {k for k in OpKind if k.is_compute} == {OpKind.F, OpKind.B, OpKind.I, OpKind.W, OpKind.OVERLAP_F_B}
     assert {k for k in OpKind if k.is_comm} == {OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV_B}
     assert not OpKind.REDUCE_GRAD.is_compute and not OpKind.REDUCE_GRAD.is_comm
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_schedules import build, configs
+from test_schedules import MANY_CHUNKS, build, configs
 
 import schedules
 from schedules import Op, OpKind, Schedule, ScheduleError
@@ -29,13 +29,12 @@ TORCH = sorted(p for p in DATA.glob("*compute_only.csv") if "Schedule1F1B_" not 
 
 def _grid(name: str):
     """Every valid (ranks, microbatches, chunks) with ranks 1..8, microbatches 1..16."""
-    chunk_counts = (2, 3, 4) if name == "interleaved-1f1b" else (schedules.default_chunks(name),)
+    chunk_counts = (2, 3, 4) if name in MANY_CHUNKS else (schedules.default_chunks(name),)
     for ranks in range(1, 9):
         for microbatches in range(1, 17):
             for chunks in chunk_counts:
-                if name == "interleaved-1f1b" and microbatches % ranks:
-                    continue
-                yield ranks, microbatches, chunks
+                if schedules.registry.accepts(name, ranks, microbatches, chunks):
+                    yield ranks, microbatches, chunks
 
 
 def _spans(schedule: Schedule, durations) -> tuple[float, float]:
@@ -53,15 +52,18 @@ def _plain(schedule: Schedule) -> list[list[Op]]:
     for rank, rank_ops in enumerate(schedule.ops):
         out: list[Op] = []
         for op in rank_ops:
-            s, mb = op.stage, op.mb
-            upstream = s > 0 and where[s - 1] != rank
-            downstream = s < last and where[s + 1] != rank
-            if op.kind is F:
-                out += [Op(OpKind.RECV_F, s, mb)] * upstream + [op] + [Op(OpKind.SEND_F, s, mb)] * downstream
-            elif op.kind in (B, I):
-                out += [Op(OpKind.RECV_B, s, mb)] * downstream + [op] + [Op(OpKind.SEND_B, s, mb)] * upstream
-            else:
-                out.append(op)
+            before, after = [], []  # an overlapped pair: both parts' RECVs, the pair, their SENDs
+            for part in op.parts:
+                s, mb = part.stage, part.mb
+                upstream = s > 0 and where[s - 1] != rank
+                downstream = s < last and where[s + 1] != rank
+                if part.kind is F:
+                    before += [Op(OpKind.RECV_F, s, mb)] * upstream
+                    after += [Op(OpKind.SEND_F, s, mb)] * downstream
+                elif part.kind in (B, I):
+                    before += [Op(OpKind.RECV_B, s, mb)] * downstream
+                    after += [Op(OpKind.SEND_B, s, mb)] * upstream
+            out += before + [op] + after
         lists.append(out)
     return lists
 
@@ -116,7 +118,7 @@ def test_blocking_stays_close_to_async_at_other_costs(config, costs) -> None:
 @given(configs())
 def test_blocking_list_only_moves_comm_ops(config) -> None:
     schedule = build(config)
-    blocking, asynchronous = (schedule.with_comms(comm=c) for c in ("blocking", "async"))
+    blocking, asynchronous = (schedules.validate(schedule, c) for c in ("blocking", "async"))
     assert blocking.compute_only().ops == schedule.ops
     assert [sorted(map(str, r)) for r in blocking.ops] == [sorted(map(str, r)) for r in asynchronous.ops]
 
@@ -124,13 +126,13 @@ def test_blocking_list_only_moves_comm_ops(config) -> None:
 @given(configs())
 def test_async_list_is_the_plain_placement(config) -> None:
     schedule = build(config)
-    assert [list(r) for r in schedule.with_comms(comm="async").ops] == _plain(schedule)
+    assert [list(r) for r in schedules.validate(schedule, "async").ops] == _plain(schedule)
 
 
 @pytest.mark.parametrize("path", TORCH, ids=lambda p: p.stem)
 def test_torch_tables(path: Path) -> None:
     schedule = schedules.load_csv(path)
-    assert [list(r) for r in schedule.with_comms(comm="async").ops] == _plain(schedule)
+    assert [list(r) for r in schedules.validate(schedule, "async").ops] == _plain(schedule)
     blocking, asynchronous = _spans(schedule, UNIT)
     assert blocking == asynchronous
 
@@ -140,7 +142,7 @@ def test_any_compute_order_async_can_run_lowers_deadlock_free(seed: int) -> None
     schedule = _random_order(seed)
     lowered = schedules.validate(schedule, "blocking")
     assert lowered.compute_only().ops == schedule.ops
-    assert [list(r) for r in schedule.with_comms(comm="async").ops] == _plain(schedule)
+    assert [list(r) for r in schedules.validate(schedule, "async").ops] == _plain(schedule)
     for durations in (UNIT, {F: 1, I: 2, W: 1}, {F: 3, I: 1, W: 0.5}):
         blocking, asynchronous = _spans(schedule, durations)
         assert blocking >= asynchronous

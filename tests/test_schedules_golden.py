@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import schedules
+from schedules import format_grid as grid, validate
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 CASES = {  # name -> (ranks, microbatches, chunks)
@@ -23,6 +24,12 @@ CASES = {  # name -> (ranks, microbatches, chunks)
     "interleaved-1f1b": (2, 4, 2),
     "zb-h1": (3, 4, None),
     "zbv": (2, 4, None),
+    "looped-bfs": (2, 3, 2),
+    "zb-h2": (3, 5, None),
+    "interleaved-zb": (2, 4, 2),
+    "dualpipev": (2, 4, None),
+    "v-half": (2, 4, None),
+    "v-min": (3, 6, None),
 }
 
 
@@ -30,8 +37,8 @@ def render(name: str) -> str:
     ranks, microbatches, chunks = CASES[name]
     schedule = schedules.build(name, ranks=ranks, microbatches=microbatches, chunks=chunks)
     return (f"{name} ranks={ranks} microbatches={microbatches} chunks={schedule.chunks}\n\n"
-            f"compute only:\n{schedule.grid()}\n\nlowered for async:\n{schedule.with_comms().grid()}\n"
-            f"\nlowered for blocking:\n{schedule.with_comms(comm='blocking').grid()}\n")
+            f"compute only:\n{grid(schedule)}\n\nlowered for async:\n{grid(validate(schedule, 'async'))}\n"
+            f"\nlowered for blocking:\n{grid(validate(schedule, 'blocking'))}\n")
 
 
 def test_every_schedule_has_a_golden_case() -> None:

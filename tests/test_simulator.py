@@ -72,12 +72,28 @@ def test_compute_times_equal_the_dry_run(name, comm):
             continue
         lowered = schedules.validate(schedule, comm)
         oracle = schedules.dry_run(lowered, comm, durations)
+        starts, ends = _per_part(lowered, oracle, durations)
         result = simulator.simulate(schedule, costs, comm)
         trace = result.trace
         compute = (trace["stream"] == "compute").to_numpy()
-        assert np.allclose(trace["start"].to_numpy()[compute], np.concatenate(oracle.start)[compute], atol=1e-12)
-        assert np.allclose(trace["end"].to_numpy()[compute], np.concatenate(oracle.end)[compute], atol=1e-12)
+        assert np.allclose(trace["start"].to_numpy()[compute], starts[compute], atol=1e-12)
+        assert np.allclose(trace["end"].to_numpy()[compute], ends[compute], atol=1e-12)
         assert result.makespan == pytest.approx(oracle.makespan)
+
+
+def _per_part(lowered, oracle, durations) -> tuple[np.ndarray, np.ndarray]:
+    """The dry run's times per trace row: an OVERLAP_F_B pair is its F, then its B."""
+    starts, ends = [], []
+    for rank, rank_ops in enumerate(lowered.ops):
+        for op, start, end in zip(rank_ops, oracle.start[rank], oracle.end[rank]):
+            if op.pair is None:
+                starts.append(start)
+                ends.append(end)
+                continue
+            split = start + durations[OpKind.F]
+            starts += [start, split]
+            ends += [split, end]
+    return np.array(starts), np.array(ends)
 
 
 def test_imbalanced_stages_by_hand():
@@ -211,7 +227,8 @@ def test_trace_invariants(name, comm):
     assert (pairs["end_recv"] >= pairs["start_send"] + 0.05 + 1e3 / 1e5 - 1e-12).all()
     # the ops in the trace are exactly the lowered schedule's ops, rank by rank
     lowered = schedules.validate(schedule, comm)  # what simulate runs: lowered for this semantics
-    listed = [(r, op.stage, -1 if op.mb is None else op.mb, op.kind.value) for r, op in lowered]
+    listed = [(r, part.stage, -1 if part.mb is None else part.mb, part.kind.value)
+              for r, op in lowered for part in op.parts]  # a pair is traced as its F and its B
     assert list(trace[["rank", "stage", "mb", "kind"]].itertuples(index=False, name=None)) == listed
     assert result.events == len(listed)
 
@@ -227,7 +244,7 @@ def test_simulate_validates_first():
 def test_loaded_schedule_with_comms_runs_as_written(tmp_path):
     schedule = schedules.build("zb-h1", ranks=3, microbatches=4)
     path = tmp_path / "zb.csv"
-    schedule.to_csv(path, comms=True)
+    schedules.write_csv(schedules.validate(schedule), path)
     loaded = schedules.load_csv(path)
     assert simulator.simulate(loaded).makespan == pytest.approx(simulator.simulate(schedule).makespan)
 
@@ -259,7 +276,7 @@ def test_properties_over_random_cases(name, p, m, latency, t_f, t_w):
     assert b.makespan >= a.makespan - 1e-9
     for rank in range(p):
         cost = {OpKind.F: t_f, OpKind.B: 1.0 + t_w, OpKind.I: 1.0, OpKind.W: t_w}
-        work = sum(cost[op.kind] for op in schedule.ops[rank])
+        work = sum(cost[part.kind] for op in schedule.ops[rank] for part in op.parts)  # a pair: both
         assert a.busy[rank] == pytest.approx(work)
         rows = a.trace[(a.trace["rank"] == rank) & (a.trace["stream"] == "compute")].sort_values("start")
         assert (rows["start"].to_numpy()[1:] >= rows["end"].to_numpy()[:-1] - 1e-9).all()

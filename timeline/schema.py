@@ -25,6 +25,7 @@ _STREAM = {
     "F": "compute", "B": "compute", "I": "compute", "W": "compute",
     "SEND_F": "send", "SEND_B": "send", "RECV_F": "recv", "RECV_B": "recv",
     "REDUCE_GRAD": "reduce",
+    "OVERLAP_F_B": "compute",  # the interpreters write a pair as its F and B rows; a foreign trace may not
     "OPTIMIZER": "compute",  # optional row: the optimizer step after the last op (stage -1, mb -1)
 }
 

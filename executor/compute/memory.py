@@ -46,7 +46,7 @@ class MemoryMeter:
         self._held: dict[int, list[int]] = {}  # storage pointer -> [bytes, references]
         self.current = 0
         self.peak = 0
-        self.samples: list[tuple[float, int]] = []  # (perf_counter, bytes): step start, then after each op
+        self.samples: list[tuple[float, int, int]] = []  # (perf_counter, bytes, op index; -1 step start)
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
     def _acquire(self, tensor: torch.Tensor) -> int | None:
@@ -83,9 +83,10 @@ class MemoryMeter:
         if key is not None:
             weakref.finalize(tensor, self._release, key)
 
-    def sample(self) -> None:
-        self.samples.append((time.perf_counter(), self.current))
+    def sample(self, op: int) -> None:
+        """Note the bytes held after op ``op`` of the rank's list (-2: inside an overlapped pair)."""
+        self.samples.append((time.perf_counter(), self.current, op))
 
     def begin_step(self) -> None:
         self.samples = []
-        self.sample()
+        self.sample(-1)

@@ -68,13 +68,15 @@ class Interpreter:
             OpKind.RECV_F: self._recv,
             OpKind.RECV_B: self._recv,
             OpKind.REDUCE_GRAD: self._reduce,
+            OpKind.OVERLAP_F_B: self._overlapped,
         }
         unknown = next((op for op in ops if op.kind not in handlers), None)
         if unknown is not None:
             raise RuntimeError(f"executor has no handler for op {unknown}")
-        self.program = [(op, handlers[op.kind]) for op in ops]
+        # (op, handler, timed here): an overlapped pair times its own two parts
+        self.program = [(op, handlers[op.kind], op.kind.is_compute and op.pair is None) for op in ops]
         if fail_at is not None:  # testing aid: that op's handler raises instead
-            self.program[fail_at] = (ops[fail_at], self._fail)
+            self.program[fail_at] = (ops[fail_at], self._fail, False)
         self.fail_at = fail_at
 
     def run_step(self) -> None:
@@ -86,16 +88,16 @@ class Interpreter:
             self.position, self.stalling = 0, True
             while True:  # --stall-rank: only the watchdog (or a signal) ends this
                 time.sleep(3600)
-        for i, (op, handler) in enumerate(self.program):
+        for i, (op, handler, timed) in enumerate(self.program):
             self.position = i
-            if op.kind.is_compute:
+            if timed:
                 start = rec.stamp()
                 handler(op)
                 rec.add_compute(op, start, rec.stamp())
             else:
                 handler(op)
             poke()
-            sample()
+            sample(i)
         self.position = len(self.program)
         self.steps_run += 1
         self.links.end_step()
@@ -130,6 +132,19 @@ class Interpreter:
 
     def _backward_weight(self, op: Op) -> None:
         self.stages[op.stage].backward_weight(op.mb)
+
+    def _overlapped(self, op: Op) -> None:
+        """DualPipe's overlapped pair: its forward, then its full backward (one rank, one
+        stream: on a CPU nothing runs beside it). Recorded as the pair's two rows."""
+        forward, backward = op.pair
+        rec = self.recorder
+        start = rec.stamp()
+        self._forward(forward)
+        middle = rec.stamp()
+        self.memory.sample(-2)  # between the two ops of the pair, as between any two
+        self._backward(backward)
+        rec.add_compute(forward, start, middle)
+        rec.add_compute(backward, middle, rec.stamp())
 
     def _send(self, op: Op) -> None:
         self.links.send(op, self.mailbox.pop(transfer_key(op)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import schedules
 import torch
 from schedules import Schedule
+from schedules.synthesis import NAME as SYNTHESIZED
 
 from ..config import RunConfig, UsageError
 from ..compute.model import Workload, build_workload, stage_bounds
@@ -28,7 +29,7 @@ Boundary = tuple[tuple[int, ...], torch.dtype]
 @dataclass(frozen=True)
 class Plan:
     cfg: RunConfig
-    schedule: Schedule
+    schedule: schedules.Lowered
     """Validated and lowered (with REDUCE_GRAD when dp > 1): what the interpreter runs."""
     ranks: int
     """Pipeline ranks P (world size = P x dp)."""
@@ -58,7 +59,27 @@ def _schedule(cfg: RunConfig, world: int) -> tuple[Schedule, int]:
     if world % cfg.dp:
         raise UsageError(f"world size {world} is not divisible by --dp {cfg.dp}")
     ranks = world // cfg.dp
+    if cfg.schedule == SYNTHESIZED:
+        return _synthesized(cfg, ranks), ranks
     return schedules.build(cfg.schedule, ranks=ranks, microbatches=cfg.microbatches, chunks=cfg.chunks), ranks
+
+
+def _synthesized(cfg: RunConfig, ranks: int) -> Schedule:
+    """zb-auto for this model: timed from the profile's layout (its stages' means) with
+    --costs, else from --t-f/--t-i/--t-w; the profile's link latency per hop by default."""
+    t_f, t_i, t_w, t_comm = cfg.t_f, cfg.t_i, cfg.t_w, cfg.t_comm
+    if cfg.costs is not None:
+        from simulator.profile import Profile, ProfileError
+
+        try:
+            costs = Profile.load(cfg.costs).costs(ranks=ranks, chunks=1, microbatches=cfg.microbatches, dp=cfg.dp)
+        except ProfileError as err:
+            raise UsageError(str(err)) from None
+        t_f, t_i, t_w = (sum(costs.per_stage(name, ranks)) / ranks for name in ("t_f", "t_i", "t_w"))
+        if t_comm is None and isinstance(costs.latency, float):
+            t_comm = costs.latency
+    return schedules.synthesize(ranks, cfg.microbatches, t_f, t_i, t_w, t_comm=t_comm or 0.0,
+                                memory_limit=cfg.memory_limit)
 
 
 def resolve_device(cfg: RunConfig) -> torch.device:
@@ -93,7 +114,7 @@ def _materialised(layer: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(layer).to_empty(device="cpu") if is_meta else layer
 
 
-def _tags(schedule: Schedule, tag_ub: int | None) -> TagPlan:
+def _tags(schedule: schedules.Lowered, tag_ub: int | None) -> TagPlan:
     if tag_ub is None:
         from mpi4py import MPI
 
@@ -112,9 +133,7 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
         if rank is not None and not 0 <= rank < world:
             raise UsageError(f"{flag} {rank} is not a rank of the world (0..{world - 1})")
     schedule, ranks = _schedule(cfg, world)
-    lowered = schedules.validate(schedule, comm=cfg.comm)
-    if cfg.dp > 1:
-        lowered = lowered.with_comms(reduce_grad=True, comm=cfg.comm)
+    lowered = schedules.validate(schedule, comm=cfg.comm, reduce_grad=cfg.dp > 1)
     device = resolve_device(cfg)
     workload = build_workload(cfg, meta=cfg.compute == "sleep")
     bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)

@@ -49,7 +49,8 @@ class RunResult:
     """Bound on the clock alignment error across ranks (s)."""
     memory: pd.DataFrame | None = None
     """World rank 0 only: replica 0's activation bytes held (:mod:`executor.compute.memory`),
-    columns step, rank, op (-1 at the step's start, else the index in the rank's list),
+    columns step, rank, op (-1 at the step's start, -2 inside an overlapped pair, else the
+    index in the rank's list after which it was taken),
     time (s from the step's origin, like the trace) and bytes."""
     cuda_peak: list | None = None
     """World rank 0, on CUDA: per pipeline rank, torch.cuda.max_memory_allocated (bytes)."""
@@ -193,8 +194,8 @@ def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float, samples: list | Non
     step's origin on rank 0's clock; and the ranks' CUDA peaks."""
     rec, rank = runtime.recorder, pipe.Get_rank()
     mine = [(rank, *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
-    held = [(step, rank, i - 1, t + offset, b) for step, step_samples in enumerate(samples or [])
-            for i, (t, b) in enumerate(step_samples)]
+    held = [(step, rank, op, t + offset, b) for step, step_samples in enumerate(samples or [])
+            for t, b, op in step_samples]
     starts = [t + offset for t in rec.step_starts]
     gathered = pipe.gather((mine, held, starts, cuda_peak), root=0)
     if gathered is None:

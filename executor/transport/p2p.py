@@ -29,7 +29,7 @@ import time
 
 import torch
 from mpi4py import MPI
-from schedules import Op, OpKind
+from schedules import Op, OpKind, batch_ends
 from schedules.ir import peer_stage, transfer_key
 
 from ..record.timing import Recorder
@@ -140,9 +140,10 @@ class BlockingLinks(Links):
         self._closing: frozenset[Op] = frozenset()
 
     def begin_step(self, ops: tuple[Op, ...]) -> None:
-        """Note the last op of every run of comm ops: there the batch is waited for."""
-        self._closing = frozenset(op for op, after in zip(ops, (*ops[1:], None))
-                                  if op.kind.is_comm and (after is None or not after.kind.is_comm))
+        """Note the last op of every batch (:func:`schedules.batch_ends`): there it is waited for."""
+        if not self._closing:
+            ends = batch_ends(ops)
+            self._closing = frozenset(op for i, op in enumerate(ops) if op.kind.is_comm and ends[i] == i + 1)
 
     def send(self, op: Op, tensor: torch.Tensor) -> None:
         self._open()

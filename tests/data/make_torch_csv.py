@@ -37,6 +37,10 @@ MULTI = {
     "ScheduleInterleavedZeroBubble": (2, "loop"),
     "ScheduleZBVZeroBubble": (2, "v"),
 }
+# Compared live only (tests/test_schedules_torch.py); DualPipeV also has one committed file
+# at p = 4, m = 10, the size of pytorch's own test artifact for it.
+LIVE = {"ScheduleLoopedBFS": (2, "loop"), "ScheduleDualPipeV": (2, "v")}
+DUALPIPEV_FILE = "torch_ScheduleDualPipeV_p4_m10_compute_only.csv"
 SINGLE = ("ScheduleGPipe", "Schedule1F1B")
 
 
@@ -58,7 +62,7 @@ def torch_schedule(name: str, ranks: int, microbatches: int):
     cls = getattr(torch_schedules, name)
     if name in SINGLE:
         return cls(_stage(0, ranks, 0, ranks), microbatches, loss_fn=_loss)
-    chunks, placement = MULTI[name]
+    chunks, placement = {**MULTI, **LIVE}[name]
     num_stages = ranks * chunks
     # rank 0's stages: looping puts chunk c at c * p; the V puts chunk 1 at 2p - 1.
     indices = [c * ranks for c in range(chunks)] if placement == "loop" else [0, 2 * ranks - 1]
@@ -104,6 +108,9 @@ def main() -> int:
                 path = HERE / file_name(name, label)
                 write(path, body)
                 print(f"wrote {path.relative_to(HERE.parent.parent)} ({len(body)} ranks)")
+    dualpipev = HERE / DUALPIPEV_FILE
+    write(dualpipev, tables("ScheduleDualPipeV", 4, 10)["compute_only"])
+    print(f"wrote {dualpipev.relative_to(HERE.parent.parent)}")
     print(f"torch {torch.__version__}")
     return 0
 

@@ -1,0 +1,84 @@
+"""``Lowered``: the checked result of :func:`schedules.validate`, the only thing to run.
+
+A :class:`~schedules.ir.Schedule` states an order that may still break a rule or deadlock.
+A ``Lowered`` is a value of its own type that only ``validate`` makes: the schedule as
+given, the communication semantics and whether gradients are all-reduced, and the final
+per-rank lists (SEND/RECV and REDUCE_GRAD included) that passed the dry run. Consumers
+(simulator, executor) take a ``Lowered``, so none of them can hold an unchecked list by
+mistake; nothing is cached or flagged on the ``Schedule`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .ir import Op, Schedule
+
+__all__ = ["Lowered"]
+
+# Only schedules.validate holds this; a Lowered made anywhere else is refused.
+_CHECKED = object()
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A validated schedule and the per-rank lists that run it under ``comm``."""
+
+    schedule: Schedule
+    """The schedule as given to validate (compute-only when built, as read when loaded)."""
+    comm: str
+    """"async" or "blocking": the semantics the lists were lowered for and dry-run under."""
+    reduce_grad: bool
+    """Whether the lists hold a REDUCE_GRAD per stage (data-parallel gradient all-reduce)."""
+    program: Schedule
+    """The final lists: same name and placement as ``schedule``, SEND/RECV (and REDUCE_GRAD)
+    in place; exactly the lists the validator's dry run completed."""
+    proof: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.proof is not _CHECKED:
+            raise TypeError("a Lowered is made only by schedules.validate(schedule, comm, reduce_grad)")
+
+    @property
+    def ops(self) -> tuple[tuple[Op, ...], ...]:
+        """``ops[rank]``: what the rank runs, in order."""
+        return self.program.ops
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def num_ranks(self) -> int:
+        return self.program.num_ranks
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.program.num_microbatches
+
+    @property
+    def num_stages(self) -> int:
+        return self.program.num_stages
+
+    @property
+    def stage_to_rank(self) -> tuple[int, ...]:
+        return self.program.stage_to_rank
+
+    @property
+    def chunks(self) -> int:
+        return self.program.chunks
+
+    def stages_of(self, rank: int) -> tuple[int, ...]:
+        return self.program.stages_of(rank)
+
+    def num_ops(self) -> int:
+        return self.program.num_ops()
+
+    def compute_only(self) -> Schedule:
+        """The final lists without SEND/RECV/REDUCE_GRAD."""
+        return self.program.compute_only()
+
+    def __iter__(self) -> Iterator[tuple[int, Op]]:
+        """(rank, op) for every op of the final lists, rank by rank."""
+        return iter(self.program)

@@ -1,0 +1,110 @@
+"""The checked lowered type: only validate makes one, its final lists (REDUCE_GRAD included)
+are the dry-run-checked ones, and the IR stays a leaf with nothing cached on a Schedule."""
+
+from __future__ import annotations
+
+import ast
+import random
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from test_lowering_blocking import _random_order
+
+import schedules
+import simulator
+from schedules import Lowered, Op, OpKind, Schedule, ScheduleError
+from schedules.dryrun import Deadlock
+from schedules.lowering import _add_reduce_grad, lower
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = 2000  # random orders; times dp in {1, 2} and both semantics
+SIMULATED_EVERY = 50  # of those, also run by the SimPy model at random costs
+
+
+def test_only_validate_makes_a_lowered() -> None:
+    schedule = schedules.build("1f1b", ranks=2, microbatches=2)
+    with pytest.raises(TypeError, match="only by schedules.validate"):
+        Lowered(schedule, "async", False, schedule)
+    lowered = schedules.validate(schedule, "blocking", reduce_grad=True)
+    assert (lowered.schedule, lowered.comm, lowered.reduce_grad) == (schedule, "blocking", True)
+    assert lowered.ops == lowered.program.ops and lowered.num_ranks == 2 and lowered.name == "1f1b"
+    with pytest.raises(AttributeError):
+        lowered.comm = "async"  # type: ignore[misc]
+
+
+def test_nothing_is_cached_or_flagged_on_a_schedule() -> None:
+    schedule = schedules.build("zbv", ranks=4, microbatches=8)
+    for comm in schedules.COMMS:
+        schedules.validate(schedule, comm, reduce_grad=True)
+    assert set(vars(schedule)) == {f.name for f in fields(Schedule)}
+    assert not hasattr(Schedule, "with_comms") and not hasattr(Schedule, "to_csv")
+
+
+def test_ir_is_the_leaf_of_the_package() -> None:
+    tree = ast.parse((ROOT / "schedules" / "ir.py").read_text())
+    imported = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert all(node.level == 0 and not (node.module or "").startswith("schedules") for node in imported)
+
+
+def test_one_batching_rule() -> None:
+    ops = [Op.parse(t) for t in "0F0 0SEND_F0 0RECV_B0 0B0 0SEND_B0 0REDUCE_GRAD 0RECV_F1".split()]
+    assert schedules.batch_ends(ops) == [1, 3, 3, 4, 5, 6, 7]
+    # the dry run, the lowering and the simulator's encoder all read it from schedules
+    for path in ("schedules/dryrun.py", "schedules/lowering.py", "simulator/encode.py"):
+        assert "batch_ends" in (ROOT / path).read_text()
+
+
+def _old_placement(program: Schedule) -> Schedule:
+    """REDUCE_GRAD right after the SENDs of the last backward, as before, also for blocking."""
+    return program.replace_ops(_add_reduce_grad(rank_ops, "async") for rank_ops in program.ops)
+
+
+def test_the_dp_deadlock_hole_is_closed() -> None:
+    # Seed 1453 is one of the about 1 in 1000 random orders where a REDUCE_GRAD put inside
+    # a blocking batch splits it and two ranks wait on each other's other half.
+    schedule = _random_order(1453)
+    with pytest.raises(Deadlock):
+        schedules.dry_run(_old_placement(lower(schedule, "blocking")), "blocking")
+    lowered = schedules.validate(schedule, "blocking", reduce_grad=True)
+    schedules.dry_run(lowered)  # finishes
+
+
+def _shuffled(schedule: Schedule, rng: random.Random) -> Schedule:
+    """Swap two neighbouring ops of one rank: often invalid (order, or a cyclic wait)."""
+    ops = [list(rank_ops) for rank_ops in schedule.ops]
+    rank = rng.randrange(schedule.num_ranks)
+    if len(ops[rank]) > 1:
+        i = rng.randrange(len(ops[rank]) - 1)
+        ops[rank][i], ops[rank][i + 1] = ops[rank][i + 1], ops[rank][i]
+    return schedule.replace_ops(ops)
+
+
+def test_random_orders_either_raise_or_run() -> None:
+    """validate either raises ScheduleError or returns lists that a dry run at random op
+    costs completes, and (every SIMULATED_EVERY-th case) that the SimPy model completes
+    with random link costs: over random valid orders and one-swap variants of them,
+    dp in {1, 2}, both semantics."""
+    rng = random.Random(0)
+    counts = {"ran": 0, "raised": 0}
+    for seed in range(SEEDS):
+        valid = _random_order(seed)
+        for schedule in (valid, _shuffled(valid, rng)):
+            for dp in (1, 2):
+                for comm in schedules.COMMS:
+                    try:
+                        lowered = schedules.validate(schedule, comm, reduce_grad=dp > 1)
+                    except ScheduleError:
+                        assert schedule is not valid  # a valid order always validates
+                        counts["raised"] += 1
+                        continue
+                    durations = {k: rng.choice([0.5, 1.0, 2.0]) for k in (OpKind.F, OpKind.I, OpKind.W)}
+                    schedules.dry_run(lowered, comm, durations)
+                    if (seed + dp) % SIMULATED_EVERY == 0:
+                        costs = simulator.Costs(t_f=durations[OpKind.F], t_i=durations[OpKind.I], latency=0.3,
+                                                dp=dp, grad_bytes=1.0, bandwidth=4.0)
+                        simulator.simulate(lowered, costs)
+                    counts["ran"] += 1
+    # 2000 seeds x 2 orders x 2 dp x 2 semantics = 16000 cases
+    assert counts["ran"] + counts["raised"] == SEEDS * 8
+    assert counts["raised"] > 0 and counts["ran"] > SEEDS * 4

