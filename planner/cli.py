@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.profile is not None:
             from .profile_cli import profile_config
 
-            profiled = profile_config(args)
+            profiled = profile_config(args, lead)
         else:
             profiled = None
             config = config_from_args(args)

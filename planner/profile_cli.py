@@ -36,7 +36,7 @@ _FLOPS_ONLY = ("config", "set", "split", "efficiency", "intra_link")
 
 def peak_of(profile, gpu: str) -> float:
     """Peak FLOP/s of one profiled rank: measured here for a CPU profile (at its threads),
-    else the ``--gpu`` preset's."""
+    else the ``--gpu`` preset's (its dense bf16 peak, whatever dtype the profile ran)."""
     if str(profile.conditions.get("device", "cpu")).startswith("cpu"):
         from .verify import this_cpu
 
@@ -46,8 +46,9 @@ def peak_of(profile, gpu: str) -> float:
     return GPUS[gpu].peak_flops
 
 
-def profile_config(args: argparse.Namespace) -> ProfilePlanConfig:
-    """Every check of a ``--profile`` run, before any work."""
+def profile_config(args: argparse.Namespace, lead: bool = True) -> ProfilePlanConfig:
+    """Every check of a ``--profile`` run, before any work. Only the ``lead`` process (not
+    an MPI rank that just simulates) measures the peak, so ranks do not time it at once."""
     profile = load_profile(args.profile)
     world, model = world_of(profile), profile.conditions["model"]
     if args.model is not None:
@@ -67,7 +68,7 @@ def profile_config(args: argparse.Namespace) -> ProfilePlanConfig:
         raise OptionError(f"{given[0]} sets the FLOPs model; with --profile the costs are measured")
     cap = parse_bytes(args.memory_cap) if args.memory_cap is not None else default_cap(profile)
     return ProfilePlanConfig(profile, cap, choices(args.schedules, schedules.names(), "--schedules"), args.chunks, args.comm,
-                             flops_per_row(profile), peak_of(profile, args.gpu))
+                             flops_per_row(profile), peak_of(profile, args.gpu) if lead else math.nan)
 
 
 def profiled_executor_args(config: ProfilePlanConfig, plan: Plan, out: Path, steps: int) -> list[str]:

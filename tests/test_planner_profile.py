@@ -17,7 +17,7 @@ from planner.profile_cli import profiled_executor_args
 from planner.profiled import ProfilePlanConfig, enumerate_profiled, plan_profiled, simulate_profiled
 from planner.search import Plan
 from simulator import Profile
-from simulator.workers import Workers
+from simulator.workers import Workers, open_workers
 
 T_F, T_B, T_I, T_W = 1.0, 2.0, 1.0, 1.0  # uniform stages: the bubble formulas hold exactly
 GRAD = 4e6
@@ -78,6 +78,14 @@ def test_step_times_are_the_closed_forms_at_the_profiled_costs():
     assert plan.memory.parts["weights"] == plan.memory.parts["gradients"] == GRAD  # one stage a rank
     assert plan.memory.parts["buffers"] == 2048.0  # one boundary: rank 1 receives forwards, rank 0 gradients
     assert plan.bubble_fraction == pytest.approx(1 - 2 * m * (T_F + T_I + T_W) / (p * step["zb-h1"]))
+
+
+def test_a_process_pool_gives_the_serial_plans():
+    config = _config(_document([_layout(1, 4), _layout(2, 8)]))
+    serial = plan_profiled(config, Workers("serial")).plans
+    with open_workers(2) as pool:
+        pooled = plan_profiled(config, pool).plans
+    assert json.dumps([p.row() for p in pooled]) == json.dumps([p.row() for p in serial])  # NaN MFU: compare text
 
 
 def test_a_cap_rejects_layouts_by_the_part_that_overflows():
