@@ -6,18 +6,21 @@ From a :class:`TransformerSpec` (FLOPs, parameters, activation bytes) and a
 :class:`Machine` (GPU, links, efficiency), the search enumerates pp x dp x schedule x
 chunks x microbatches x layer split x recomputation, rejects layouts whose memory
 exceeds the cap, ranks the rest by a closed form and simulates the best with
-:mod:`simulator`.
+:mod:`simulator`. With ``--profile costs.json`` (:mod:`planner.profiled`) the costs are
+measured by ``python -m executor profile`` instead, and ``--verify K`` runs the best
+layouts for real.
 """
 
 from .hardware import DEFAULT_EFFICIENCY, GPUS, LINKS, Gpu, Link
 from .layout import Layout, Machine, stage_costs, stage_layers
 from .memory import RankMemory, rank_memory
 from .presets import MODELS
+from .profiled import ProfilePlanConfig, plan_profiled
 from .search import Candidate, Plan, PlanConfig, enumerate_layouts, plan
 from .transformer import TransformerSpec
 
 __all__ = [
     "TransformerSpec", "MODELS", "Gpu", "Link", "GPUS", "LINKS", "DEFAULT_EFFICIENCY",
     "Layout", "Machine", "stage_costs", "stage_layers", "RankMemory", "rank_memory",
-    "PlanConfig", "Candidate", "Plan", "enumerate_layouts", "plan",
+    "PlanConfig", "Candidate", "Plan", "enumerate_layouts", "plan", "ProfilePlanConfig", "plan_profiled",
 ]

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["OptionError", "parse_bytes", "load_config", "parse_sets", "override", "SECTIONS"]
+__all__ = ["OptionError", "choices", "parse_bytes", "load_config", "parse_sets", "override", "SECTIONS"]
 
 SECTIONS = ("model", "gpu", "intra_link", "inter_link")
 _TOP = ("efficiency", "memory_cap")
@@ -25,6 +25,17 @@ _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
 
 class OptionError(ValueError):
     """A bad preset name, file or override: reported in one line, exit code 2."""
+
+
+def choices(text: str, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
+    """Comma-separated values, each one of ``allowed`` (``all`` means every one for --schedules)."""
+    values = tuple(v.strip() for v in text.split(","))
+    if text.strip() == "all" and flag == "--schedules":
+        return tuple(allowed)
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise OptionError(f"{flag}: unknown value {bad[0]!r}; choose from {', '.join(allowed)}")
+    return values
 
 
 def parse_bytes(text: str | float) -> float:

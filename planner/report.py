@@ -10,10 +10,19 @@ import pandas as pd
 from .hardware import GIB
 from .search import Plan, Search
 
-__all__ = ["format_table", "plans_frame", "plot_pareto", "pareto_front", "explain_rejections"]
+__all__ = ["size", "format_table", "plans_frame", "plot_pareto", "pareto_front", "explain_rejections"]
 
 _HEADER = (f"{'#':>3}  {'schedule':<17} {'pp':>4} {'dp':>5} {'v':>2} {'m':>5} {'b':>2}  {'split':<8} "
            f"{'recomp':<6} {'step s':>9} {'bubble':>7} {'peak GiB':>8} {'tokens/s':>10} {'MFU':>6}")
+
+
+def size(n: float) -> str:
+    """Bytes as GiB to one decimal, or MiB below a tenth of a GiB (the executor's small models)."""
+    return f"{n / GIB:.1f} GiB" if n >= 0.1 * GIB else f"{n / 2 ** 20:.1f} MiB"
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f}" if n >= 0.1 * GIB else f"{n / GIB:.2g}"
 
 
 def format_table(plans: list[Plan]) -> str:
@@ -23,7 +32,7 @@ def format_table(plans: list[Plan]) -> str:
         lay = p.layout
         lines.append(f"{i:>3}  {lay.schedule:<17} {lay.pp:>4} {lay.dp:>5} {lay.chunks:>2} {lay.microbatches:>5} "
                      f"{lay.microbatch_size:>2}  {lay.split:<8} {lay.recompute:<6} {p.step_time:>9.4g} "
-                     f"{p.bubble_fraction:>7.2%} {p.memory.total / GIB:>8.1f} {p.tokens_per_s:>10.4g} {p.mfu:>6.1%}")
+                     f"{p.bubble_fraction:>7.2%} {_gib(p.memory.total):>8} {p.tokens_per_s:>10.4g} {p.mfu:>6.1%}")
     return "\n".join(lines)
 
 
@@ -41,9 +50,9 @@ def explain_rejections(search: Search, cap: float) -> str:
     for part in dict.fromkeys(c.overflow for c in rejected):
         hit = [c for c in rejected if c.overflow == part]
         near = min(hit, key=lambda c: c.memory.total)
-        lines.append(f"{len(hit)} layout(s) over {cap / GIB:.1f} GiB at {part}; closest {near.layout.label()}: "
-                     f"{near.memory.total / GIB:.1f} GiB on rank {near.memory.rank} "
-                     f"({', '.join(f'{k} {v / GIB:.2f}' for k, v in near.memory.parts.items())} GiB)")
+        lines.append(f"{len(hit)} layout(s) over {size(cap)} at {part}; closest {near.layout.label()}: "
+                     f"{size(near.memory.total)} on rank {near.memory.rank} "
+                     f"({', '.join(f'{k} {size(v)}' for k, v in near.memory.parts.items())})")
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ over the measured median forward time.
 from __future__ import annotations
 
 import json
+import math
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,12 +30,14 @@ from .layout import stage_costs
 from .search import Plan, PlanConfig, spec_for
 from .transformer import TransformerSpec
 
-__all__ = ["this_cpu", "check_runnable", "verify", "executor_args", "format_verify"]
+__all__ = ["RUN_TIMEOUT_S", "this_cpu", "check_runnable", "verify", "executor_args", "run_layouts", "rank_table", "spearman",
+           "best_holds", "format_verify"]
 
 
-def this_cpu(threads: int = 1) -> Gpu:
-    """This machine's CPU as a 'GPU': matmul peak measured on ``threads`` threads, the
-    physical memory, and 10 GB/s as a rough memory bandwidth (it only prices the optimizer)."""
+def this_cpu(threads: int = 1, repeats: int = 5) -> Gpu:
+    """This machine's CPU as a 'GPU': matmul peak measured on ``threads`` threads (the best
+    of ``repeats``: on shared cores the fastest is the least disturbed), the physical
+    memory, and 10 GB/s as a rough memory bandwidth (it only prices the optimizer)."""
     import torch
 
     before = torch.get_num_threads()
@@ -41,7 +45,7 @@ def this_cpu(threads: int = 1) -> Gpu:
     try:
         a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
         best = float("inf")
-        for _ in range(5):
+        for _ in range(repeats):
             began = time.perf_counter()
             a @ b
             best = min(best, time.perf_counter() - began)
@@ -49,7 +53,7 @@ def this_cpu(threads: int = 1) -> Gpu:
         torch.set_num_threads(before)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return Gpu("this-cpu", 2 * 1024 ** 3 / best, float(memory), 10e9, "shared-memory",
-               f"measured here: fp32 1024^3 matmul on {threads} thread(s), best of 5")
+               f"measured here: fp32 1024^3 matmul on {threads} thread(s), best of {repeats}")
 
 
 def check_runnable(spec: TransformerSpec, gpus: int) -> None:
@@ -82,43 +86,99 @@ def _forward_efficiency(config: PlanConfig, plan: Plan, trace: pd.DataFrame) -> 
     return sum(at_peak[s] / measured[s] for s in measured.index) / len(measured)
 
 
-def verify(config: PlanConfig, plans: list[Plan], k: int, out: Path, steps: int = 3) -> pd.DataFrame:
-    """Run the ``k`` best recompute-free plans; one row each, in predicted order, with the
-    measured step time, both ranks and the achieved compute efficiency."""
+RUN_TIMEOUT_S = 120.0
+"""Seconds one --verify run may take: ten steps of a model this machine can run, with room."""
+
+
+def _failure(proc) -> str:
+    lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
+    said = next((line for line in lines if line.startswith("executor")), lines[-1])  # its own words first
+    return f"exit {proc.returncode}: {said}"
+
+
+def run_layouts(jobs: list[tuple[Plan, list[str]]]) -> list[tuple[Plan, dict | None, pd.DataFrame | None, str | None]]:
+    """Run each plan's ``python -m executor`` arguments on pp x dp ranks, in the order given:
+    (plan, summary.json, trace, None), or (plan, None, None, why) for a run that failed or
+    timed out; one failure does not stop the others."""
     from executor.launch import launch
 
-    chosen = [p for p in plans if p.layout.recompute == "none"][:k]
-    rows = []
-    for i, plan in enumerate(chosen):
-        folder = out / f"verify-{i}"
-        proc = launch(plan.layout.pp * plan.layout.dp, executor_args(config, plan, folder, steps), capture=True)
+    done = []
+    for plan, args in jobs:
+        folder = Path(args[args.index("--out") + 1])
+        try:
+            proc = launch(plan.layout.pp * plan.layout.dp, args, capture=True, timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            done.append((plan, None, None, f"no result within {RUN_TIMEOUT_S:.0f} s"))
+            continue
         if proc.returncode != 0:
-            raise RuntimeError(f"executor failed on {plan.layout.label()}: {proc.stderr.strip().splitlines()[-1:]}")
-        summary = json.loads((folder / "summary.json").read_text())
-        trace = pd.read_csv(folder / "trace.csv")
-        rows.append({"layout": plan.layout.label(), "predicted_s": plan.step_time,
-                     "measured_s": summary["measured_step_time"],
-                     "efficiency": _forward_efficiency(config, plan, trace)})
+            done.append((plan, None, None, _failure(proc)))
+            continue
+        done.append((plan, json.loads((folder / "summary.json").read_text()), pd.read_csv(folder / "trace.csv"), None))
+    return done
+
+
+def rank_table(rows: list[dict]) -> pd.DataFrame:
+    """``rows`` (layout, predicted_s, measured_s, failure, ...) in predicted order, with both
+    ranks among the layouts that ran (<NA> for a failed one)."""
     table = pd.DataFrame(rows)
     if len(table):
-        table["predicted_rank"] = range(1, len(table) + 1)
-        table["measured_rank"] = table["measured_s"].rank(method="first").astype(int)
+        ran = table["failure"].isna()
+        table["predicted_rank"] = table["predicted_s"].where(ran).rank(method="first").astype("Int64")
+        table["measured_rank"] = table["measured_s"].where(ran).rank(method="first").astype("Int64")
     return table
 
 
-def format_verify(table: pd.DataFrame, efficiency: float) -> str:
-    """The predicted ranking against the measured one, with the rank correlation."""
+def verify(config: PlanConfig, plans: list[Plan], k: int, out: Path, steps: int = 10) -> pd.DataFrame:
+    """Run the ``k`` best recompute-free plans; one row each, in predicted order, with the
+    measured step time, both ranks and the achieved compute efficiency."""
+    chosen = [p for p in plans if p.layout.recompute == "none"][:k]
+    jobs = [(plan, executor_args(config, plan, out / f"verify-{i}", steps)) for i, plan in enumerate(chosen)]
+    return rank_table([{"layout": plan.layout.label(), "predicted_s": plan.step_time,
+                        "measured_s": summary["measured_step_time"] if summary else math.nan,
+                        "efficiency": _forward_efficiency(config, plan, trace) if summary else math.nan,
+                        "failure": failure}
+                       for plan, summary, trace, failure in run_layouts(jobs)])
+
+
+def spearman(table: pd.DataFrame) -> float:
+    """Spearman's rho: 1 - 6 sum d^2 / (n (n^2 - 1)) over the two rankings (no ties), over
+    the layouts that ran."""
+    ran = table.dropna(subset=["measured_rank"])
+    n, d = len(ran), (ran["predicted_rank"] - ran["measured_rank"]).astype(float)
+    return 1 - 6 * float((d * d).sum()) / (n * (n * n - 1))
+
+
+def best_holds(table: pd.DataFrame, tolerance: float = 0.02) -> bool:
+    """The predicted best of the layouts that ran measured within ``tolerance`` of the
+    measured best."""
+    ran = table.dropna(subset=["measured_rank"])
+    return bool(ran["measured_s"].iloc[0] <= (1 + tolerance) * ran["measured_s"].min())
+
+
+def format_verify(table: pd.DataFrame, efficiency: float | None = None) -> str:
+    """The predicted ranking against the measured one, with the rank correlation, whether
+    the predicted best is the measured best within 2 %, and (FLOPs path) the efficiency."""
     if table.empty:
         return "verify: no recompute-free layout to run (the executor does not recompute)"
-    lines = [f"verify: {len(table)} layout(s) run under the executor",
-             f"{'pred #':>6} {'meas #':>6} {'predicted s':>12} {'measured s':>11} {'meas/pred':>9} {'efficiency':>10}  layout"]
+    flops = "efficiency" in table
+    ran = table.dropna(subset=["measured_rank"])
+    lines = [f"verify: {len(table)} layout(s) run under the executor, {len(table) - len(ran)} failed",
+             f"{'pred #':>6} {'meas #':>6} {'predicted s':>12} {'measured s':>11} {'meas/pred':>9}"
+             + (f" {'efficiency':>10}" if flops else "") + "  layout"]
     for row in table.itertuples(index=False):
+        if isinstance(row.failure, str):
+            lines.append(f"{'-':>6} {'-':>6} {row.predicted_s:>12.4g} {'failed':>11} {'':>9}"
+                         + (f" {'':>10}" if flops else "") + f"  {row.layout}: {row.failure}")
+            continue
         lines.append(f"{row.predicted_rank:>6} {row.measured_rank:>6} {row.predicted_s:>12.4g} {row.measured_s:>11.4g} "
-                     f"{row.measured_s / row.predicted_s:>9.2f} {row.efficiency:>10.2f}  {row.layout}")
-    if len(table) > 1:
-        n, d = len(table), table["predicted_rank"] - table["measured_rank"]
-        rho = 1 - 6 * float((d * d).sum()) / (n * (n * n - 1))  # Spearman's rho for ranks without ties
-        lines.append(f"Spearman rank correlation of predicted and measured: {rho:.2f}")
-    lines.append(f"achieved compute efficiency (FLOPs model's forward at peak / measured forward): "
-                 f"{table['efficiency'].mean():.2f}, against the {efficiency:.2f} assumed")
+                     f"{row.measured_s / row.predicted_s:>9.2f}" + (f" {row.efficiency:>10.2f}" if flops else "")
+                     + f"  {row.layout}")
+    if len(ran) > 1:
+        lines.append(f"Spearman rank correlation of predicted and measured: {spearman(table):.2f}")
+        best, first = ran["measured_s"].min(), ran["measured_s"].iloc[0]
+        lines.append(f"predicted best is the measured best within 2%: {'yes' if best_holds(table) else 'no'} "
+                     f"({first / best - 1:+.1%} against the fastest measured)")
+    if flops and efficiency is not None and len(ran):
+        lines.append(f"achieved compute efficiency (FLOPs model's forward at peak / measured forward): "
+                     f"{ran['efficiency'].mean():.2f}, against the {efficiency:.2f} assumed")
     return "\n".join(lines)

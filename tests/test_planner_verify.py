@@ -11,7 +11,7 @@ from planner import MODELS, LINKS, Layout, Machine, PlanConfig
 from planner.cli import main
 from planner.hardware import GIB
 from planner.search import simulate_layout
-from planner.verify import check_runnable, executor_args, format_verify, this_cpu
+from planner.verify import best_holds, check_runnable, executor_args, format_verify, rank_table, spearman, this_cpu
 
 SPEC = MODELS["executor-transformer"]
 VERIFY = ["--model", "executor-transformer", "--gpu", "this-cpu", "--gpus", "2", "--gpus-per-node", "2",
@@ -44,11 +44,27 @@ def test_executor_arguments_carry_the_layout(tmp_path):
 
 
 def test_rank_correlation_is_spearman():
-    table = pd.DataFrame({"layout": list("abc"), "predicted_s": [1.0, 2.0, 3.0], "measured_s": [1.5, 1.2, 4.0],
-                          "efficiency": [0.5, 0.4, 0.6], "predicted_rank": [1, 2, 3], "measured_rank": [2, 1, 3]})
+    table = rank_table([{"layout": x, "predicted_s": p, "measured_s": m, "efficiency": e, "failure": None}
+                        for x, p, m, e in zip("abc", [1.0, 2.0, 3.0], [1.5, 1.2, 4.0], [0.5, 0.4, 0.6])])
+    assert list(table["measured_rank"]) == [2, 1, 3]
     text = format_verify(table, 0.6)
     assert "Spearman rank correlation of predicted and measured: 0.50" in text  # 1 - 6 * 2 / (3 * 8)
+    assert "predicted best is the measured best within 2%: no (+25.0% against the fastest measured)" in text
     assert "0.50, against the 0.60 assumed" in text
+
+
+def test_a_failed_run_is_listed_and_left_out_of_the_ranking():
+    rows = [{"layout": "a", "predicted_s": 1.0, "measured_s": float("nan"), "failure": "exit 3: executor: stuck"},
+            {"layout": "b", "predicted_s": 2.0, "measured_s": 2.5, "failure": None},
+            {"layout": "c", "predicted_s": 3.0, "measured_s": 2.51, "failure": None},
+            {"layout": "d", "predicted_s": 4.0, "measured_s": 2.0, "failure": None}]
+    table = rank_table(rows)
+    assert list(table["predicted_rank"].iloc[1:]) == [1, 2, 3] and pd.isna(table["predicted_rank"].iloc[0])
+    assert spearman(table) == pytest.approx(-0.5)  # ranks (1,2,3) against (2,3,1): 1 - 6 * 6 / 24
+    assert not best_holds(table) and best_holds(rank_table(rows[:3]))  # 2.5 within 2 % of 2.5, not of 2.0
+    text = format_verify(table)
+    assert "4 layout(s) run under the executor, 1 failed" in text and "a: exit 3: executor: stuck" in text
+    assert "efficiency" not in text  # costs from a profile: no FLOPs model to rate
 
 
 @pytest.mark.parametrize("extra, message", [
