@@ -182,8 +182,8 @@ def _report(found: _Found, args: argparse.Namespace) -> int:
         frame.to_csv(args.csv, index=False)
     if args.schedule_out:
         best = search.plans[0].layout
-        schedules.build(best.schedule, ranks=best.pp, microbatches=best.microbatches,
-                        chunks=best.chunks).to_csv(args.schedule_out)
+        schedules.write_csv(schedules.build(best.schedule, ranks=best.pp, microbatches=best.microbatches,
+                                            chunks=best.chunks), args.schedule_out)
     if args.json:
         print(json.dumps(frame.to_dict("records")))
     else:

@@ -58,7 +58,8 @@ class RankMemory:
 
 def order_trace(schedule: schedules.Schedule) -> pd.DataFrame:
     """Each rank's compute ops back to back, one time unit each (the shared trace schema)."""
-    compute = [[op for op in rank_ops if op.kind in schedules.COMPUTE_KINDS] for rank_ops in schedule.ops]
+    compute = [[part for op in rank_ops for part in op.parts if part.kind in schedules.COMPUTE_KINDS]
+               for rank_ops in schedule.ops]  # an overlapped pair: its F and B, one after the other
     ops = [op for rank_ops in compute for op in rank_ops]
     step = np.concatenate([np.arange(len(rank_ops), dtype=float) for rank_ops in compute] or [np.zeros(0)])
     return pd.DataFrame({

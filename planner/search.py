@@ -144,7 +144,7 @@ def _uniform_bubble(name: str, pp: int, m: int, v: int, ratios: tuple[float, flo
     schedule, _ = _schedule(name, pp, m, v)
     cost = {OpKind.F: ratios[0], OpKind.I: ratios[1], OpKind.W: ratios[2], OpKind.B: ratios[1] + ratios[2]}
     span = schedules.dry_run(schedules.validate(schedule, "async"), "async", cost).makespan
-    busy = sum(cost[op.kind] for _, op in schedule if op.kind in COMPUTE_KINDS)
+    busy = sum(cost[part.kind] for _, op in schedule for part in op.parts if part.kind in COMPUTE_KINDS)
     return 1.0 - busy / (pp * span) if span else 0.0
 
 

@@ -31,6 +31,7 @@ from .synthesis import Timing, greedy
 __all__ = ["build_v_half", "build_v_min", "budget"]
 
 _UNIT = Timing(1.0, 1.0, 1.0)
+_CAPS_TRIED = 5
 
 
 def budget(name: str, ranks: int) -> int:
@@ -43,7 +44,11 @@ def _build(name: str, ranks: int, microbatches: int) -> Schedule:
     # A microbatch's round trip from stage 0 and back takes at least 4p chunk-ops and each
     # rank has 6 chunk-ops of work per microbatch, so about 2p/3 in flight keep it busy;
     # the caps tried run from p/2 to 3p/2 (the paper's lifespan knob, in another form).
-    caps = (None, *range(max(1, ranks // 2), 3 * ranks // 2 + 1))
+    # Every cap in that range up to p = 16 (17 of them); beyond, 5 spread evenly over it, so
+    # that a build stays about linear in p * m (p = 64, m = 96: seconds, not a minute).
+    low, high = max(1, ranks // 2), 3 * ranks // 2
+    tried = high - low + 1 if high - low + 1 <= 17 else _CAPS_TRIED
+    caps = (None, *sorted({low + round(k * (high - low) / max(1, tried - 1)) for k in range(tried)}))
     ops = greedy(ranks, microbatches, where, _UNIT, memory_limit=2 * budget(name, ranks), inflight=caps,
                  by_makespan=True)
     return Schedule(name, ranks, microbatches, 2 * ranks, where, ops)
