@@ -59,6 +59,7 @@ class Watchdog:
                     self._cond.wait(left)
                     continue
                 self._expire()
+                return  # one report: Abort is ending the job
 
     def _expire(self) -> None:
         it = self.interpreter
