@@ -35,6 +35,8 @@ bench: install
 	$(PY) bench/simulator_speed.py
 	$(PY) bench/prediction_accuracy.py
 	$(PY) bench/executor_vs_torch.py
+	$(PY) bench/executor_overhead.py
+	$(PY) bench/planner_speed.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
