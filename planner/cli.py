@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import schedules
+from simulator.sweep import whole_numbers
 from simulator.workers import mpi_world_size, open_workers
 
 from .hardware import DEFAULT_EFFICIENCY, GPUS, LINKS
@@ -41,16 +42,6 @@ class _Parser(argparse.ArgumentParser):
         raise OptionError(message)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be >= 1, got {text!r}")
-    return values
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m planner", description="Search pipeline x data-parallel layouts, schedules, "
                  "chunks, microbatches and layer splits for a transformer on a cluster; simulate the best.")
@@ -63,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--inter-link", default="infiniband", help="link between nodes (default infiniband)")
     ap.add_argument("--global-batch", type=int, default=None,
                     help="sequences per step over all replicas (default 1536; with --profile its batch)")
-    ap.add_argument("--microbatch-size", type=_ints, default=(1,), help="sequences per microbatch, comma-separated (default 1)")
+    ap.add_argument("--microbatch-size", type=whole_numbers, default=(1,), help="sequences per microbatch, comma-separated (default 1)")
     ap.add_argument("--schedules", default="all", help="comma-separated schedule names, or all (default)")
-    ap.add_argument("--chunks", type=_ints, default=(1, 2, 3, 4), help="chunk counts to try where a schedule takes them (default 1,2,3,4)")
+    ap.add_argument("--chunks", type=whole_numbers, default=(1, 2, 3, 4), help="chunk counts to try where a schedule takes them (default 1,2,3,4)")
     ap.add_argument("--split", default="uniform,balanced", help="layer splits: uniform, balanced or both (default)")
     ap.add_argument("--recompute", default="none,full", help="none, full, or both comma-separated (default both)")
     ap.add_argument("--memory-cap", default=None, help="bytes a rank may use, e.g. 80GiB (default: the GPU's memory)")

@@ -6,7 +6,7 @@
     0.2727
 
 The simulator and the executor are two interpreters of the same lowered op lists
-(:mod:`schedules`), and write traces in the one schema of :mod:`simulator.trace`.
+(:mod:`schedules`), and write traces in the one schema of :mod:`timeline`.
 """
 
 from .costs import Costs
@@ -14,7 +14,7 @@ from .fit import LinkFit, fit_link
 from .memory import PeakMemory, memory_timeline, peak_memory
 from .profile import Profile, ProfileError
 from .result import SimResult, simulate
-from .trace import STREAMS, TRACE_COLUMNS, bubble_of, check_trace, empty_trace, makespan_of, stream_of, transfers
+from timeline import STREAMS, TRACE_COLUMNS, bubble_of, check_trace, empty_trace, makespan_of, stream_of, transfers
 
 __all__ = [
     "simulate", "SimResult", "Costs", "Profile", "ProfileError", "fit_link", "LinkFit", "PeakMemory", "memory_timeline", "peak_memory",

@@ -1,4 +1,4 @@
-"""Costs calibrated from a measured trace (the shared schema of :mod:`simulator.trace`).
+"""Costs calibrated from a measured trace (the shared schema of :mod:`timeline`).
 
 * Compute: the median (or, with ``statistic="mean"``, the mean) duration per model stage
   and op kind. A stage measured with a full backward B only is split into t_i and t_w
@@ -34,7 +34,7 @@ import pandas as pd
 
 from .costs import Costs, PerStage
 from .fit import fit_link
-from .trace import check_trace, transfers
+from timeline import check_trace, transfers
 
 __all__ = ["costs_from_trace"]
 

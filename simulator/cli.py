@@ -27,7 +27,7 @@ from schedules.cli import SYNTHESIZED, add_synthesis_flags
 from .costs import Costs
 from .profile import Profile
 from .result import SimResult, simulate
-from .trace import check_trace
+from timeline import check_trace
 
 __all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "CostSource", "format_summary", "UsageError"]
 

@@ -21,7 +21,7 @@ from .costs import Costs
 from .memory import PeakMemory, peak_memory
 from .encode import KINDS
 from .model import Model
-from .trace import TRACE_COLUMNS, makespan_of, stream_of
+from timeline import TRACE_COLUMNS, makespan_of, stream_of
 
 __all__ = ["simulate", "SimResult"]
 
@@ -38,7 +38,7 @@ class SimResult:
     comm: str
     costs: Costs
     trace: pd.DataFrame
-    """One row per op execution in the shared schema (:mod:`simulator.trace`)."""
+    """One row per op execution in the shared schema (:mod:`timeline`)."""
     makespan: float
     """Step time: from 0 until the last rank finished its optimizer step."""
     busy: tuple[float, ...]

@@ -31,12 +31,13 @@ from .profile import ProfileError
 from .result import simulate
 from .workers import Workers, open_workers
 
-__all__ = ["sweep", "sweep_main"]
+__all__ = ["sweep", "sweep_main", "whole_numbers"]
 
 
-def _ints(text: str) -> list[int]:
+def whole_numbers(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated whole numbers >= 1 (also the planner's)."""
     try:
-        values = [int(v) for v in text.split(",")]
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
     if any(v < 1 for v in values):
@@ -47,8 +48,8 @@ def _ints(text: str) -> list[int]:
 def _parser() -> Parser:
     parser = Parser(prog="python -m simulator sweep", description="Simulate a grid of schedules.")
     parser.add_argument("--schedules", default="all", help="comma-separated names, or all (default)")
-    parser.add_argument("--ranks", type=_ints, default=[2, 4, 8], help="comma-separated p values")
-    parser.add_argument("--microbatches", type=_ints, default=[4, 8, 16, 32], help="comma-separated m values")
+    parser.add_argument("--ranks", type=whole_numbers, default=[2, 4, 8], help="comma-separated p values")
+    parser.add_argument("--microbatches", type=whole_numbers, default=[4, 8, 16, 32], help="comma-separated m values")
     parser.add_argument("--chunks", type=int, default=None, help="chunks for multi-chunk schedules (default: each one's)")
     add_cost_flags(parser)
     parser.add_argument("--out", metavar="TABLE.csv", help="write the table here (default: print CSV)")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import schedules
 import simulator
+import timeline
 from schedules import OpKind
 from simulator import Costs
 
@@ -222,7 +223,7 @@ def test_trace_invariants(name, comm):
         rows = rows.sort_values("start")
         assert (rows["start"].to_numpy()[1:] >= rows["end"].to_numpy()[:-1] - 1e-12).all()
     # every RECV ends no earlier than its SEND's start plus the transfer time
-    pairs = simulator.trace.transfers(trace)
+    pairs = timeline.transfers(trace)
     assert len(pairs) == (trace["stream"] == "send").sum() == (trace["stream"] == "recv").sum()
     assert (pairs["end_recv"] >= pairs["start_send"] + 0.05 + 1e3 / 1e5 - 1e-12).all()
     # the ops in the trace are exactly the lowered schedule's ops, rank by rank

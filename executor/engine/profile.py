@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -190,7 +191,7 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, chunks_list=(1, 2), micr
     topology = split_world(world, ranks, cfg.dp)
     local = world.Split_type(MPI.COMM_TYPE_SHARED)
     local_rank, local_size = local.Get_rank(), local.Get_size()
-    torch.set_num_threads(cfg.threads or max(1, len(__import__("os").sched_getaffinity(0)) // local_size))
+    torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // local_size))
     keep_freed_memory()
     device = resolve_device(cfg)
     if device.type == "cuda":
@@ -199,7 +200,7 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, chunks_list=(1, 2), micr
     workload = build_workload(cfg, meta=False)
     batch = workload.inputs.shape[0]
     ms = microbatches or [m for m in PROFILE_MICROBATCHES if batch % (cfg.dp * m) == 0]
-    progress = make_progress("hooks", spin=local_size <= len(__import__("os").sched_getaffinity(0)))
+    progress = make_progress("hooks", spin=local_size <= len(os.sched_getaffinity(0)))
     measure = Recorder(cuda=device.type == "cuda" and cfg.compute == "real").time_call
     layouts, first = [], None
     for chunks in chunks_list:

@@ -16,7 +16,7 @@ default):
     arrives mid-op waits for the op's end.
 ``thread``: the earlier design, a daemon thread calling ``Testsome`` every ``interval``
     (200 us). Kept for comparison: its wake-ups take the GIL and the core from the compute
-    it runs beside (measured up to 1.65x on this machine's ops).
+    it runs beside (worst op 1.41x its time alone here: bench/executor_overhead.py).
 ``mpich``: MPICH's own asynchronous progress thread (``MPIR_CVAR_ASYNC_PROGRESS=1``, set
     by ``executor.__main__`` before MPI starts); we make no progress calls of our own.
 
