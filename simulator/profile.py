@@ -31,9 +31,11 @@ marked optional)::
      "layouts": [{                        # one per (ranks, chunks, microbatches, dp) profiled
        "ranks": int, "chunks": int, "microbatches": int, "dp": int,
        "stages": [{                       # one per model stage s = 0 .. ranks * chunks - 1
-         "F": {"alone": float, "concurrent": float},     # concurrent: every rank of the node
-         "B": {...}, "I": {...}, "W": {...},            #   computing too (optional). B is a fused
-                                                         #   full backward, timed on its own
+         "F": {"alone": float, "concurrent": float,      # concurrent: every rank of the node
+               "sequence": float},                       #   computing too (optional); sequence:
+         "B": {...}, "I": {...}, "W": {...},            #   alone, within a whole step's ops in a
+                                                         #   pipeline order (optional). B is a
+                                                         #   fused full backward
          "memory": {"F": float, "B": float, "I": float, "W": float},  # optional: bytes F allocates
                                           #   and holds, bytes B, I and W each free (all >= 0)
          "grad_bytes": float}, ...],      # optional: bytes of the stage's weight gradients
@@ -41,9 +43,13 @@ marked optional)::
        "optimizer": [float, ...],         # optimizer step, one per pipeline rank
        "allreduce": [float, ...]}]}       # dp > 1 only: gradient all-reduce, one per stage
 
-In :meth:`Profile.costs`: t_f/t_i/t_w/t_b are the ``alone`` times and ``share`` and
-``comm_interference`` slow them as the simulation runs (``times="concurrent"`` takes the
-concurrent times and no share table instead); act_memory is F's bytes and
+In :meth:`Profile.costs`: t_f/t_i/t_w/t_b are the ``sequence`` times where every stage
+of the layout has them, else the ``alone`` times, and ``share`` and ``comm_interference``
+slow them as the simulation runs (``times="alone"`` or ``"sequence"`` asks for one;
+``times="concurrent"`` takes the concurrent times and no share table instead). An op
+timed in sequence finds the caches as a run leaves them (other microbatches' activations,
+the other chunk's weights): the times a pipeline's ops take, where an op repeated on one
+microbatch runs up to a fifth faster on small microbatches (:mod:`executor.engine.profile`); act_memory is F's bytes and
 w_memory_fraction W's share of I + W, over all stages; the all-reduce times are fitted to
 the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth).
 """
@@ -126,29 +132,30 @@ class Profile:
                  f"share {', '.join(f'{r:.3f}' for r in self.data['share'])}  "
                  f"comm_interference {self.data['comm_interference']:.3f}  links {links['latency'] * 1e6:.1f} us + "
                  + ("bytes / inf" if bandwidth is None else f"bytes / {bandwidth / 1e9:.2f} GB/s"),
-                 f"{'ranks':>5} {'chunks':>6} {'m':>4} {'dp':>3}  {'F':>8} {'B':>8} {'I':>8} {'W':>8}  "
-                 f"{'conc/alone':>10}  {'optimizer':>9}  (mean ms per op over stages)"]
+                 f"{'ranks':>5} {'chunks':>6} {'m':>4} {'dp':>3}  {'F':>8} {'B':>8} {'I':>8} {'W':>8} "
+                 f"{'conc/alone':>10} {'seq/alone':>9}  {'optimizer':>9}  (ms, mean of stages)"]
         for x in self.data["layouts"]:
             mean = {op: sum(s[op]["alone"] for s in x["stages"]) / len(x["stages"]) for op in ("F", "B", "I", "W")}
-            slow = [s[op]["concurrent"] / s[op]["alone"] for s in x["stages"] for op in ("F", "B", "I", "W")
-                    if "concurrent" in s[op] and s[op]["alone"] > 0]
             lines.append(f"{x['ranks']:>5} {x['chunks']:>6} {x['microbatches']:>4} {x['dp']:>3}  "
                          + " ".join(f"{mean[op] * 1e3:>8.3f}" for op in ("F", "B", "I", "W"))
-                         + f"  {(sum(slow) / len(slow) if slow else float('nan')):>10.3f}"
+                         + f" {_ratio(x, 'concurrent'):>10.3f} {_ratio(x, 'sequence'):>9.3f}"
                          f"  {max(x['optimizer']) * 1e3:>9.3f}")
         return "\n".join(lines)
 
     def costs(self, schedule: Schedule | None = None, *, ranks: int | None = None, chunks: int | None = None,
-              microbatches: int | None = None, dp: int | None = None, times: str = "alone") -> Costs:
-        """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords)."""
+              microbatches: int | None = None, dp: int | None = None, times: str | None = None) -> Costs:
+        """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords);
+        ``times`` None: ``sequence`` where the layout has it, else ``alone``."""
         if schedule is not None:
             ranks, chunks, microbatches = schedule.num_ranks, schedule.chunks, schedule.num_microbatches
         if ranks is None or chunks is None or microbatches is None:
             raise ValueError("Profile.costs takes a schedule, or ranks=, chunks= and microbatches=")
-        if times not in ("alone", "concurrent"):
-            raise ValueError(f"times must be 'alone' or 'concurrent', got {times!r}")
+        if times not in (None, "alone", "sequence", "concurrent"):
+            raise ValueError(f"times must be 'alone', 'sequence' or 'concurrent', got {times!r}")
         table = self.layout(ranks, chunks, microbatches, dp)
         stages = table["stages"]
+        if times is None:
+            times = "sequence" if all("sequence" in s[op] for s in stages for op in ("F", "B", "I", "W")) else "alone"
         fields: dict[str, Any] = {name: self._times(table, op, times) for name, op in
                                   (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))}
         fields["act_bytes"] = table["boundary_bytes"] or 0.0
@@ -158,7 +165,7 @@ class Profile:
             fields.update(_memory(stages))
         fields.update(self._links(ranks, schedule))
         fields.update(self._placement(ranks, table["dp"]))
-        if times == "alone":
+        if times != "concurrent":
             fields.update(share=tuple(self.data["share"]), comm_interference=self.data["comm_interference"])
         if table["dp"] > 1:
             fields.update(dp=table["dp"], **_ring(table))
@@ -194,6 +201,13 @@ class Profile:
         if node_of is not None and len(node_of) >= ranks * dp:
             return {"node_of": tuple(node_of[:ranks * dp])}
         return {"ranks_per_node": self.conditions["ranks_per_node"]}
+
+
+def _ratio(layout: dict, times: str) -> float:
+    """Mean over stages and ops of ``times`` over alone (nan where not measured)."""
+    ratios = [s[op][times] / s[op]["alone"] for s in layout["stages"] for op in ("F", "B", "I", "W")
+              if times in s[op] and s[op]["alone"] > 0]
+    return sum(ratios) / len(ratios) if ratios else float("nan")
 
 
 def _no_constant(name: str):

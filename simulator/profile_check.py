@@ -106,8 +106,9 @@ def _check_layout(c: _Checker, layout: Any, where: str) -> None:
         at = f"{where}.stages[{s}]"
         for op in OPS:
             c.get(c.get(stage, op, at, dict), "alone", f"{at}.{op}", float)
-            if "concurrent" in stage[op]:
-                c.get(stage[op], "concurrent", f"{at}.{op}", float)
+            for optional in ("concurrent", "sequence"):
+                if optional in stage[op]:
+                    c.get(stage[op], optional, f"{at}.{op}", float)
         if "memory" in stage:
             for op in OPS:
                 c.get(c.get(stage, "memory", at, dict), op, f"{at}.memory", float)

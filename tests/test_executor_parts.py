@@ -115,3 +115,42 @@ def test_mpich_policy_does_not_poke():
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="unknown progress policy"):
         make_progress("spin", spin=True)
+
+
+@pytest.mark.parametrize("ranks,chunks,m", [(2, 1, 8), (2, 2, 16), (4, 2, 4), (3, 2, 1)])
+def test_profile_sequences_run_every_op_of_a_step_once(ranks, chunks, m):
+    from executor.engine.profile import reference_orders
+
+    for rank in range(ranks):
+        mine = {s for s in range(ranks * chunks) if s % ranks == rank}
+        fused, split = reference_orders(ranks, chunks, m, rank)
+        for order, kinds in ((fused, "FB"), (split, "FIW")):
+            done = sorted((op.kind.value, op.stage, op.mb) for op in order)
+            assert done == sorted((k, s, mb) for k in kinds for s in mine for mb in range(m))
+            for op in order:  # every backward after its own forward; W after I
+                before = order[: order.index(op)]
+                if op.kind.value != "F":
+                    assert any(o.kind.value == "F" and (o.stage, o.mb) == (op.stage, op.mb) for o in before)
+                if op.kind.value == "W":
+                    assert any(o.kind.value == "I" and (o.stage, o.mb) == (op.stage, op.mb) for o in before)
+
+
+def test_sequence_timing_holds_every_microbatch_of_the_order():
+    from executor.engine import profile as prof
+
+    stage = Stage(0, [nn.Linear(8, 8), nn.Tanh()], None, 4)
+    layout = object.__new__(prof._Layout)
+    layout.ranks, layout.chunks, layout.m, layout.mine = 1, 1, 4, [0]
+    layout.ops, layout.inputs = {0: stage}, {0: (torch.randn(2, 8), None, torch.randn(2, 8))}
+    calls = []
+
+    def measure(fn, *args):
+        calls.append((fn.__name__, args[0]))
+        fn(*args)
+        return 1e-3 * len(calls)
+
+    times = layout.in_sequence(measure, 0, repeats=6)
+    assert set(times[0]) == {"F", "B", "I", "W"}
+    passes = 1 + 2  # one untimed pass, then ceil(6 / 4)
+    assert len(calls) == passes * (4 * 2 + 4 * 3)
+    assert not stage._input and not stage._outs  # every microbatch's backward ran

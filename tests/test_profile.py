@@ -245,3 +245,32 @@ def test_a_profile_places_world_ranks_on_nodes():
     assert costs.node_of == (0, 0, 1, 1) and costs.ranks_per_node is None
     document["conditions"].pop("node_of")
     assert Profile(document).costs(ranks=2, chunks=1, microbatches=8).ranks_per_node == 2
+
+
+def test_sequence_times_are_taken_where_every_stage_has_them():
+    document = _document()
+    for layout in document["layouts"]:
+        for stage in layout["stages"]:
+            for op in "FBIW":
+                stage[op]["sequence"] = 1.25 * stage[op]["alone"]
+    profile = Profile(document)
+    alone = profile.costs(ranks=2, chunks=1, microbatches=8, times="alone")
+    chosen = profile.costs(ranks=2, chunks=1, microbatches=8)
+    assert chosen == profile.costs(ranks=2, chunks=1, microbatches=8, times="sequence")
+    assert chosen.t_f == pytest.approx([1.25 * t for t in alone.t_f])
+    assert chosen.t_b == pytest.approx([1.25 * t for t in alone.t_b])
+    assert chosen.share == alone.share and chosen.comm_interference == alone.comm_interference
+    assert "times sequence" in chosen.notes[0]
+    del document["layouts"][1]["stages"][0]["W"]["sequence"]  # one op lacks it: alone for the layout
+    assert Profile(document).costs(ranks=2, chunks=1, microbatches=8) == alone
+    with pytest.raises(ProfileError, match="no 'sequence' time for W"):
+        Profile(document).costs(ranks=2, chunks=1, microbatches=8, times="sequence")
+    with pytest.raises(ValueError, match="times must be"):
+        profile.costs(ranks=2, chunks=1, microbatches=8, times="fastest")
+
+
+def test_a_sequence_time_must_be_a_number():
+    document = _document()
+    document["layouts"][0]["stages"][1]["F"]["sequence"] = "fast"
+    with pytest.raises(ProfileError, match=r"stages\[1\]\.F"):
+        Profile(document)

@@ -42,7 +42,7 @@ def test_small_profile_predicts_a_run_before_it_runs(tmp_path):
     doc = json.loads((tmp_path / "costs.json").read_text())
     assert {(t["chunks"], t["microbatches"]) for t in doc["layouts"]} == {(1, 4), (2, 4)}
     assert all(t["boundary_bytes"] and len(t["stages"]) == 2 * t["chunks"] for t in doc["layouts"])
-    assert all(s[k]["alone"] > 0 for t in doc["layouts"] for s in t["stages"] for k in "FBIW")
+    assert all(s[k]["alone"] > 0 and s[k]["sequence"] > 0 for t in doc["layouts"] for s in t["stages"] for k in "FBIW")
     assert doc["links"]["pairs"] and len(doc["links"]["pairs"][0]["bytes"]) >= 5
     profile = simulator.Profile.load(tmp_path / "costs.json")
     for name in ("1f1b", "zbv"):  # one and two chunks

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from functools import partial
 
 import torch
 
@@ -47,6 +48,7 @@ class MemoryMeter:
         self.current = 0
         self.peak = 0
         self.samples: list[tuple[float, int, int]] = []  # (perf_counter, bytes, op index; -1 step start)
+        self._watched: dict[int, weakref.ref] = {}  # delivered buffers, until their tensor is freed
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
     def _acquire(self, tensor: torch.Tensor) -> int | None:
@@ -78,10 +80,15 @@ class MemoryMeter:
         return saved.tensor if isinstance(saved, _Saved) else saved
 
     def hold(self, tensor: torch.Tensor) -> None:
-        """Count a delivered buffer until the tensor object is freed."""
+        """Count a delivered buffer until the tensor object is freed (a weak reference's
+        callback: a tenth of a ``weakref.finalize``, which runs on every transfer)."""
         key = self._acquire(tensor)
         if key is not None:
-            weakref.finalize(tensor, self._release, key)
+            self._watched[id(tensor)] = weakref.ref(tensor, partial(self._let_go, key, id(tensor)))
+
+    def _let_go(self, key: int, which: int, _ref) -> None:
+        del self._watched[which]
+        self._release(key)
 
     def sample(self, op: int) -> None:
         """Note the bytes held after op ``op`` of the rank's list (-2: inside an overlapped pair)."""

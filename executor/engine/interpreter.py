@@ -16,18 +16,17 @@ meter; ``position`` tells the watchdog which op the rank is in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 from schedules import Op, OpKind
-from schedules.ir import transfer_key
 
 from ..compute.memory import MemoryMeter
 from ..record.timing import Recorder
-from ..transport.p2p import Links
+from ..transport.p2p import Links, Route
 from ..transport.parallel import GradReducer
 from ..transport.progress import Progress
 
@@ -73,8 +72,11 @@ class Interpreter:
         unknown = next((op for op in ops if op.kind not in handlers), None)
         if unknown is not None:
             raise RuntimeError(f"executor has no handler for op {unknown}")
-        # (op, handler, timed here): an overlapped pair times its own two parts
-        self.program = [(op, handlers[op.kind], op.kind.is_compute and op.pair is None) for op in ops]
+        # (op, handler, timed here): an overlapped pair times its own two parts; a SEND's or
+        # RECV's handler comes with its route (peer, tag, shapes), worked out once
+        self.routes = links.routes(ops)
+        self.program = [(op, partial(handlers[op.kind], self.routes[i]) if i in self.routes else handlers[op.kind],
+                         op.kind.is_compute and op.pair is None) for i, op in enumerate(ops)]
         if fail_at is not None:  # testing aid: that op's handler raises instead
             self.program[fail_at] = (ops[fail_at], self._fail, False)
         self.fail_at = fail_at
@@ -83,7 +85,7 @@ class Interpreter:
         """Run every op of this rank once; afterwards all transfers and reductions are done."""
         rec, poke, sample = self.recorder, self.progress.poke, self.memory.sample
         self.memory.begin_step()
-        self.links.begin_step(self.ops)
+        self.links.begin_step(self.ops, self.routes)
         if self.stall and self.steps_run == 1:
             self.position, self.stalling = 0, True
             while True:  # --stall-rank: only the watchdog (or a signal) ends this
@@ -146,11 +148,11 @@ class Interpreter:
         rec.add_compute(forward, start, middle)
         rec.add_compute(backward, middle, rec.stamp())
 
-    def _send(self, op: Op) -> None:
-        self.links.send(op, self.mailbox.pop(transfer_key(op)))
+    def _send(self, route: Route, op: Op) -> None:
+        self.links.send(op, route, self.mailbox.pop(route.key))
 
-    def _recv(self, op: Op) -> None:
-        self.links.recv(op)
+    def _recv(self, route: Route, op: Op) -> None:
+        self.links.recv(op, route)
 
     def _reduce(self, op: Op) -> None:
         if self.reducer is None:  # a schedule file may carry REDUCE_GRAD without --dp

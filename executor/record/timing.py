@@ -70,7 +70,8 @@ class Recorder:
     """
 
     def __init__(self, cuda: bool = False):
-        self.rows: list[tuple] = []
+        self._rows: list[tuple] = []
+        self._raw: list[tuple] = []  # (step, op, start, end) not yet made rows
         self.step_starts: list[float] = []
         self._cuda = cuda
         self._events: list[tuple] = []  # (stage, mb, kind, start_event, end_event)
@@ -88,11 +89,26 @@ class Recorder:
         return start
 
     def add(self, op: Op, start: float, end: float) -> None:
-        self.add_row(op.kind.value, op.stage, -1 if op.mb is None else op.mb, start, end)
+        """Note ``op``'s times; the row is made when :attr:`rows` is read (this runs after
+        every op, with the interpreter's caches cold from compute, so it only appends)."""
+        self._raw.append((len(self.step_starts) - 1, op, start, end))
 
     def add_row(self, kind: str, stage: int, mb: int, start: float, end: float) -> None:
+        self._flush()
         step = len(self.step_starts) - 1
-        self.rows.append((step, stage, mb, kind, stream_of(kind), start, end))
+        self._rows.append((step, stage, mb, kind, stream_of(kind), start, end))
+
+    @property
+    def rows(self) -> list[tuple]:
+        """(step, stage, mb, kind, stream, start, end), one per op recorded."""
+        self._flush()
+        return self._rows
+
+    def _flush(self) -> None:
+        for step, op, start, end in self._raw:
+            kind = op.kind.value
+            self._rows.append((step, op.stage, -1 if op.mb is None else op.mb, kind, stream_of(kind), start, end))
+        self._raw.clear()
 
     def stamp(self):
         if self._cuda:
@@ -137,5 +153,6 @@ class Recorder:
         self._events.clear()
 
     def clear(self) -> None:
-        self.rows.clear()
+        self._rows.clear()
+        self._raw.clear()
         self.step_starts.clear()

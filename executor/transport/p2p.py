@@ -14,7 +14,11 @@ matching receive: rendezvous), and the rank waits for the whole batch at the run
 op, before its next compute op: Megatron's batched ``send_forward_recv_backward``.
 
 Tags: :mod:`executor.transport.tags`. Shapes are known from the model on every rank, so
-nothing about them is exchanged.
+nothing about them is exchanged. Everything a SEND or RECV needs besides its data (its
+transfer key, peer, tag, and a receive's shape) is worked out once per op, before the
+first step (:meth:`Links.routes`): after a long compute op the interpreter's own caches
+are cold, and every Python call on the way to ``Isend`` then costs several times what it
+costs in a tight loop (a SEND's handler took about 50 us here before, 3 us of it MPI's).
 
 Trace rows, one per op with that op's own times, the same meaning as in the simulator:
 a SEND runs from its post to its completion (the send request complete: the data has
@@ -26,6 +30,7 @@ blocking every op of a batch starts at the batch's post and ends at its own comp
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from mpi4py import MPI
@@ -37,13 +42,24 @@ from .progress import Pending, Progress
 from .tags import TagPlan
 from .wire import Wire
 
-__all__ = ["Links", "AsyncLinks", "BlockingLinks", "make_links"]
+__all__ = ["Links", "Route", "AsyncLinks", "BlockingLinks", "make_links"]
 
 Key = tuple[str, int, int]
 
 
 def _is_recv(op: Op) -> bool:
     return op.kind is OpKind.RECV_F or op.kind is OpKind.RECV_B
+
+
+@dataclass(eq=False, slots=True)
+class Route:
+    """What one SEND or RECV op needs besides its data (hashed by identity)."""
+
+    key: Key
+    peer: int
+    tag: int
+    shape: tuple[int, ...]  # of the data crossing (receive buffers are made to it)
+    dtype: torch.dtype
 
 
 class Links:
@@ -61,28 +77,35 @@ class Links:
     def peer(self, op: Op) -> int:
         return self.where[peer_stage(op)]
 
-    def post_send(self, op: Op, tensor: torch.Tensor, synchronous: bool) -> tuple[MPI.Request, torch.Tensor]:
+    def routes(self, ops: tuple[Op, ...]) -> dict[int, Route]:
+        """The route of every SEND and RECV of ``ops``, by index."""
+        found = {}
+        for i, op in enumerate(ops):
+            if op.kind.is_comm:
+                key = transfer_key(op)
+                shape, dtype = self.boundary[key[1] if key[0] == "F" else key[1] - 1]
+                found[i] = Route(key, self.peer(op), self.tags.tag(key), shape, dtype)
+        return found
+
+    def post_send(self, route: Route, tensor: torch.Tensor, synchronous: bool) -> tuple[MPI.Request, torch.Tensor]:
         data = self.wire.outgoing(tensor)
         post = self.comm.Issend if synchronous else self.comm.Isend
-        return post(self.wire.spec(data), dest=self.peer(op), tag=self.tags.tag(transfer_key(op))), data
+        return post(self.wire.spec(data), route.peer, route.tag), data
 
-    def post_recv(self, op: Op) -> tuple[MPI.Request, torch.Tensor]:
-        key = transfer_key(op)
-        direction, stage, _ = key
-        shape, dtype = self.boundary[stage if direction == "F" else stage - 1]
-        buffer = self.wire.buffer(shape, dtype)
-        return self.comm.Irecv(self.wire.spec(buffer), source=self.peer(op), tag=self.tags.tag(key)), buffer
+    def post_recv(self, route: Route) -> tuple[MPI.Request, torch.Tensor]:
+        buffer, spec = self.wire.buffer(route.shape, route.dtype)
+        return self.comm.Irecv(spec, route.peer, route.tag), buffer
 
-    def deliver(self, op: Op, buffer: torch.Tensor) -> None:
+    def deliver(self, route: Route, buffer: torch.Tensor) -> None:
         tensor = self.wire.arrived(buffer)
         if self.memory is not None:
             self.memory.hold(tensor)
-        self.mailbox[transfer_key(op)] = tensor
+        self.mailbox[route.key] = tensor
 
-    # The interpreter's interface.
-    def begin_step(self, ops: tuple[Op, ...]) -> None: ...
-    def send(self, op: Op, tensor: torch.Tensor) -> None: ...
-    def recv(self, op: Op) -> None: ...
+    # The interpreter's interface: ``routes`` once, then per step these.
+    def begin_step(self, ops: tuple[Op, ...], routes: dict[int, Route]) -> None: ...
+    def send(self, op: Op, route: Route, tensor: torch.Tensor) -> None: ...
+    def recv(self, op: Op, route: Route) -> None: ...
     def end_step(self) -> None: ...
     def waiting_for(self, op: Op) -> int | None:
         """For the watchdog: the pipeline rank an op of this rank waits on, if it is a RECV."""
@@ -93,35 +116,35 @@ class AsyncLinks(Links):
     def __init__(self, *args, window: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.window = window  # receives pre-posted ahead; None: all of the step's
-        self._order: list[Op] = []
+        self._order: list[Route] = []  # this step's receives, in op order
         self._next = 0  # index in _order of the next receive to post
-        self._recvs: dict[Key, tuple[Pending, torch.Tensor]] = {}
+        self._recvs: dict[Route, tuple[Pending, torch.Tensor]] = {}
         self._sends: list[tuple[Op, float, Pending, torch.Tensor]] = []
 
-    def begin_step(self, ops: tuple[Op, ...]) -> None:
-        self._order = [op for op in ops if _is_recv(op)]
+    def begin_step(self, ops: tuple[Op, ...], routes: dict[int, Route]) -> None:
+        self._order = [routes[i] for i, op in enumerate(ops) if _is_recv(op)]
         self._next = 0
         for _ in range(len(self._order) if self.window is None else self.window):
             self._post_next()
 
     def _post_next(self) -> None:
         if self._next < len(self._order):
-            op = self._order[self._next]
+            route = self._order[self._next]
             self._next += 1
-            request, buffer = self.post_recv(op)
-            self._recvs[transfer_key(op)] = (self.progress.add(request), buffer)
+            request, buffer = self.post_recv(route)
+            self._recvs[route] = (self.progress.add(request), buffer)
 
-    def send(self, op: Op, tensor: torch.Tensor) -> None:
+    def send(self, op: Op, route: Route, tensor: torch.Tensor) -> None:
         start = time.perf_counter()
-        request, data = self.post_send(op, tensor, synchronous=False)
+        request, data = self.post_send(route, tensor, synchronous=False)
         self._sends.append((op, start, self.progress.add(request), data))  # `data` kept alive until done
 
-    def recv(self, op: Op) -> None:
+    def recv(self, op: Op, route: Route) -> None:
         start = time.perf_counter()
-        pending, buffer = self._recvs.pop(transfer_key(op))
+        pending, buffer = self._recvs.pop(route)
         done = self.progress.wait(pending)
         self.recorder.add(op, start, max(start, done))
-        self.deliver(op, buffer)
+        self.deliver(route, buffer)
         self._post_next()
 
     def end_step(self) -> None:
@@ -135,45 +158,45 @@ class AsyncLinks(Links):
 class BlockingLinks(Links):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._batch: list[tuple[Op, Pending, torch.Tensor]] = []
+        self._batch: list[tuple[Op, Route, Pending, torch.Tensor]] = []
         self._posted = 0.0
-        self._closing: frozenset[Op] = frozenset()
+        self._closing: frozenset[Route] = frozenset()
 
-    def begin_step(self, ops: tuple[Op, ...]) -> None:
+    def begin_step(self, ops: tuple[Op, ...], routes: dict[int, Route]) -> None:
         """Note the last op of every batch (:func:`schedules.batch_ends`): there it is waited for."""
         if not self._closing:
             ends = batch_ends(ops)
-            self._closing = frozenset(op for i, op in enumerate(ops) if op.kind.is_comm and ends[i] == i + 1)
+            self._closing = frozenset(routes[i] for i, op in enumerate(ops) if op.kind.is_comm and ends[i] == i + 1)
 
-    def send(self, op: Op, tensor: torch.Tensor) -> None:
+    def send(self, op: Op, route: Route, tensor: torch.Tensor) -> None:
         self._open()
-        request, data = self.post_send(op, tensor, synchronous=True)
-        self._batch.append((op, self.progress.add(request), data))
-        self._close_after(op)
+        request, data = self.post_send(route, tensor, synchronous=True)
+        self._batch.append((op, route, self.progress.add(request), data))
+        self._close_after(route)
 
-    def recv(self, op: Op) -> None:
+    def recv(self, op: Op, route: Route) -> None:
         self._open()
-        request, buffer = self.post_recv(op)
-        self._batch.append((op, self.progress.add(request), buffer))
-        self._close_after(op)
+        request, buffer = self.post_recv(route)
+        self._batch.append((op, route, self.progress.add(request), buffer))
+        self._close_after(route)
 
     def _open(self) -> None:
         if not self._batch:
             self._posted = time.perf_counter()
 
-    def _close_after(self, op: Op) -> None:
-        if op in self._closing:
+    def _close_after(self, route: Route) -> None:
+        if route in self._closing:
             self.settle()
 
     def settle(self) -> None:
         """Wait for the whole batch, then hand the received data over."""
         if not self._batch:
             return
-        ends = self.progress.wait_all([pending for _, pending, _ in self._batch])
-        for (op, _, buffer), end in zip(self._batch, ends):
+        ends = self.progress.wait_all([pending for _, _, pending, _ in self._batch])
+        for (op, route, _, buffer), end in zip(self._batch, ends):
             self.recorder.add(op, self._posted, end)
             if _is_recv(op):
-                self.deliver(op, buffer)
+                self.deliver(route, buffer)
         self._batch.clear()
 
     def end_step(self) -> None:

@@ -60,6 +60,7 @@ class Progress:
         self.wait_interval = wait_interval
         self.pokes = pokes  # False under the mpich policy: MPICH's thread does the work
         self._pending: list[Pending] = []
+        self._requests: list[MPI.Request] = []  # the same, as Testsome takes them
         _tight_timer_slack()  # short waits end on time (Linux adds 50 us by default)
 
     @property
@@ -69,6 +70,7 @@ class Progress:
     def add(self, request: MPI.Request) -> Pending:
         item = Pending(request)
         self._pending.append(item)
+        self._requests.append(request)
         return item
 
     def poke(self) -> None:
@@ -78,12 +80,13 @@ class Progress:
 
     def _test(self) -> None:
         pending = self._pending
-        done = MPI.Request.Testsome([item.request for item in pending])
+        done = MPI.Request.Testsome(self._requests)
         if done:
             now = time.perf_counter()
             for i in done:
                 pending[i].done_at = now
             self._pending = [item for item in pending if item.done_at is None]
+            self._requests = [item.request for item in self._pending]
 
     def wait(self, item: Pending) -> float:
         """Block until ``item`` completed (moving every other request along meanwhile);

@@ -2,7 +2,7 @@
 
 Buffers go to MPI as raw bytes (``MPI.BYTE``) of a contiguous tensor: no pickling, and
 bfloat16, which has no MPI datatype, travels unchanged. A CPU tensor is handed over as
-a NumPy view of its own memory. On a GPU the stream is synchronised before MPI reads a
+a NumPy view of its own memory (of its bytes, for the dtypes NumPy lacks). On a GPU the stream is synchronised before MPI reads a
 buffer (MPI knows nothing of CUDA streams); without a CUDA-aware MPI every transfer is
 staged through pinned host memory, which also lets the copy run at full PCIe speed.
 """
@@ -15,6 +15,8 @@ import torch
 from mpi4py import MPI
 
 __all__ = ["Wire", "cuda_aware"]
+
+_NO_NUMPY = (torch.bfloat16,)  # CPU dtypes that Tensor.numpy() refuses
 
 
 def cuda_aware() -> bool:
@@ -39,6 +41,8 @@ class Wire:
 
     def spec(self, tensor: torch.Tensor) -> list:
         """The MPI buffer spec of a contiguous tensor's bytes."""
+        if not tensor.is_cuda and tensor.dtype not in _NO_NUMPY:
+            return [tensor.numpy(), MPI.BYTE]  # one call: this runs on every transfer
         raw = tensor.reshape(-1).view(torch.uint8)
         return [raw if raw.is_cuda else raw.numpy(), MPI.BYTE]
 
@@ -54,11 +58,13 @@ class Wire:
         host.copy_(tensor)  # synchronous: waits for the kernels producing `tensor`
         return host
 
-    def buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A receive buffer MPI may write into."""
+    def buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, list]:
+        """A receive buffer MPI may write into, and its spec."""
         if self.gpu and self.direct:
-            return torch.empty(shape, dtype=dtype, device=self.device)
-        return torch.empty(shape, dtype=dtype, pin_memory=self.gpu)
+            buffer = torch.empty(shape, dtype=dtype, device=self.device)
+        else:
+            buffer = torch.empty(shape, dtype=dtype, pin_memory=self.gpu)
+        return buffer, self.spec(buffer)
 
     def arrived(self, buffer: torch.Tensor) -> torch.Tensor:
         """The received tensor on the compute device."""
