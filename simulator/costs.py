@@ -96,6 +96,16 @@ class Costs:
     """An OVERLAP_F_B pair (DualPipe's overlapped forward and backward) costs
     overlap_f_b * (t_f + t_b) of its two stages. 1 (default): no gain from overlapping;
     DualPipe claims less where expert all-to-all hides behind compute."""
+    dispatch_compute: float = 0.0
+    """Host time a rank spends after each compute op before its next op starts (an
+    executor records the op, moves transfers on, samples memory) (s). Default 0."""
+    dispatch_send: float = 0.0
+    """Host time of each SEND until its transfer is posted (s). Default 0."""
+    dispatch_recv: float = 0.0
+    """Host time of each RECV after its data is there: handing it over, posting the next
+    receive (s). Default 0. The simulator adds the three to the compute ops around them
+    (:mod:`simulator.encode`), so node sharing slows them too, and the trace keeps every
+    op's own start and end: the time between ops counts as idle, as in a measured run."""
     notes: tuple[str, ...] = field(default=(), compare=False)
     """Remarks from calibration (e.g. why bandwidth could not be fitted)."""
 
@@ -132,9 +142,16 @@ class Costs:
         if isinstance(self.dp, bool) or not isinstance(self.dp, int) or self.dp < 1:
             raise ValueError(f"Costs.dp must be a whole number >= 1, got {self.dp!r}")
         check_finite("overlap_f_b", self.overlap_f_b)
+        for name in ("dispatch_compute", "dispatch_send", "dispatch_recv"):
+            check_finite(name, getattr(self, name))
         check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")
+
+    @property
+    def dispatches(self) -> bool:
+        """Whether any op costs host time around it (:attr:`dispatch_compute` and the others)."""
+        return bool(self.dispatch_compute or self.dispatch_send or self.dispatch_recv)
 
     def _check_nodes(self) -> None:
         if self.ranks_per_node is not None:

@@ -12,6 +12,14 @@ An OVERLAP_F_B is encoded as its two parts, F then B, back to back, each at
 trace and memory see both ops (F allocates at its start, B frees at its end). Under
 ``blocking`` a rank posts the batch from an op to ``batch_end`` at once
 (:func:`schedules.batch_ends`, the rule the dry run and the lowering use).
+
+Host time around ops (``Costs.dispatch_*``) is folded into the compute ops, so the rank
+loop pays nothing for it: each compute op carries its own ``dispatch_compute`` after it
+(``post``); a SEND's ``dispatch_send`` goes to the compute op before it when nothing but
+sends lie between them (the send is then posted when that op's time is up, as the
+executor posts it after the handler), else, like every RECV's ``dispatch_recv``, to the
+compute op after it (``pre``). The trace takes ``pre`` off each op's start and ``post``
+off its end, so ops keep their own times and the host time shows as time between ops.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ class Encoded:
     dest: list[list[int]]
     batch_end: list[list[int]]
     free: bool  # no transfer takes time: no link processes needed
+    pre: np.ndarray | None = None  # host time folded into the start of each (compute) op; None: none
+    post: np.ndarray | None = None  # and into its end
 
 
 def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,5 +116,31 @@ def encode(schedule: Schedule, costs: Costs) -> Encoded:
         return [flat[bounds[r]:bounds[r + 1]] for r in range(schedule.num_ranks)]
 
     free = not bool((cost[code == SEND] > 0).any())
+    pre = post = None
+    if costs.dispatches:
+        pre, post = _dispatch(code, bounds, paired & (kind == _ROW[OpKind.F]), costs)
+        cost = cost + pre + post
     return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest),
-                   [batch_ends(rank_ops) for rank_ops in rows], free)
+                   [batch_ends(rank_ops) for rank_ops in rows], free, pre, post)
+
+
+def _dispatch(code: np.ndarray, bounds, first_of_pair: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray]:
+    """(pre, post) host seconds per op (see the module's docstring); zero off compute ops."""
+    pre, post = np.zeros(len(code)), np.zeros(len(code))
+    for r in range(len(bounds) - 1):
+        last, received, owed = -1, False, 0.0  # last compute op; a RECV since it; time for the next
+        for i in range(bounds[r], bounds[r + 1]):
+            c = code[i]
+            if c == COMPUTE:
+                pre[i], owed, received = owed, 0.0, False
+                if not first_of_pair[i]:  # the pair's two parts run back to back
+                    post[i] = costs.dispatch_compute
+                last = i
+            elif c == SEND and last >= 0 and not received:
+                post[last] += costs.dispatch_send
+            elif c == SEND:
+                owed += costs.dispatch_send
+            elif c == RECV:
+                owed += costs.dispatch_recv
+                received = True
+    return pre, post

@@ -3,7 +3,9 @@
 A pure function of measured (size, time) samples, so that calibration from a trace, a
 profile's ping-pong and a profile's all-reduce all fit the same way. Samples are first
 reduced to one median per size (a few slow repetitions do not tilt the line), then a
-straight line goes through the medians. Where the line cannot be read as a link the fit
+straight line goes through the medians, each residual relative to its median: sizes
+spread over decades (8 bytes to megabytes) then count alike, and the largest do not
+decide the latency alone. Where the line cannot be read as a link the fit
 falls back, and says why:
 
 * fewer than two sizes: latency and bandwidth cannot be told apart; the whole median
@@ -43,7 +45,8 @@ def fit_link(sizes: Sequence[float], seconds: Sequence[float], what: str = "tran
     y = np.array([np.median(y_all[x_all == size]) for size in x])
     if len(x) < 2:
         return LinkFit(float(y[0]), math.inf, f"one {what} size: its time taken as latency only")
-    slope, intercept = np.polyfit(x, y, 1)
+    weights = 1.0 / np.where(y > 0, y, y[y > 0].min() if (y > 0).any() else 1.0)
+    slope, intercept = np.polyfit(x, y, 1, w=weights)
     if slope <= 0:
         return LinkFit(float(np.median(y)), math.inf, f"{what} time does not grow with size: latency only")
     if intercept < 0:  # no negative latency: the best line through the origin

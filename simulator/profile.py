@@ -41,7 +41,12 @@ marked optional)::
          "grad_bytes": float}, ...],      # optional: bytes of the stage's weight gradients
        "boundary_bytes": [float, ...],    # activation bytes per microbatch crossing s -> s + 1
        "optimizer": [float, ...],         # optimizer step, one per pipeline rank
-       "allreduce": [float, ...]}]}       # dp > 1 only: gradient all-reduce, one per stage
+       "allreduce": [float, ...]}],       # dp > 1 only: gradient all-reduce, one per stage
+     "dispatch": {                        # optional: host time around ops (Costs.dispatch_*),
+       "compute": float, "send": float,   #   read off short runs of the schedules named
+       "recv": float, "schedules": [str, ...], "microbatches": int,
+       "optimizer": [float, ...],         #   optional, per pipeline rank: the optimizer step in
+       "step": [float, ...]}}             #   those runs, and a step's host time outside its ops
 
 In :meth:`Profile.costs`: t_f/t_i/t_w/t_b are the ``sequence`` times where every stage
 of the layout has them, else the ``alone`` times, and ``share`` and ``comm_interference``
@@ -51,7 +56,10 @@ timed in sequence finds the caches as a run leaves them (other microbatches' act
 the other chunk's weights): the times a pipeline's ops take, where an op repeated on one
 microbatch runs up to a fifth faster on small microbatches (:mod:`executor.engine.profile`); act_memory is F's bytes and
 w_memory_fraction W's share of I + W, over all stages; the all-reduce times are fitted to
-the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth).
+the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth); ``dispatch`` gives
+dispatch_compute, dispatch_send and dispatch_recv, and where it has them, each rank's
+optimizer time as the runs' optimizer plus their host time outside the ops (instead of
+the layout's optimizer timed on its own).
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ from schedules import Schedule
 
 from .costs import Costs
 from .fit import fit_link
-from .profile_check import FORMAT, VERSION, ProfileError, check_profile
+from .profile_check import DISPATCH, FORMAT, VERSION, ProfileError, check_profile
 
 __all__ = ["Profile", "ProfileError", "FORMAT", "VERSION"]
 
@@ -131,7 +139,9 @@ class Profile:
                  f"threads={c['threads']} {c['dtype']} {c['device']}  torch {c['torch']}  {c['mpi']}",
                  f"share {', '.join(f'{r:.3f}' for r in self.data['share'])}  "
                  f"comm_interference {self.data['comm_interference']:.3f}  links {links['latency'] * 1e6:.1f} us + "
-                 + ("bytes / inf" if bandwidth is None else f"bytes / {bandwidth / 1e9:.2f} GB/s"),
+                 + ("bytes / inf" if bandwidth is None else f"bytes / {bandwidth / 1e9:.2f} GB/s")
+                 + ("" if "dispatch" not in self.data else "  host per op: " + ", ".join(
+                     f"{key} {self.data['dispatch'][key] * 1e6:.1f} us" for key in DISPATCH)),
                  f"{'ranks':>5} {'chunks':>6} {'m':>4} {'dp':>3}  {'F':>8} {'B':>8} {'I':>8} {'W':>8} "
                  f"{'conc/alone':>10} {'seq/alone':>9}  {'optimizer':>9}  (ms, mean of stages)"]
         for x in self.data["layouts"]:
@@ -169,6 +179,11 @@ class Profile:
             fields.update(share=tuple(self.data["share"]), comm_interference=self.data["comm_interference"])
         if table["dp"] > 1:
             fields.update(dp=table["dp"], **_ring(table))
+        dispatch = self.data.get("dispatch")
+        if dispatch is not None:
+            fields.update({f"dispatch_{key}": float(dispatch[key]) for key in DISPATCH})
+            if len(dispatch.get("optimizer", ())) == ranks and len(dispatch.get("step", ())) == ranks:
+                fields["optimizer_time"] = [a + b for a, b in zip(dispatch["optimizer"], dispatch["step"])]
         c = self.conditions
         return Costs(**fields, notes=(f"from {self.source}: {c['host']}, {c['date']}, times {times}",))
 

@@ -59,6 +59,16 @@ class _Checker:
         return value
 
 
+DISPATCH = ("compute", "send", "recv")  # host seconds around ops: Costs.dispatch_<key>
+
+
+def _dp(data: dict) -> int:
+    layouts = data.get("layouts")
+    first = layouts[0] if isinstance(layouts, list) and layouts and isinstance(layouts[0], dict) else {}
+    dp = first.get("dp", 1)
+    return dp if isinstance(dp, int) and not isinstance(dp, bool) and dp > 0 else 1
+
+
 def check_profile(data: Any, source: str) -> None:
     """Raise :class:`ProfileError` unless ``data`` is a costs.json document of this version."""
     c = _Checker(source)
@@ -77,6 +87,13 @@ def check_profile(data: Any, source: str) -> None:
     if c.get(data, "comm_interference", "", float) >= 1:
         c.fail("comm_interference", "must be below 1")
     _check_links(c, c.get(data, "links", "", dict))
+    if "dispatch" in data:
+        dispatch = c.get(data, "dispatch", "", dict)
+        for key in DISPATCH:
+            c.get(dispatch, key, "dispatch", float)
+        for key in ("optimizer", "step"):  # optional: per pipeline rank, from the same runs
+            if key in dispatch:
+                c.numbers(dispatch, key, "dispatch", conditions["ranks"] // max(1, _dp(data)))
     layouts = c.get(data, "layouts", "", list)
     if not layouts:
         c.fail("layouts", "is empty: nothing was profiled")

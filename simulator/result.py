@@ -119,11 +119,13 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
 
 def _trace(lowered: Lowered, model: Model) -> pd.DataFrame:
     ops = model.ops
+    start = np.array(list(chain.from_iterable(model.start)), dtype=float)
+    end = np.array(list(chain.from_iterable(model.end)), dtype=float)
+    if ops.pre is not None:  # host time folded into compute ops: each op keeps its own times
+        start, end = start + ops.pre, end - ops.post
     trace = pd.DataFrame({
         "rank": ops.rank, "stage": ops.stage, "mb": ops.mb,
-        "kind": _KINDS[ops.kind], "stream": _STREAMS[ops.kind],
-        "start": np.array(list(chain.from_iterable(model.start)), dtype=float),
-        "end": np.array(list(chain.from_iterable(model.end)), dtype=float),
+        "kind": _KINDS[ops.kind], "stream": _STREAMS[ops.kind], "start": start, "end": end,
     }, columns=TRACE_COLUMNS)
     if not any(model.step):
         return trace

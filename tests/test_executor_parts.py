@@ -154,3 +154,31 @@ def test_sequence_timing_holds_every_microbatch_of_the_order():
     passes = 1 + 2  # one untimed pass, then ceil(6 / 4)
     assert len(calls) == passes * (4 * 2 + 4 * 3)
     assert not stage._input and not stage._outs  # every microbatch's backward ran
+
+
+def test_host_times_read_off_a_trace():
+    import pandas as pd
+
+    from executor.record.dispatch import host_times
+
+    us = 1e-6
+    rows = []  # rank 0: F, F (10 us apart); F, 2 SENDs, B (10 + 2 x 30 us); F, RECV (arrives late), F
+    for step in range(3):
+        t = 100 * us
+        rows += [(0, 0, 0, "F", "compute", t, t + 1e-3)]
+        t += 1e-3 + 10 * us
+        rows += [(0, 0, 1, "F", "compute", t, t + 1e-3)]
+        t += 1e-3 + 10 * us
+        rows += [(0, 0, 1, "SEND_F", "send", t, t + 5e-3), (0, 0, 2, "SEND_F", "send", t + 30 * us, t + 5e-3)]
+        t += 60 * us
+        rows += [(0, 0, 2, "B", "compute", t, t + 2e-3)]
+        t += 2e-3 + 10 * us
+        rows += [(0, 0, 3, "RECV_B", "recv", t, t + 500 * us)]
+        t += 500 * us + 40 * us
+        rows += [(0, 0, 3, "B", "compute", t, t + 2e-3), (0, -1, -1, "OPTIMIZER", "compute", t + 2.2e-3, t + 2.7e-3)]
+    trace = pd.DataFrame([(*r, step) for step in range(3) for r in rows[step * 8:(step + 1) * 8]],
+                         columns=["rank", "stage", "mb", "kind", "stream", "start", "end", "step"])
+    got = host_times(trace)
+    assert got["compute"] == pytest.approx(10 * us) and got["send"] == pytest.approx(30 * us)
+    assert got["recv"] == pytest.approx(40 * us)
+    assert got["optimizer"] == [pytest.approx(0.5e-3)] and got["step"] == [pytest.approx(100 * us + 200 * us - 10 * us)]

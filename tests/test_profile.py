@@ -274,3 +274,19 @@ def test_a_sequence_time_must_be_a_number():
     document["layouts"][0]["stages"][1]["F"]["sequence"] = "fast"
     with pytest.raises(ProfileError, match=r"stages\[1\]\.F"):
         Profile(document)
+
+
+def test_dispatch_gives_host_times_and_the_runs_optimizer():
+    document = _document()
+    document["dispatch"] = {"compute": 5e-6, "send": 3e-5, "recv": 2e-5, "schedules": ["1f1b", "zb-h1"],
+                            "microbatches": 8, "optimizer": [4e-4, 5e-4], "step": [2e-4, 1e-4]}
+    profile = Profile(document)
+    costs = profile.costs(ranks=2, chunks=1, microbatches=8)
+    assert (costs.dispatch_compute, costs.dispatch_send, costs.dispatch_recv) == (5e-6, 3e-5, 2e-5)
+    assert costs.optimizer_time == pytest.approx((6e-4, 6e-4))
+    assert "host per op: compute 5.0 us, send 30.0 us, recv 20.0 us" in profile.summary().splitlines()[1]
+    del document["dispatch"]["step"]  # without the step's host time: the layout's own optimizer
+    assert Profile(document).costs(ranks=2, chunks=1, microbatches=8).optimizer_time == (0.002, 0.003)
+    document["dispatch"]["send"] = -1.0
+    with pytest.raises(ProfileError, match="dispatch"):
+        Profile(document)

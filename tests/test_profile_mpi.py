@@ -43,7 +43,10 @@ def test_small_profile_predicts_a_run_before_it_runs(tmp_path):
     assert {(t["chunks"], t["microbatches"]) for t in doc["layouts"]} == {(1, 4), (2, 4)}
     assert all(t["boundary_bytes"] and len(t["stages"]) == 2 * t["chunks"] for t in doc["layouts"])
     assert all(s[k]["alone"] > 0 and s[k]["sequence"] > 0 for t in doc["layouts"] for s in t["stages"] for k in "FBIW")
-    assert doc["links"]["pairs"] and len(doc["links"]["pairs"][0]["bytes"]) >= 5
+    assert doc["links"]["pairs"] and len(set(doc["links"]["pairs"][0]["bytes"])) >= 5
+    host = doc["dispatch"]  # from short real runs: every kind of host time seen
+    assert 0 < host["compute"] < 1e-3 and 0 < host["send"] < 1e-2 and 0 < host["recv"] < 1e-2
+    assert len(host["optimizer"]) == len(host["step"]) == 2
     profile = simulator.Profile.load(tmp_path / "costs.json")
     for name in ("1f1b", "zbv"):  # one and two chunks
         schedule = schedules.build(name, ranks=2, microbatches=4)

@@ -26,6 +26,8 @@ from simulator import Costs
     ({"dp": 0}, "Costs.dp must be a whole number >= 1"),
     ({"w_memory_fraction": 1.5}, "within .0, 1."),
     ({"optimizer_time": math.nan}, "Costs.optimizer_time"),
+    ({"dispatch_send": -1e-6}, "Costs.dispatch_send must be >= 0"),
+    ({"dispatch_recv": math.inf}, "Costs.dispatch_recv must be finite"),
 ])
 def test_bad_values_fail_in_one_line(kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -141,3 +143,37 @@ def test_from_trace_summarises_op_times_by_median_or_mean():
 def test_model_share_splits_a_rank_share_over_its_chunks():
     costs = Costs.model_share(2, t_f=3.0, latency=1e-5)
     assert (costs.t_f, costs.t_i, costs.t_w, costs.act_memory, costs.latency) == (1.5, 0.5, 0.5, 0.5, 1e-5)
+
+
+def test_host_time_around_ops_delays_the_next_op_and_keeps_op_times():
+    """1F1B, p = 2, m = 4, unit compute, 0.1 s links; hand-worked rank 1: its first RECV
+    lands at 1 + 0.01 + 0.02 + 0.1 (rank 0's F, its dispatch, its SEND's) and F starts
+    0.03 later (the RECV's); B follows F after 0.01; the SEND_B is posted after 0.02 more."""
+    schedule = schedules.build("1f1b", ranks=2, microbatches=4)
+    plain = Costs(t_f=1.0, t_i=1.0, t_w=1.0, latency=0.1)
+    host = Costs(t_f=1.0, t_i=1.0, t_w=1.0, latency=0.1, dispatch_compute=0.01, dispatch_send=0.02,
+                 dispatch_recv=0.03)
+    assert not plain.dispatches and host.dispatches
+    before, after = simulator.simulate(schedule, plain), simulator.simulate(schedule, host)
+    rank1 = after.trace[after.trace["rank"] == 1].reset_index(drop=True)
+    assert list(rank1["kind"][:4]) == ["RECV_F", "F", "B", "SEND_B"]
+    assert rank1.loc[0, "end"] == pytest.approx(1.13)
+    assert (rank1.loc[1, "start"], rank1.loc[1, "end"]) == (pytest.approx(1.16), pytest.approx(2.16))
+    assert (rank1.loc[2, "start"], rank1.loc[2, "end"]) == (pytest.approx(2.17), pytest.approx(4.17))
+    assert rank1.loc[3, "start"] == pytest.approx(4.20)
+    compute = after.trace[after.trace["stream"] == "compute"]
+    assert ((compute["end"] - compute["start"]).round(9).isin([1.0, 2.0]) | (compute["kind"] == "OPTIMIZER")).all()
+    assert after.makespan > before.makespan and after.bubble_fraction > before.bubble_fraction
+    assert simulator.simulate(schedule, Costs(t_f=1.0, t_i=1.0, t_w=1.0, latency=0.1)).makespan == before.makespan
+
+
+def test_host_time_of_sends_after_a_receive_goes_to_the_next_op():
+    """ZB-H1's rank 1 receives a gradient and sends one between two compute ops: the
+    send's host time then delays the op after them, not the one before."""
+    schedule = schedules.build("zb-h1", ranks=2, microbatches=4)
+    costs = Costs(t_f=1.0, t_i=1.0, t_w=1.0, dispatch_send=0.25)
+    result = simulator.simulate(schedule, costs)
+    free = simulator.simulate(schedule, Costs(t_f=1.0, t_i=1.0, t_w=1.0))
+    assert result.makespan > free.makespan
+    compute = result.trace[(result.trace["stream"] == "compute") & (result.trace["kind"] != "OPTIMIZER")]
+    assert ((compute["end"] - compute["start"]).round(9) == 1.0).all()

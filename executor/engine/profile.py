@@ -6,7 +6,9 @@ predict any schedule and microbatch count before it runs. Measured, in this orde
 
 * per layout (chunks in ``--profile-chunks``, default 1 and 2; m in 1, 2, 4, 8, 16, 32
   that divide the batch), per model stage: F, B (fused backward, timed on its own), I
-  and W, ``--repeats`` rounds each (:func:`executor.record.alone.time_stage`), first
+  and W, ``--repeats`` samples each, taken in ``ROUNDS`` rounds over all layouts in turn
+  and the median over rounds kept (the machine here has slow spells of a second or so,
+  which made one layout's times 20 % off when each layout was timed in one go) (:func:`executor.record.alone.time_stage`), first
   alone (the ranks take turns, the others asleep) then with every rank computing at
   once; the bytes each op holds or frees (the memory meter); the bytes crossing each
   stage boundary; the optimizer step of each pipeline rank. Stage s is timed on
@@ -23,9 +25,13 @@ predict any schedule and microbatch count before it runs. Measured, in this orde
 * ``comm_interference``: pairs of ranks exchange one boundary-sized message per op while
   they compute (moved by the same progress pokes as a run); compute with the transfer in
   flight over compute without, minus 1, median over ranks (never below 0).
-* links: ping-pong between pipeline neighbours over 6 sizes from 1/16 to 16 times the
-  activation, least-squares latency + size / bandwidth per pair and over all pairs.
+* links: ping-pong between pipeline neighbours over 8 bytes and sizes from a quarter of
+  the smallest layout's activation to twice the largest's (:func:`ping_sizes`),
+  least-squares latency + size / bandwidth per pair and over all pairs. (Sizes only far
+  above the activations, as before, fitted a latency of 0.3 ms where 8 bytes take 5 us.)
 * with ``--dp`` > 1, the gradient all-reduce of each stage in its data-parallel group.
+* ``dispatch``: the host time around ops (``Costs.dispatch_*``), read off short real runs
+  of 1F1B and ZB-H1 (3 timed steps each) by :func:`executor.record.dispatch.host_times`.
 
 It prints a one-screen summary (:meth:`simulator.Profile.summary`) and its wall time.
 """
@@ -146,6 +152,16 @@ def reference_orders(ranks: int, chunks: int, m: int, rank: int) -> list[list[Op
 _COMPUTE = (OpKind.F, OpKind.B, OpKind.I, OpKind.W)
 
 
+ROUNDS = 3  # the measurements of every layout are taken in this many rounds, round-robin
+
+
+def _median_of(values: list):
+    """The element-wise median of equally shaped numbers, or dicts of them (nested)."""
+    if isinstance(values[0], dict):
+        return {key: _median_of([v[key] for v in values]) for key in values[0]}
+    return statistics.median(values)
+
+
 def _turns(world: MPI.Comm, work, together: bool):
     """Run ``work()`` on each rank in turn (the others asleep), or on all at once."""
     result = None
@@ -172,10 +188,18 @@ def _optimizer(layout: _Layout, lr: float, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _pingpong(pipe: MPI.Comm, act: float, world: MPI.Comm, rounds: int = 20) -> list[dict]:
+def ping_sizes(acts: list[float]) -> list[int]:
+    """Message sizes for the link fit: 8 bytes (pins the latency), then from a quarter of
+    the smallest activation of the layouts to twice the largest, 2x apart (at least 5)."""
+    low, high = max(8.0, min(acts) / 4), max(16.0, 2 * max(acts))
+    steps = max(4, math.ceil(math.log2(high / low)))
+    return sorted({8, *(int(low * (high / low) ** (k / steps)) for k in range(steps + 1))})
+
+
+def _pingpong(pipe: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 20) -> list[dict]:
     """One-way times between pipeline neighbours r, r + 1 (each pair in turn)."""
     rank, size = pipe.Get_rank(), pipe.Get_size()
-    sizes = sorted({max(8, int(act * f)) for f in (1 / 16, 1 / 4, 1, 2, 4, 16)})
+    sizes = ping_sizes(acts)
     pairs = []
     for left in range(size - 1):
         samples: list[tuple[float, float]] = []
@@ -258,31 +282,61 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, chunks_list=(1, 2), micr
     ms = microbatches or [m for m in PROFILE_MICROBATCHES if batch % (cfg.dp * m) == 0]
     progress = make_progress("hooks", spin=local_size <= len(os.sched_getaffinity(0)))
     measure = Recorder(cuda=device.type == "cuda" and cfg.compute == "real").time_call
-    layouts, first = [], None
-    for chunks in chunks_list:
-        if ranks * chunks > len(workload.layers):
-            continue  # fewer layers than stages: that layout cannot be cut
-        for m in ms:
-            layout = _Layout(cfg, workload, ranks, topology.rank, chunks, m, device, poke=progress.poke)
-            first = first or layout
-            alone = _turns(world, lambda: layout.time(measure, repeats), together=False)
-            together = _turns(world, lambda: layout.time(measure, repeats), together=True)
-            sequence = _turns(world, lambda: layout.in_sequence(measure, topology.rank, repeats), together=False)
-            optimizer = _optimizer(layout, cfg.lr, repeats)
-            layouts.append((layout, alone, together, sequence, optimizer, _allreduce(layout, topology, cfg.dp)))
+    built = [_Layout(cfg, workload, ranks, topology.rank, chunks, m, device, poke=progress.poke)
+             for chunks in chunks_list if ranks * chunks <= len(workload.layers)  # else it cannot be cut
+             for m in ms]
+    first = built[0]
+    per_round = math.ceil(repeats / ROUNDS)
+    rounds: list[list[tuple]] = [[] for _ in built]
+    for _ in range(ROUNDS):  # round-robin: a slow spell of the machine hits every layout alike
+        for layout, done in zip(built, rounds):
+            done.append((_turns(world, lambda: layout.time(measure, per_round), together=False),
+                         _turns(world, lambda: layout.time(measure, per_round), together=True),
+                         _turns(world, lambda: layout.in_sequence(measure, topology.rank, per_round), together=False),
+                         _optimizer(layout, cfg.lr, per_round)))
+    layouts = [(layout, *(_median_of([r[k] for r in done]) for k in range(4)), _allreduce(layout, topology, cfg.dp))
+               for layout, done in zip(built, rounds)]
     share = _share(first, world, local, measure, repeats)
     interference = _interference(first, topology.pipe, measure, progress, repeats)
     interference = statistics.median(world.allgather(interference))
-    pairs = _pingpong(topology.pipe, max(first.boundary_bytes() or [8.0]), world)
+    pairs = _pingpong(topology.pipe, [max(row[0].boundary_bytes() or [8.0]) for row in layouts], world)
+    dispatch = _dispatch(cfg, world, batch) if ranks > 1 else None
     tables = [_table(topology, *row) for row in layouts]
     local.Free()
     if world.Get_rank() != 0:
         return None
     doc = _document(cfg, world, local_size, share, interference, pairs, tables, device)
+    if dispatch is not None:
+        doc["dispatch"] = dispatch
     out.mkdir(parents=True, exist_ok=True)
     (out / "costs.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     doc["wall_s"] = time.perf_counter() - began
     return doc
+
+
+DISPATCH_SCHEDULES = ("1f1b", "zb-h1")  # between them every kind of gap between compute ops
+
+
+def _dispatch(cfg: RunConfig, world: MPI.Comm, batch: int) -> dict | None:
+    """Host time around ops from short runs of DISPATCH_SCHEDULES (world rank 0 gets it)."""
+    import pandas as pd
+
+    from ..record.dispatch import host_times
+    from .plan import plan
+    from .steps import execute
+
+    m = next(m for m in (cfg.microbatches, 8, 4, 2, 1) if batch % (cfg.dp * m) == 0)
+    traces = []
+    for name in DISPATCH_SCHEDULES:
+        run = replace(cfg, schedule=name, schedule_file=None, chunks=None, microbatches=m, steps=3, warmup=2,
+                      comm="async", predict=False, check=False, inflation=False, costs=None, out=None)
+        result = execute(plan(run, world.Get_size()), world)
+        if result.trace is not None:
+            traces.append(result.trace.assign(step=result.trace["step"] + 10 * len(traces)))
+    if world.Get_rank() != 0:
+        return None
+    return {**host_times(pd.concat(traces, ignore_index=True)), "schedules": list(DISPATCH_SCHEDULES),
+            "microbatches": m}
 
 
 def _allreduce(layout: _Layout, topology, dp: int, rounds: int = 10) -> dict[int, float] | None:
