@@ -241,19 +241,29 @@ def _interference(layout: _Layout, pipe: MPI.Comm, measure, progress, repeats: i
     return max(0.0, statistics.median(busy) / statistics.median(plain) - 1.0)
 
 
+SHARE_SPAN_S = 0.25  # each rank computes this long per k: many of the OS scheduler's time slices
+
+
 def _share(layout: _Layout, world: MPI.Comm, local: MPI.Comm, measure, repeats: int) -> list[float]:
-    """Per-rank rate with k = 1 .. node ranks computing at once (F + B of the first stage)."""
+    """Per-rank rate with k = 1 .. node ranks computing at once: F + B of the first stage
+    over about SHARE_SPAN_S, by throughput (the whole block's time per round). A median
+    of single ops would miss the sharing: with more ranks than cores the OS gives each a
+    slice of milliseconds, and an op that fits in one runs at full speed."""
     s = layout.mine[0]
     stage, x, target, grad = layout.ops[s], *layout.inputs[s]
 
-    def work() -> float:
-        times = [measure(stage.forward, -3, x, target) + measure(stage.backward, -3, grad) for _ in range(repeats)]
-        return statistics.median(times)
+    def rounds_of(n: int) -> None:
+        for _ in range(n):
+            stage.forward(-3, x, target)
+            stage.backward(-3, grad)
 
-    alone = _turns(world, work, together=False)
+    one = _turns(world, lambda: statistics.median(measure(rounds_of, 1) for _ in range(repeats)), together=False)
+    n = max(repeats, math.ceil(SHARE_SPAN_S / max(world.allgather(one))))
+
+    alone = _turns(world, lambda: measure(rounds_of, n) / n, together=False)
     rates = []
     for k in range(1, local.Get_size() + 1):
-        mine = work() if local.Get_rank() < k else None
+        mine = measure(rounds_of, n) / n if local.Get_rank() < k else None
         idle_barrier(world)
         rates.append(alone / mine if mine else None)
     stage.losses.clear()
