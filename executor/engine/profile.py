@@ -268,7 +268,8 @@ def _share(layout: _Layout, world: MPI.Comm, local: MPI.Comm, measure, repeats: 
         rates.append(alone / mine if mine else None)
     stage.losses.clear()
     per_k = world.allgather(rates)  # small lists of floats
-    return [statistics.median([r[k] for r in per_k if r[k] is not None]) for k in range(local.Get_size())]
+    share = [statistics.median([r[k] for r in per_k if r[k] is not None]) for k in range(local.Get_size())]
+    return [rate / share[0] for rate in share]  # k = 1 is alone by definition: 1.0, not 1.0 +- noise
 
 
 def profile(cfg: RunConfig, world: MPI.Comm, out: Path, chunks_list=(1, 2), microbatches=None,
