@@ -17,7 +17,10 @@ measured step times differ by more than 2 % (closer pairs count as ties), and wh
 predicted best schedule is among the measured best (within 2 %).
 
 Writes ``--csv`` (default out/prediction_accuracy.csv): mode, schedule, m, predicted_s,
-measured_s, error_pct; the notebook's "measured against predicted" section plots it.
+measured_s, error_pct (and again_pct: ``--again N`` re-runs each mode's first N cells
+after the others, default 3, and prints how far the same cell moved: the machine's own
+drift, a floor under any prediction's error); the notebook's "measured against
+predicted" section plots it.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def kendall(predicted: list[float], measured: list[float]) -> float:
     return 1.0 if agree + disagree == 0 else (agree - disagree) / (agree + disagree)
 
 
-def run_mode(mode: str, names: list[str], steps: int, work: Path) -> pd.DataFrame:
+def run_mode(mode: str, names: list[str], steps: int, work: Path, again: int = 0) -> pd.DataFrame:
     ranks, model = MODES[mode]
     folder = work / mode
     print(f"\n== {mode}: p = {ranks}, {' '.join(model)}", flush=True)
@@ -103,17 +106,27 @@ def run_mode(mode: str, names: list[str], steps: int, work: Path) -> pd.DataFram
         rows.append({"mode": mode, "schedule": name, "chunks": schedule.chunks, "m": m, "predicted_s": predicted})
         print(f"  predicted before running: {name:18} m={m:<3} {predicted * 1e3:9.2f} ms", flush=True)
     for row in rows:
-        out = folder / f"{row['schedule']}-m{row['m']}"
-        args = ["--schedule", row["schedule"], "--microbatches", str(row["m"]), *model, "--steps", str(steps),
-                "--warmup", "3", "--no-predict", "--out", str(out)]
-        if row["chunks"] > 1:
-            args += ["--chunks", str(row["chunks"])]
-        _launch(ranks, args)
-        row["measured_s"] = json.loads((out / "summary.json").read_text())["measured_step_time"]
+        row["measured_s"] = _measure(ranks, model, row, steps, folder)
         row["error_pct"] = 100.0 * (row["predicted_s"] - row["measured_s"]) / row["measured_s"]
         print(f"  ran: {row['schedule']:18} m={row['m']:<3} measured {row['measured_s'] * 1e3:9.2f} ms, "
               f"predicted {row['predicted_s'] * 1e3:9.2f} ms, error {row['error_pct']:+6.2f} %", flush=True)
+    for row in rows[:again]:  # the machine's own drift over the mode's runs: the same cell once more
+        second = _measure(ranks, model, row, steps, folder)
+        row["again_pct"] = 100.0 * (second - row["measured_s"]) / row["measured_s"]
+        print(f"  ran again: {row['schedule']:12} m={row['m']:<3} measured {second * 1e3:9.2f} ms, "
+              f"{row['again_pct']:+6.2f} % from its first run", flush=True)
     return pd.DataFrame(rows)
+
+
+def _measure(ranks: int, model: list[str], row: dict, steps: int, folder: Path) -> float:
+    """Run one cell; its median step time (s)."""
+    out = folder / f"{row['schedule']}-m{row['m']}"
+    args = ["--schedule", row["schedule"], "--microbatches", str(row["m"]), *model, "--steps", str(steps),
+            "--warmup", "3", "--no-predict", "--out", str(out)]
+    if row["chunks"] > 1:
+        args += ["--chunks", str(row["chunks"])]
+    _launch(ranks, args)
+    return json.loads((out / "summary.json").read_text())["measured_step_time"]
 
 
 def report(table: pd.DataFrame) -> None:
@@ -129,6 +142,10 @@ def report(table: pd.DataFrame) -> None:
         print(f"{mode}: median |error| {statistics.median(errors):.2f} %, max |error| {errors.max():.2f} %, "
               f"tau per m {', '.join(f'{t:.2f}' for t in taus)}, predicted best among measured best at "
               f"{sum(best)} of {len(best)} m")
+        if "again_pct" in cells and cells["again_pct"].notna().any():
+            drift = cells["again_pct"].dropna().abs()
+            print(f"{mode}: the same cell run again at the end moved {drift.median():.2f} % (median of {len(drift)}), "
+                  f"at most {drift.max():.2f} %: this machine's floor under any prediction")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules", default="all", help="comma-separated built-in names (default all)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run (default %(default)s)")
     parser.add_argument("--csv", default="out/prediction_accuracy.csv", help="where the matrix goes")
+    parser.add_argument("--again", type=int, default=3,
+                        help="re-run the first N cells of each mode at its end, to show the machine's drift (default 3)")
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
     names = schedules.names() if args.schedules == "all" else args.schedules.split(",")
@@ -144,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.steps < 1:
         parser.error(f"unknown mode or schedule: {', '.join(bad)}" if bad else "--steps must be >= 1")
     with tempfile.TemporaryDirectory() as tmp:
-        table = pd.concat([run_mode(mode, names, args.steps, Path(tmp)) for mode in modes], ignore_index=True)
+        table = pd.concat([run_mode(mode, names, args.steps, Path(tmp), args.again) for mode in modes],
+                          ignore_index=True)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.csv, index=False)
     print()
