@@ -5,7 +5,9 @@ step's time origin is the earliest of those stamps on the common time base
 (:mod:`executor.record.timing`). Step time is from that origin to the last optimizer step of
 any rank, the same span the simulator calls makespan. Every step runs under the
 watchdog (:mod:`executor.engine.watchdog`). With ``--inflation`` each op is also timed
-alone between the warm-up and the timed steps (:mod:`executor.record.alone`).
+alone between the warm-up and the timed steps and again after them, and the two medians
+averaged, so that a drift of the machine's speed over the run cancels to first order
+(:mod:`executor.record.alone`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class RunResult:
     cuda_peak: list | None = None
     """World rank 0, on CUDA: per pipeline rank, torch.cuda.max_memory_allocated (bytes)."""
     alone: list | None = None
-    """World rank 0, with --inflation: per world rank, {(stage, kind): median s} timed alone."""
+    """World rank 0, with --inflation: per world rank, {(stage, kind): median s} timed alone
+    (the mean of the medians before and after the timed steps)."""
     watchdog_s: float = FIRST_STEPS_S
     """The watchdog's limit per timed step (s)."""
 
@@ -97,6 +100,8 @@ def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
                     break
             _optimize(runtime)
             loss = _mean_loss(world, local, cfg)  # after the optimizer: no sync inside the timed step
+        if cfg.inflation:  # again after the timed steps: before and after bracket the run
+            alone = _average(alone, time_ops(runtime, the_plan, world))
     finally:
         watchdog.close()
         runtime.close()
@@ -110,6 +115,13 @@ def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
         result.memory = pd.DataFrame(memory, columns=["step", "rank", "op", "time", "bytes"])
         result.cuda_peak = peaks if cuda is not None else None
     return result
+
+
+def _average(before: list | None, after: list | None) -> list | None:
+    """Per world rank, the mean of two {(stage, kind): seconds} tables (rank 0 has them)."""
+    if before is None or after is None:
+        return before
+    return [{key: (b[key] + a[key]) / 2 for key in b} for b, a in zip(before, after)]
 
 
 def _limit_after_warmup(runtime: Runtime, the_plan: Plan, topology, offset: float, world: MPI.Comm) -> float:
