@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
-
 import schedules
 from schedules.cli import SYNTHESIZED, add_synthesis_flags
 
 from .costs import Costs
 from .profile import Profile
 from .result import SimResult, simulate
-from timeline import check_trace
 
 __all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "CostSource", "format_summary", "UsageError"]
 
@@ -113,6 +110,10 @@ def costs_from_args(args: argparse.Namespace) -> CostSource:
     if args.costs:
         profile = Profile.load(args.costs)
     if args.costs_from:
+        import pandas as pd  # only here: loading it takes longer than a whole simulation
+
+        from timeline import check_trace
+
         try:
             measured = pd.read_csv(args.costs_from)
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -168,10 +169,10 @@ def format_summary(result: SimResult) -> str:
         f"bubble fraction  {result.bubble_fraction:.2%}",
         f"{'rank':>4}  {'busy %':>7}  {'bubble %':>8}  {'peak memory (bytes)':>19}  {'in flight':>9}",
     ]
-    for row in result.per_rank.itertuples(index=False):
-        busy = row.busy / result.makespan if result.makespan else 0.0
-        lines.append(f"{row.rank:>4}  {busy:>7.1%}  {row.bubble_fraction:>8.1%}  "
-                     f"{row.peak_memory_bytes:>19.6g}  {row.peak_inflight:>9}")
+    for row in result.per_rank_rows():
+        busy = row["busy"] / result.makespan if result.makespan else 0.0
+        lines.append(f"{row['rank']:>4}  {busy:>7.1%}  {row['bubble_fraction']:>8.1%}  "
+                     f"{row['peak_memory_bytes']:>19.6g}  {row['peak_inflight']:>9}")
     return "\n".join(lines)
 
 

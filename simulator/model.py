@@ -59,7 +59,7 @@ class Model:
     def __init__(self, lowered: Schedule, costs: Costs, comm: str):
         self.env = simpy.Environment()
         self.schedule, self.costs, self.blocking = lowered, costs, comm == "blocking"
-        self.ops = encode(lowered, costs)
+        self.ops = encode(lowered, costs, self.blocking)
         self.code, self.key, self.cost, self.dest = self.ops.code, self.ops.key, self.ops.cost, self.ops.dest
         self.free = self.ops.free
         self.start = [[0.0] * len(codes) for codes in self.code]
