@@ -116,6 +116,8 @@ class Model:
             elif c == REDUCE:
                 delay = self._reduce(rank, i, t)
                 if blocking:
+                    if sharing is not None:
+                        sharing.release(rank)
                     yield timeout(delay)
                     t = env.now
                 else:
@@ -124,6 +126,8 @@ class Model:
             elif blocking:
                 i, done = self._post_batch(rank, i)
                 if done is not None:
+                    if sharing is not None:
+                        sharing.release(rank)
                     yield done
                     t = env.now
             elif c == SEND:
@@ -137,6 +141,8 @@ class Model:
                 start[i] = t
                 k = key[i]
                 arrival = arrived.pop(k, None)
+                if sharing is not None and (arrival is None or arrival > env.now):
+                    sharing.release(rank)
                 if arrival is None:  # not sent yet
                     wake = waiting[k] = env.event()
                     arrival = yield wake
@@ -156,9 +162,11 @@ class Model:
             self.stepped[rank], self.finish[rank] = done - step, done
             return
         if t > env.now:
+            sharing.release(rank)
             yield env.timeout(t - env.now)
         if step:
             yield sharing.compute(rank, step)
+        sharing.release(rank)
         self.stepped[rank], self.finish[rank] = t, env.now
 
     def _reduce(self, rank: int, i: int, now: float) -> float:
