@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .dryrun import Deadlock, dry_run
 from .grid import format_grid
-from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError
+from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError, gc_paused
 from .ir import is_send, peer_stage, transfer_key
 from .lowered import _CHECKED, Lowered
 from .lowering import lower
@@ -179,12 +179,13 @@ def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False)
     The lists in the result are exactly the ones the dry run completed."""
     if comm not in COMMS:
         raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
-    given_comms = schedule.has_comms
-    _check_ops(schedule, lowered=given_comms)
-    if given_comms:
-        _check_pairs(schedule)
-    # Our own lowering pairs every transfer and keeps inputs ahead of their use by
-    # construction; the dry run of the final lists is what shows they finish.
-    program = lower(schedule, comm=comm, reduce_grad=reduce_grad)
-    _check_deadlock(program, comm)
+    with gc_paused():  # the checks' ints and the lowered Ops hold no cycles (see gc_paused)
+        given_comms = schedule.has_comms
+        _check_ops(schedule, lowered=given_comms)
+        if given_comms:
+            _check_pairs(schedule)
+        # Our own lowering pairs every transfer and keeps inputs ahead of their use by
+        # construction; the dry run of the final lists is what shows they finish.
+        program = lower(schedule, comm=comm, reduce_grad=reduce_grad)
+        _check_deadlock(program, comm)
     return Lowered(schedule, comm, program.has_reduce_grad, program, proof=_CHECKED)

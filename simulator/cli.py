@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Sequence
 
 import schedules
 from schedules.cli import SYNTHESIZED, add_synthesis_flags
+from schedules.ir import gc_paused
 
 from .costs import Costs
 from .profile import Profile
@@ -194,16 +196,22 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.comm not in schedules.COMMS:
         raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
-    source = costs_from_args(args)
-    if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
-        costs = source.layout(args.ranks, 1, args.microbatches)
-        if args.t_comm is not None and args.latency is None:
-            costs = dataclasses.replace(costs, latency=args.t_comm)
-        schedule = _schedule(args, costs)
-    else:
-        schedule = _schedule(args, None)
-        costs = source(schedule)
-    result = simulate(schedule, costs, comm=args.comm)
+    # Between build and summary the only objects made are Ops, ints and floats, by the
+    # hundred thousand and without cycles: a collection would only walk them again. They
+    # live until the process exits, so they are then frozen out of the collector's sight
+    # (also of the last collection at exit).
+    with gc_paused():
+        source = costs_from_args(args)
+        if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
+            costs = source.layout(args.ranks, 1, args.microbatches)
+            if args.t_comm is not None and args.latency is None:
+                costs = dataclasses.replace(costs, latency=args.t_comm)
+            schedule = _schedule(args, costs)
+        else:
+            schedule = _schedule(args, None)
+            costs = source(schedule)
+        result = simulate(schedule, costs, comm=args.comm)
+        gc.freeze()
     _write_outputs(result, args)
     if args.json:
         print(json.dumps(result.summary(), default=_json_number))

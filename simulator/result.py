@@ -17,6 +17,7 @@ import numpy as np
 
 import schedules
 from schedules import Lowered, Schedule
+from schedules.ir import gc_paused
 
 from .costs import Costs
 from .memory import PeakMemory, peak_memory_of
@@ -130,16 +131,17 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
     comm = lowered.comm
     costs.check_layout(lowered.num_stages, lowered.num_ranks)  # wrong lengths fail here, before the run
     began = time.perf_counter()
-    model = Model(lowered.program, costs, comm)
-    model.run()
-    columns = _columns(lowered, model)
-    end = columns["end"]
-    makespan = float(end.max()) if len(end) else 0.0
-    compute = np.flatnonzero(np.append(CODES == COMPUTE, True)[columns["kind"]])  # the optimizer computes
-    busy = np.bincount(columns["rank"][compute], weights=(end - columns["start"])[compute],
-                       minlength=lowered.num_ranks)
-    peaks = peak_memory_of(_NAMES[columns["kind"]], columns["stage"], columns["rank"], columns["start"], end,
-                           lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
+    with gc_paused():  # hundreds of thousands of ints and floats in lists: no cycles to find
+        model = Model(lowered.program, costs, comm)
+        model.run()
+        columns = _columns(lowered, model)
+        end = columns["end"]
+        makespan = float(end.max()) if len(end) else 0.0
+        compute = np.flatnonzero(np.append(CODES == COMPUTE, True)[columns["kind"]])  # the optimizer computes
+        busy = np.bincount(columns["rank"][compute], weights=(end - columns["start"])[compute],
+                           minlength=lowered.num_ranks)
+        peaks = peak_memory_of(_NAMES[columns["kind"]], columns["stage"], columns["rank"], columns["start"], end,
+                               lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
     return SimResult(lowered, comm, costs, columns, makespan, tuple(float(b) for b in busy), peaks,
                      time.perf_counter() - began)
 
