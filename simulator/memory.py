@@ -105,15 +105,18 @@ def memory_timeline(trace: pd.DataFrame, act_memory: float | Sequence[float] = 1
     return _running(_trace_events(trace, act_memory, w_fraction, grad_memory))
 
 
-# Sums stay exact when every addend is a multiple of 2**-_FRACTION_BITS and no partial
-# sum reaches 2**53 of those units.
-_FRACTION_BITS = 20
-
-
 def _exact_sums(values: np.ndarray) -> bool:
-    """Whether every running sum of ``values`` is exact in float64, whatever the order."""
-    scaled = values * 2.0 ** _FRACTION_BITS  # a power of two: exact
-    return bool(np.all(scaled == np.round(scaled))) and float(np.abs(scaled).sum()) < 2.0 ** 53
+    """Whether every running sum of ``values``, in any order, is exact in float64: so when all
+    are whole multiples of one power of two u and their absolute sum stays below 2**52 u
+    (every partial sum is then a multiple of u that float64 holds exactly)."""
+    values = values[values != 0]
+    if not len(values):
+        return True
+    mantissa, exponent = np.frexp(values)  # values = mantissa * 2**exponent, 0.5 <= |mantissa| < 1
+    whole = (mantissa * 2.0 ** 53).astype(np.int64)  # the 53 significant bits, exactly
+    lowest = np.frexp((whole & -whole).astype(float))[1] - 1  # the lowest set bit's place
+    unit = int((exponent - 53 + lowest).min())
+    return float(np.abs(values).sum()) < 2.0 ** (52 + unit)  # 52: room for the rounded sum
 
 
 def _peaks(events: dict[str, np.ndarray], ranks: int) -> tuple[PeakMemory, ...]:
