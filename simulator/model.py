@@ -78,8 +78,11 @@ class Model:
         self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
         self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
         self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
+        self.at = [0] * lowered.num_ranks  # the op a rank last waited at for another rank
 
-    def run(self) -> None:
+    def run(self) -> dict[int, int]:
+        """Run to the end; rank -> index in ``lowered.ops[rank]`` of the op where it stays
+        stuck (a RECV, or under blocking the first op of a batch), {} when all finished."""
         for rank in range(self.schedule.num_ranks):
             self.env.process(self._rank(rank))
         # An event per op is made and dropped soon after, freed by reference counting
@@ -88,8 +91,11 @@ class Model:
         with gc_paused():
             self.env.run()
         stuck = [r for r in range(self.schedule.num_ranks) if self.finish[r] < 0]
-        if stuck:  # the validator's dry run rules this out; guard against a model bug
-            raise RuntimeError(f"simulation stopped with ranks {stuck} unfinished")
+        return {r: self._origin(r, self.at[r]) for r in stuck}
+
+    def _origin(self, rank: int, i: int) -> int:
+        """The index in the rank's list of the op encoded at ``i`` (a pair is encoded as two)."""
+        return [j for j, op in enumerate(self.schedule.ops[rank]) for _ in op.parts][i]
 
     # ---- the rank process -------------------------------------------------------------
 
@@ -124,6 +130,7 @@ class Model:
                     reduced = max(reduced, t + delay)
                 i += 1
             elif blocking:
+                self.at[rank] = i
                 i, done = self._post_batch(rank, i)
                 if done is not None:
                     if sharing is not None:
@@ -145,6 +152,7 @@ class Model:
                     sharing.release(rank)
                 if arrival is None:  # not sent yet
                     wake = waiting[k] = env.event()
+                    self.at[rank] = i
                     arrival = yield wake
                 if arrival > env.now:  # sent, still in flight
                     yield timeout(arrival - env.now)

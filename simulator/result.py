@@ -51,7 +51,8 @@ class SimResult:
     peak_memory: tuple[PeakMemory, ...]
     """Per rank: highest activation bytes and microbatch-stages in flight (see :mod:`simulator.memory`)."""
     wall_time: float
-    """Seconds the simulation itself took (model and summaries, not validation or the trace frame)."""
+    """Seconds the simulation itself took (model and summaries, not the checks and lowering
+    before it, nor the trace frame)."""
 
     @cached_property
     def trace(self) -> pd.DataFrame:
@@ -121,19 +122,30 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
     match ``comm`` and that, else ValueError.
     """
     costs = Costs() if costs is None else costs
+    runs: list[tuple[Model, float]] = []  # the model run, and when it began
+
+    def run(program: Schedule, comm: str) -> dict[int, int]:
+        costs.check_layout(program.num_stages, program.num_ranks)  # wrong lengths fail here, before the run
+        began = time.perf_counter()
+        with gc_paused():  # encoding makes lists of ints by the hundred thousand
+            model = Model(program, costs, comm)
+        runs.append((model, began))
+        return model.run()
+
     if isinstance(schedule, Lowered):
         lowered = schedule
         if comm not in (None, lowered.comm) or lowered.reduce_grad != (costs.dp > 1):
             raise ValueError(f"this Lowered is for comm={lowered.comm}, reduce_grad={lowered.reduce_grad}; "
                              f"asked comm={comm or lowered.comm}, dp={costs.dp}: validate the schedule for that")
+        stuck = run(lowered.program, lowered.comm)
+        if stuck:  # the validator's run ruled this out; guard against a model bug
+            raise RuntimeError(f"simulation stopped with ranks {sorted(stuck)} unfinished")
     else:
-        lowered = schedules.validate(schedule, comm or "async", reduce_grad=costs.dp > 1)
-    comm = lowered.comm
-    costs.check_layout(lowered.num_stages, lowered.num_ranks)  # wrong lengths fail here, before the run
-    began = time.perf_counter()
+        # The model's run of the final lists stands in for the validator's dry run: whether
+        # they finish does not depend on costs, and a deadlock is reported the same way.
+        lowered = schedules.validate(schedule, comm or "async", reduce_grad=costs.dp > 1, run=run)
+    model, began = runs[0]
     with gc_paused():  # hundreds of thousands of ints and floats in lists: no cycles to find
-        model = Model(lowered.program, costs, comm)
-        model.run()
         columns = _columns(lowered, model)
         end = columns["end"]
         makespan = float(end.max()) if len(end) else 0.0
@@ -142,7 +154,7 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
                            minlength=lowered.num_ranks)
         peaks = peak_memory_of(_NAMES[columns["kind"]], columns["stage"], columns["rank"], columns["start"], end,
                                lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
-    return SimResult(lowered, comm, costs, columns, makespan, tuple(float(b) for b in busy), peaks,
+    return SimResult(lowered, lowered.comm, costs, columns, makespan, tuple(float(b) for b in busy), peaks,
                      time.perf_counter() - began)
 
 
