@@ -74,7 +74,7 @@ class Model:
         self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
         self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
         self.fly = not self.blocking and self.interfering is None  # transfers timed by arithmetic
-        self.link_free: dict[tuple[int, int], float] = {}  # when each link is free (fly)
+        self.link_free: dict[int, float] = {}  # fly: when link src -> dst is free, by src * ranks + dst
         self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
         self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
         self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
@@ -198,7 +198,7 @@ class Model:
         """async, compute not slowed by transfers: SEND ``i`` posted at ``t`` takes its link
         when the link is free and lands ``cost`` later. Only the sender posts on a link, in
         its own order, so this is known at once: no event unless a receiver must wait."""
-        link = (rank, self.dest[rank][i])
+        link = rank * self.schedule.num_ranks + self.dest[rank][i]
         begin = max(t, self.link_free.get(link, 0.0))
         self.link_free[link] = self.end[rank][i] = land = begin + self.cost[rank][i]
         self._arrive(self.key[rank][i], land)
