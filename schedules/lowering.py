@@ -41,8 +41,9 @@ its sender stands in a gap too, and here all do: so no awaited input exists yet,
 rank waits for a compute op of another stuck rank, and the waits go round a cycle.
 (3) Whether a blocking list finishes does not depend on op costs (a batch completes once
 its counterparts are posted, whenever that is), so the list finishes at every cost. The
-validator still dry-runs the final lists, REDUCE_GRAD included: the argument covers the
-pass, the dry run covers what is handed out.
+validator still runs the final lists, REDUCE_GRAD included: the argument covers the pass,
+the run covers what is handed out (the untimed dry run, or in its place the simulator's
+timed run, which by the same cost independence proves the same).
 
 How fast. At unit costs a blocking rank waits beyond what async waits only for data whose
 sender is busy in an op it started after producing it. For every built-in schedule with
