@@ -14,6 +14,7 @@ time among them (rendezvous for sends too).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Mapping
 
 from .ir import COMMS, OpKind, Schedule, batch_ends, transfer_offsets
@@ -71,6 +72,7 @@ def dry_run(schedule: Schedule | Lowered, comm: str | None = None,
 
 
 _COMPUTE, _SEND, _RECV = 0, 1, 2
+_KIND = attrgetter("kind")
 _CODE = {kind: _COMPUTE for kind in OpKind} | {
     OpKind.SEND_F: _SEND, OpKind.SEND_B: _SEND, OpKind.RECV_F: _RECV, OpKind.RECV_B: _RECV
 }
@@ -83,10 +85,13 @@ class _Run:
         self.blocking = blocking
         ops = schedule.ops
         m, offset = transfer_offsets(schedule)
-        self.code = [[_CODE[op.kind] for op in rank_ops] for rank_ops in ops]
+        self.code = [list(map(_CODE.__getitem__, map(_KIND, rank_ops))) for rank_ops in ops]
         self.key = [[-1 if c == _COMPUTE else op.stage * m + op.mb + offset[op.kind] for op, c in zip(rank_ops, codes)]
                     for rank_ops, codes in zip(ops, self.code)]
-        self.cost = [[cost[op.kind] for op in rank_ops] for rank_ops in ops]
+        if any(cost.values()):
+            self.cost = [list(map(cost.__getitem__, map(_KIND, rank_ops))) for rank_ops in ops]
+        else:  # untimed: the validator's run
+            self.cost = [[0.0] * len(rank_ops) for rank_ops in ops]
         self.ends = [batch_ends(rank_ops) for rank_ops in ops] if blocking else None
         p = schedule.num_ranks
         self.start = [[0.0] * len(r) for r in ops]

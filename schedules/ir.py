@@ -15,6 +15,7 @@ import gc
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Iterator, Sequence
 
 __all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "transfer_key",
@@ -184,6 +185,9 @@ def peer_stage(op: Op) -> int:
     return op.stage + (1 if op.kind is OpKind.SEND_F or op.kind is OpKind.RECV_B else -1)
 
 
+_KIND = attrgetter("kind")
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Per-rank ordered op lists: what each rank does, in order, never when.
@@ -228,11 +232,11 @@ class Schedule:
     @property
     def has_comms(self) -> bool:
         """Whether the lists already hold SEND/RECV (a compute_comms CSV, or lowered lists)."""
-        return any(op.kind in COMM_KINDS for rank_ops in self.ops for op in rank_ops)
+        return any(not COMM_KINDS.isdisjoint(map(_KIND, rank_ops)) for rank_ops in self.ops)  # C loops
 
     @property
     def has_reduce_grad(self) -> bool:
-        return any(op.kind is OpKind.REDUCE_GRAD for rank_ops in self.ops for op in rank_ops)
+        return any(OpKind.REDUCE_GRAD in map(_KIND, rank_ops) for rank_ops in self.ops)
 
     def __iter__(self) -> Iterator[tuple[int, Op]]:
         """(rank, op) for every op, rank by rank."""

@@ -3,7 +3,8 @@
 A :class:`~schedules.ir.Schedule` states an order that may still break a rule or deadlock.
 A ``Lowered`` is a value of its own type that only ``validate`` makes: the schedule as
 given, the communication semantics and whether gradients are all-reduced, and the final
-per-rank lists (SEND/RECV and REDUCE_GRAD included) that passed the dry run. Consumers
+per-rank lists (SEND/RECV and REDUCE_GRAD included) that passed the dry run (or the run
+that stood in for it: see :func:`schedules.validate`). Consumers
 (simulator, executor) take a ``Lowered``, so none of them can hold an unchecked list by
 mistake; nothing is cached or flagged on the ``Schedule`` itself.
 """
@@ -33,7 +34,7 @@ class Lowered:
     """Whether the lists hold a REDUCE_GRAD per stage (data-parallel gradient all-reduce)."""
     program: Schedule
     """The final lists: same name and placement as ``schedule``, SEND/RECV (and REDUCE_GRAD)
-    in place; exactly the lists the validator's dry run completed."""
+    in place; exactly the lists the validator's dry run (or the run given it) completed."""
     proof: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -41,8 +41,9 @@ its sender stands in a gap too, and here all do: so no awaited input exists yet,
 rank waits for a compute op of another stuck rank, and the waits go round a cycle.
 (3) Whether a blocking list finishes does not depend on op costs (a batch completes once
 its counterparts are posted, whenever that is), so the list finishes at every cost. The
-validator still dry-runs the final lists, REDUCE_GRAD included: the argument covers the
-pass, the dry run covers what is handed out.
+validator still runs the final lists, REDUCE_GRAD included: the argument covers the pass,
+the run covers what is handed out (the untimed dry run, or in its place the simulator's
+timed run, which by the same cost independence proves the same).
 
 How fast. At unit costs a blocking rank waits beyond what async waits only for data whose
 sender is busy in an op it started after producing it. For every built-in schedule with
@@ -92,31 +93,28 @@ def _transfers(schedule: Schedule, rank: int) -> tuple[Transfers, Transfers]:
     SENDs that take its outputs to other ranks (one each for F, B, I; two for a pair)."""
     where = schedule.stage_to_rank
     last = schedule.num_stages - 1
-    # Per stage: is the neighbour upstream / downstream on another rank? Looked up once
-    # per op instead of re-deriving it, since this loop runs over every op of a schedule.
-    remote_prev = [s > 0 and where[s - 1] != rank for s in range(last + 1)]
-    remote_next = [s < last and where[s + 1] != rank for s in range(last + 1)]
+    # Per stage: is the neighbour upstream / downstream on another rank? Then, per kind and
+    # stage, the kinds of the RECV and the SEND an op needs (None: handed over locally),
+    # looked up once per op instead of re-derived, since this loop runs over every op.
+    prev = [s > 0 and where[s - 1] != rank for s in range(last + 1)]
+    after = [s < last and where[s + 1] != rank for s in range(last + 1)]
+    forward = [(RECV_F if p else None, SEND_F if n else None) for p, n in zip(prev, after)]
+    backward = [(RECV_B if n else None, SEND_B if p else None) for p, n in zip(prev, after)]
+    table = {F: forward, B: backward, I: backward}
 
     def edges(op: Op) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
-        kind, stage = op.kind, op.stage
-        if kind is F:
-            return ((Op(RECV_F, stage, op.mb),) if remote_prev[stage] else _NONE,
-                    (Op(SEND_F, stage, op.mb),) if remote_next[stage] else _NONE)
-        if kind is B or kind is I:
-            return ((Op(RECV_B, stage, op.mb),) if remote_next[stage] else _NONE,
-                    (Op(SEND_B, stage, op.mb),) if remote_prev[stage] else _NONE)
-        if kind is OpKind.OVERLAP_F_B:
-            (fr, fs), (br, bs) = edges(op.pair[0]), edges(op.pair[1])
-            return fr + br, fs + bs
-        return _NONE, _NONE
+        kinds = table.get(op.kind)
+        if kinds is None:
+            if op.kind is OpKind.OVERLAP_F_B:
+                (fr, fs), (br, bs) = edges(op.pair[0]), edges(op.pair[1])
+                return fr + br, fs + bs
+            return _NONE, _NONE
+        recv, send = kinds[op.stage]
+        return ((Op(recv, op.stage, op.mb),) if recv is not None else _NONE,
+                (Op(send, op.stage, op.mb),) if send is not None else _NONE)
 
-    recvs: Transfers = []
-    sends: Transfers = []
-    for op in schedule.ops[rank]:
-        recv, send = edges(op)
-        recvs.append(recv)
-        sends.append(send)
-    return recvs, sends
+    pairs = [edges(op) for op in schedule.ops[rank]]
+    return [recv for recv, _ in pairs], [send for _, send in pairs]
 
 
 def _async_list(rank_ops, recvs: Transfers, sends: Transfers) -> list[Op]:

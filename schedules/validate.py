@@ -10,7 +10,9 @@ op and the rule, above the step x rank grid with the op marked:
      output gradient, W after I, a SEND after the op producing its data;
   4. SENDs and RECVs pair up one to one, and none joins two stages on the same rank;
   5. a dry run under the chosen semantics of the final lists, REDUCE_GRAD included,
-     finishes (no deadlock).
+     finishes (no deadlock); or, where the caller runs those lists anyway (the
+     simulator), that run does: whether lowered lists finish does not depend on op costs
+     (see :mod:`schedules.lowering`), so a timed run proves what the untimed one would.
 An OVERLAP_F_B counts as both its ops at its position. A compute-only schedule is
 lowered first, so the pairing and deadlock checks apply to exactly what the simulator
 and executor will run; what passed is handed out as a :class:`~schedules.lowered.Lowered`.
@@ -18,14 +20,20 @@ and executor will run; what passed is handed out as a :class:`~schedules.lowered
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .dryrun import Deadlock, dry_run
 from .grid import format_grid
-from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError
+from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError, gc_paused
 from .ir import is_send, peer_stage, transfer_key
 from .lowered import _CHECKED, Lowered
 from .lowering import lower
 
-__all__ = ["validate"]
+__all__ = ["validate", "Run"]
+
+# Runs lowered lists under a semantics; returns rank -> index of the op where it stays
+# stuck, {} when every rank finished.
+Run = Callable[[Schedule, str], dict[int, int]]
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
 _WINDOW = 6
@@ -163,28 +171,38 @@ def _check_pairs(schedule: Schedule) -> None:
                 raise _fail(schedule, rank, step, f"has no matching {missing}")
 
 
-def _check_deadlock(schedule: Schedule, comm: str) -> None:
+def _dry_run(program: Schedule, comm: str) -> dict[int, int]:
     try:
-        dry_run(schedule, comm)
+        dry_run(program, comm)
     except Deadlock as stuck:
-        rank, step = min(stuck.stuck.items())
-        waits = ", ".join(f"rank {r} at {schedule.ops[r][i]}" for r, i in sorted(stuck.stuck.items())[:8])
-        raise _fail(schedule, rank, step, f"deadlock under {comm} communication: {waits}") from None
+        return stuck.stuck
+    return {}
 
 
-def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) -> Lowered:
+def _check_deadlock(schedule: Schedule, comm: str, run: Run) -> None:
+    stuck = run(schedule, comm)
+    if stuck:
+        rank, step = min(stuck.items())
+        waits = ", ".join(f"rank {r} at {schedule.ops[r][i]}" for r, i in sorted(stuck.items())[:8])
+        raise _fail(schedule, rank, step, f"deadlock under {comm} communication: {waits}")
+
+
+def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False, *, run: Run | None = None) -> Lowered:
     """Raise ScheduleError if ``schedule`` breaks a rule; return it lowered for ``comm`` (with
     a REDUCE_GRAD per stage when ``reduce_grad``) as a :class:`Lowered`, which is what to run.
 
-    The lists in the result are exactly the ones the dry run completed."""
+    The lists in the result are exactly the ones the dry run completed; or, given ``run``
+    (an interpreter of the final lists under ``comm``: the simulator's model), the ones
+    that run completed, in place of the dry run."""
     if comm not in COMMS:
         raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
-    given_comms = schedule.has_comms
-    _check_ops(schedule, lowered=given_comms)
-    if given_comms:
-        _check_pairs(schedule)
-    # Our own lowering pairs every transfer and keeps inputs ahead of their use by
-    # construction; the dry run of the final lists is what shows they finish.
-    program = lower(schedule, comm=comm, reduce_grad=reduce_grad)
-    _check_deadlock(program, comm)
+    with gc_paused():  # the checks' ints and the lowered Ops hold no cycles (see gc_paused)
+        given_comms = schedule.has_comms
+        _check_ops(schedule, lowered=given_comms)
+        if given_comms:
+            _check_pairs(schedule)
+        # Our own lowering pairs every transfer and keeps inputs ahead of their use by
+        # construction; a run of the final lists is what shows they finish.
+        program = lower(schedule, comm=comm, reduce_grad=reduce_grad)
+        _check_deadlock(program, comm, run or _dry_run)
     return Lowered(schedule, comm, program.has_reduce_grad, program, proof=_CHECKED)

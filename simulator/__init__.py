@@ -14,7 +14,6 @@ from .fit import LinkFit, fit_link
 from .memory import PeakMemory, memory_timeline, peak_memory
 from .profile import Profile, ProfileError
 from .result import SimResult, simulate
-from timeline import STREAMS, TRACE_COLUMNS, bubble_of, check_trace, empty_trace, makespan_of, stream_of, transfers
 
 __all__ = [
     "simulate", "SimResult", "Costs", "Profile", "ProfileError", "fit_link", "LinkFit", "PeakMemory", "memory_timeline", "peak_memory",
@@ -23,8 +22,17 @@ __all__ = [
 ]
 
 
+_SCHEMA = ("TRACE_COLUMNS", "STREAMS", "check_trace", "empty_trace", "stream_of", "makespan_of", "bubble_of",
+           "transfers")
+
+
 def __getattr__(name: str):
-    # Plotting pulls in matplotlib (about a second): load it only when asked for.
+    # The trace schema loads pandas (a third of a second) and plotting matplotlib (about a
+    # second): load them only when asked for, so that a run from the command line needs neither.
+    if name in _SCHEMA:
+        import timeline
+
+        return getattr(timeline, name)
     if name in ("plot_gantt", "plot_compare"):
         from timeline import gantt
 

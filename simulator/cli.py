@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
-
 import schedules
 from schedules.cli import SYNTHESIZED, add_synthesis_flags
+from schedules.ir import gc_paused
 
 from .costs import Costs
 from .profile import Profile
 from .result import SimResult, simulate
-from timeline import check_trace
 
 __all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "CostSource", "format_summary", "UsageError"]
 
@@ -113,6 +112,10 @@ def costs_from_args(args: argparse.Namespace) -> CostSource:
     if args.costs:
         profile = Profile.load(args.costs)
     if args.costs_from:
+        import pandas as pd  # only here: loading it takes longer than a whole simulation
+
+        from timeline import check_trace
+
         try:
             measured = pd.read_csv(args.costs_from)
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -168,10 +171,10 @@ def format_summary(result: SimResult) -> str:
         f"bubble fraction  {result.bubble_fraction:.2%}",
         f"{'rank':>4}  {'busy %':>7}  {'bubble %':>8}  {'peak memory (bytes)':>19}  {'in flight':>9}",
     ]
-    for row in result.per_rank.itertuples(index=False):
-        busy = row.busy / result.makespan if result.makespan else 0.0
-        lines.append(f"{row.rank:>4}  {busy:>7.1%}  {row.bubble_fraction:>8.1%}  "
-                     f"{row.peak_memory_bytes:>19.6g}  {row.peak_inflight:>9}")
+    for row in result.per_rank_rows():
+        busy = row["busy"] / result.makespan if result.makespan else 0.0
+        lines.append(f"{row['rank']:>4}  {busy:>7.1%}  {row['bubble_fraction']:>8.1%}  "
+                     f"{row['peak_memory_bytes']:>19.6g}  {row['peak_inflight']:>9}")
     return "\n".join(lines)
 
 
@@ -193,16 +196,22 @@ def _run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.comm not in schedules.COMMS:
         raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
-    source = costs_from_args(args)
-    if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
-        costs = source.layout(args.ranks, 1, args.microbatches)
-        if args.t_comm is not None and args.latency is None:
-            costs = dataclasses.replace(costs, latency=args.t_comm)
-        schedule = _schedule(args, costs)
-    else:
-        schedule = _schedule(args, None)
-        costs = source(schedule)
-    result = simulate(schedule, costs, comm=args.comm)
+    # Between build and summary the only objects made are Ops, ints and floats, by the
+    # hundred thousand and without cycles: a collection would only walk them again. They
+    # live until the process exits, so they are then frozen out of the collector's sight
+    # (also of the last collection at exit).
+    with gc_paused():
+        source = costs_from_args(args)
+        if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
+            costs = source.layout(args.ranks, 1, args.microbatches)
+            if args.t_comm is not None and args.latency is None:
+                costs = dataclasses.replace(costs, latency=args.t_comm)
+            schedule = _schedule(args, costs)
+        else:
+            schedule = _schedule(args, None)
+            costs = source(schedule)
+        result = simulate(schedule, costs, comm=args.comm)
+        gc.freeze()
     _write_outputs(result, args)
     if args.json:
         print(json.dumps(result.summary(), default=_json_number))

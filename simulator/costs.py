@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
-import pandas as pd
 from schedules import analytic
 
 from .costs_check import check_finite, check_number, values_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Costs", "PerStage", "PerLink"]
 

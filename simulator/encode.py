@@ -25,6 +25,7 @@ off its end, so ops keep their own times and the host time shows as time between
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from schedules.ir import transfer_offsets
 
 from .costs import Costs
 
-__all__ = ["Encoded", "encode", "COMPUTE", "SEND", "RECV", "REDUCE", "KINDS"]
+__all__ = ["Encoded", "encode", "COMPUTE", "SEND", "RECV", "REDUCE", "KINDS", "CODES"]
 
 COMPUTE, SEND, RECV, REDUCE = 0, 1, 2, 3
 KINDS = list(OpKind)  # row order of the tables; trace kinds are KINDS[kind]
@@ -41,6 +42,8 @@ _ROW = {k: i for i, k in enumerate(KINDS)}
 _CODE = {OpKind.F: COMPUTE, OpKind.B: COMPUTE, OpKind.I: COMPUTE, OpKind.W: COMPUTE,
          OpKind.SEND_F: SEND, OpKind.SEND_B: SEND, OpKind.RECV_F: RECV, OpKind.RECV_B: RECV,
          OpKind.REDUCE_GRAD: REDUCE, OpKind.OVERLAP_F_B: COMPUTE}  # a pair never reaches the columns
+CODES = np.array([_CODE[k] for k in KINDS])  # dispatch code by table row
+_KIND, _STAGE, _MB = attrgetter("kind"), attrgetter("stage"), attrgetter("mb")
 
 
 @dataclass
@@ -57,7 +60,7 @@ class Encoded:
     key: list[list[int]]
     cost: list[list[float]]
     dest: list[list[int]]
-    batch_end: list[list[int]]
+    batch_end: list[list[int]] | None  # only under blocking
     free: bool  # no transfer takes time: no link processes needed
     pre: np.ndarray | None = None  # host time folded into the start of each (compute) op; None: none
     post: np.ndarray | None = None  # and into its end
@@ -92,24 +95,28 @@ def _transfer(costs: Costs, src: int, dst: int, nbytes: float) -> float:
     return costs.link("latency", src, dst) + (nbytes / costs.link("bandwidth", src, dst) if nbytes else 0.0)
 
 
-def encode(schedule: Schedule, costs: Costs) -> Encoded:
-    """Columns of a lowered schedule's lists (``Lowered.program``)."""
-    rows = [[part for op in rank_ops for part in op.parts] for rank_ops in schedule.ops]
-    paired = np.array([op.pair is not None for rank_ops in schedule.ops for op in rank_ops for _ in op.parts])
+def encode(schedule: Schedule, costs: Costs, blocking: bool = False) -> Encoded:
+    """Columns of a lowered schedule's lists (``Lowered.program``); ``batch_end`` only when
+    ``blocking``."""
+    if any(OpKind.OVERLAP_F_B in map(_KIND, rank_ops) for rank_ops in schedule.ops):
+        rows = [[part for op in rank_ops for part in op.parts] for rank_ops in schedule.ops]
+        paired = np.array([op.pair is not None for rank_ops in schedule.ops for op in rank_ops for _ in op.parts])
+    else:
+        rows, paired = schedule.ops, None
     ops = [op for rank_ops in rows for op in rank_ops]
-    kind = np.array([_ROW[op.kind] for op in ops], dtype=np.int64)
-    stage = np.array([op.stage for op in ops], dtype=np.int64)
-    mb = np.array([-1 if op.mb is None else op.mb for op in ops], dtype=np.int64)
+    kind = np.array(list(map(_ROW.__getitem__, map(_KIND, ops))), dtype=np.int64)
+    stage = np.array(list(map(_STAGE, ops)), dtype=np.int64)
+    mb = np.array([-1 if m is None else m for m in map(_MB, ops)], dtype=np.int64)
     counts = [len(rank_ops) for rank_ops in rows]
     rank = np.repeat(np.arange(schedule.num_ranks), counts)
     cost_t, dest_t, base_t = _tables(schedule, costs)
-    code = np.array([_CODE[k] for k in KINDS])[kind]
+    code = CODES[kind]
     base = base_t[kind, stage]
     key = np.where((code == SEND) | (code == RECV), base + mb, -1)
     cost, dest = cost_t[kind, stage], dest_t[kind, stage]
-    if paired.any():
+    if paired is not None:
         cost = np.where(paired, cost * costs.overlap_f_b, cost)
-    bounds = np.cumsum([0] + counts)
+    bounds = np.cumsum([0] + counts).tolist()
 
     def per_rank(column: np.ndarray) -> list[list]:
         flat = column.tolist()
@@ -118,10 +125,12 @@ def encode(schedule: Schedule, costs: Costs) -> Encoded:
     free = not bool((cost[code == SEND] > 0).any())
     pre = post = None
     if costs.dispatches:
-        pre, post = _dispatch(code, bounds, paired & (kind == _ROW[OpKind.F]), costs)
+        first_of_pair = np.zeros(len(code), dtype=bool) if paired is None else paired & (kind == _ROW[OpKind.F])
+        pre, post = _dispatch(code, bounds, first_of_pair, costs)
         cost = cost + pre + post
-    return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest),
-                   [batch_ends(rank_ops) for rank_ops in rows], free, pre, post)
+    ends = [batch_ends(rank_ops) for rank_ops in rows] if blocking else None
+    return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest), ends, free,
+                   pre, post)
 
 
 def _dispatch(code: np.ndarray, bounds, first_of_pair: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ class Model:
     def __init__(self, lowered: Schedule, costs: Costs, comm: str):
         self.env = simpy.Environment()
         self.schedule, self.costs, self.blocking = lowered, costs, comm == "blocking"
-        self.ops = encode(lowered, costs)
+        self.ops = encode(lowered, costs, self.blocking)
         self.code, self.key, self.cost, self.dest = self.ops.code, self.ops.key, self.ops.cost, self.ops.dest
         self.free = self.ops.free
         self.start = [[0.0] * len(codes) for codes in self.code]
@@ -74,12 +74,15 @@ class Model:
         self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
         self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
         self.fly = not self.blocking and self.interfering is None  # transfers timed by arithmetic
-        self.link_free: dict[tuple[int, int], float] = {}  # when each link is free (fly)
+        self.link_free: dict[int, float] = {}  # fly: when link src -> dst is free, by src * ranks + dst
         self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
         self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
         self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
+        self.at = [0] * lowered.num_ranks  # the op a rank last waited at for another rank
 
-    def run(self) -> None:
+    def run(self) -> dict[int, int]:
+        """Run to the end; rank -> index in ``lowered.ops[rank]`` of the op where it stays
+        stuck (a RECV, or under blocking the first op of a batch), {} when all finished."""
         for rank in range(self.schedule.num_ranks):
             self.env.process(self._rank(rank))
         # An event per op is made and dropped soon after, freed by reference counting
@@ -88,8 +91,11 @@ class Model:
         with gc_paused():
             self.env.run()
         stuck = [r for r in range(self.schedule.num_ranks) if self.finish[r] < 0]
-        if stuck:  # the validator's dry run rules this out; guard against a model bug
-            raise RuntimeError(f"simulation stopped with ranks {stuck} unfinished")
+        return {r: self._origin(r, self.at[r]) for r in stuck}
+
+    def _origin(self, rank: int, i: int) -> int:
+        """The index in the rank's list of the op encoded at ``i`` (a pair is encoded as two)."""
+        return [j for j, op in enumerate(self.schedule.ops[rank]) for _ in op.parts][i]
 
     # ---- the rank process -------------------------------------------------------------
 
@@ -116,14 +122,19 @@ class Model:
             elif c == REDUCE:
                 delay = self._reduce(rank, i, t)
                 if blocking:
+                    if sharing is not None:
+                        sharing.release(rank)
                     yield timeout(delay)
                     t = env.now
                 else:
                     reduced = max(reduced, t + delay)
                 i += 1
             elif blocking:
+                self.at[rank] = i
                 i, done = self._post_batch(rank, i)
                 if done is not None:
+                    if sharing is not None:
+                        sharing.release(rank)
                     yield done
                     t = env.now
             elif c == SEND:
@@ -137,8 +148,11 @@ class Model:
                 start[i] = t
                 k = key[i]
                 arrival = arrived.pop(k, None)
+                if sharing is not None and (arrival is None or arrival > env.now):
+                    sharing.release(rank)
                 if arrival is None:  # not sent yet
                     wake = waiting[k] = env.event()
+                    self.at[rank] = i
                     arrival = yield wake
                 if arrival > env.now:  # sent, still in flight
                     yield timeout(arrival - env.now)
@@ -156,9 +170,11 @@ class Model:
             self.stepped[rank], self.finish[rank] = done - step, done
             return
         if t > env.now:
+            sharing.release(rank)
             yield env.timeout(t - env.now)
         if step:
             yield sharing.compute(rank, step)
+        sharing.release(rank)
         self.stepped[rank], self.finish[rank] = t, env.now
 
     def _reduce(self, rank: int, i: int, now: float) -> float:
@@ -182,7 +198,7 @@ class Model:
         """async, compute not slowed by transfers: SEND ``i`` posted at ``t`` takes its link
         when the link is free and lands ``cost`` later. Only the sender posts on a link, in
         its own order, so this is known at once: no event unless a receiver must wait."""
-        link = (rank, self.dest[rank][i])
+        link = rank * self.schedule.num_ranks + self.dest[rank][i]
         begin = max(t, self.link_free.get(link, 0.0))
         self.link_free[link] = self.end[rank][i] = land = begin + self.cost[rank][i]
         self._arrive(self.key[rank][i], land)

@@ -8,25 +8,30 @@ when it costs time, counts as busy: it is work, not a pipeline bubble.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 import schedules
 from schedules import Lowered, Schedule
+from schedules.ir import gc_paused
 
 from .costs import Costs
-from .memory import PeakMemory, peak_memory
-from .encode import KINDS
+from .memory import PeakMemory, peak_memory_of
+from .encode import CODES, COMPUTE, KINDS
 from .model import Model
-from timeline import TRACE_COLUMNS, makespan_of, stream_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["simulate", "SimResult"]
 
-_KINDS = np.array([k.value for k in KINDS], dtype=object)
-_STREAMS = np.array([stream_of(k.value) for k in KINDS], dtype=object)
+# Trace kind names by row (KINDS, then the optimizer step's row).
+_NAMES = np.array([k.value for k in KINDS] + ["OPTIMIZER"], dtype=object)
+_OPTIMIZER = len(KINDS)
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,8 @@ class SimResult:
     """The validated schedule that ran (``schedule.ops``: its final lists)."""
     comm: str
     costs: Costs
-    trace: pd.DataFrame
-    """One row per op execution in the shared schema (:mod:`timeline`)."""
+    columns: dict[str, np.ndarray] = field(repr=False)
+    """The trace as arrays: rank, stage, mb, kind (a row of ``_NAMES``), start, end."""
     makespan: float
     """Step time: from 0 until the last rank finished its optimizer step."""
     busy: tuple[float, ...]
@@ -46,7 +51,25 @@ class SimResult:
     peak_memory: tuple[PeakMemory, ...]
     """Per rank: highest activation bytes and microbatch-stages in flight (see :mod:`simulator.memory`)."""
     wall_time: float
-    """Seconds the simulation itself took (model and trace, not validation)."""
+    """Seconds the simulation itself took (model and summaries, not the checks and lowering
+    before it, nor the trace frame)."""
+
+    @cached_property
+    def trace(self) -> pd.DataFrame:
+        """One row per op execution in the shared schema (:mod:`timeline`). Made on first use
+        (it loads pandas, longer than the whole summary takes) and kept: the columns do not change."""
+        import pandas as pd
+
+        from timeline import TRACE_COLUMNS, stream_of
+
+        c, s = self.columns, self.schedule
+        kind = _NAMES[c["kind"]]
+        streams = np.array([stream_of(name) for name in _NAMES], dtype=object)[c["kind"]]
+        trace = pd.DataFrame({"rank": c["rank"], "stage": c["stage"], "mb": c["mb"], "kind": kind,
+                              "stream": streams, "start": c["start"], "end": c["end"]}, columns=TRACE_COLUMNS)
+        trace.attrs.update(schedule=s.name, ranks=s.num_ranks, microbatches=s.num_microbatches, chunks=s.chunks,
+                           comm=self.comm)
+        return trace
 
     @property
     def ranks(self) -> int:
@@ -55,7 +78,7 @@ class SimResult:
     @property
     def events(self) -> int:
         """Op executions simulated (rows of the trace)."""
-        return len(self.trace)
+        return len(self.columns["rank"])
 
     @property
     def bubble_fraction(self) -> float:
@@ -67,16 +90,19 @@ class SimResult:
     def bubble_per_rank(self) -> tuple[float, ...]:
         return tuple(1.0 - b / self.makespan if self.makespan else 0.0 for b in self.busy)
 
+    def per_rank_rows(self) -> list[dict]:
+        """Per rank: rank, busy (seconds), bubble_fraction, peak_memory_bytes, peak_inflight."""
+        return [{"rank": r, "busy": b, "bubble_fraction": f, "peak_memory_bytes": p.bytes,
+                 "peak_inflight": p.inflight}
+                for r, (b, f, p) in enumerate(zip(self.busy, self.bubble_per_rank, self.peak_memory))]
+
     @property
     def per_rank(self) -> pd.DataFrame:
         """rank, busy (seconds), bubble_fraction, peak_memory_bytes, peak_inflight."""
-        return pd.DataFrame({
-            "rank": range(self.ranks),
-            "busy": self.busy,
-            "bubble_fraction": self.bubble_per_rank,
-            "peak_memory_bytes": [p.bytes for p in self.peak_memory],
-            "peak_inflight": [p.inflight for p in self.peak_memory],
-        })
+        import pandas as pd
+
+        return pd.DataFrame(self.per_rank_rows(), columns=["rank", "busy", "bubble_fraction", "peak_memory_bytes",
+                                                           "peak_inflight"])
 
     def summary(self) -> dict:
         """The CLI's --json object."""
@@ -84,7 +110,7 @@ class SimResult:
         return {
             "schedule": s.name, "ranks": s.num_ranks, "microbatches": s.num_microbatches,
             "chunks": s.chunks, "comm": self.comm, "makespan": self.makespan,
-            "bubble_fraction": self.bubble_fraction, "per_rank": self.per_rank.to_dict("records"),
+            "bubble_fraction": self.bubble_fraction, "per_rank": self.per_rank_rows(),
         }
 
 
@@ -96,47 +122,54 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
     match ``comm`` and that, else ValueError.
     """
     costs = Costs() if costs is None else costs
+    runs: list[tuple[Model, float]] = []  # the model run, and when it began
+
+    def run(program: Schedule, comm: str) -> dict[int, int]:
+        costs.check_layout(program.num_stages, program.num_ranks)  # wrong lengths fail here, before the run
+        began = time.perf_counter()
+        with gc_paused():  # encoding makes lists of ints by the hundred thousand
+            model = Model(program, costs, comm)
+        runs.append((model, began))
+        return model.run()
+
     if isinstance(schedule, Lowered):
         lowered = schedule
         if comm not in (None, lowered.comm) or lowered.reduce_grad != (costs.dp > 1):
             raise ValueError(f"this Lowered is for comm={lowered.comm}, reduce_grad={lowered.reduce_grad}; "
                              f"asked comm={comm or lowered.comm}, dp={costs.dp}: validate the schedule for that")
+        stuck = run(lowered.program, lowered.comm)
+        if stuck:  # the validator's run ruled this out; guard against a model bug
+            raise RuntimeError(f"simulation stopped with ranks {sorted(stuck)} unfinished")
     else:
-        lowered = schedules.validate(schedule, comm or "async", reduce_grad=costs.dp > 1)
-    comm = lowered.comm
-    costs.check_layout(lowered.num_stages, lowered.num_ranks)  # wrong lengths fail here, before the run
-    began = time.perf_counter()
-    model = Model(lowered.program, costs, comm)
-    model.run()
-    trace = _trace(lowered, model)
-    makespan = makespan_of(trace)
-    busy = _busy(trace, lowered.num_ranks)
-    peaks = peak_memory(trace, lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
-    trace.attrs.update(schedule=lowered.name, ranks=lowered.num_ranks,
-                       microbatches=lowered.num_microbatches, chunks=lowered.chunks, comm=comm)
-    return SimResult(lowered, comm, costs, trace, makespan, busy, peaks, time.perf_counter() - began)
+        # The model's run of the final lists stands in for the validator's dry run: whether
+        # they finish does not depend on costs, and a deadlock is reported the same way.
+        lowered = schedules.validate(schedule, comm or "async", reduce_grad=costs.dp > 1, run=run)
+    model, began = runs[0]
+    with gc_paused():  # hundreds of thousands of ints and floats in lists: no cycles to find
+        columns = _columns(lowered, model)
+        end = columns["end"]
+        makespan = float(end.max()) if len(end) else 0.0
+        compute = np.flatnonzero(np.append(CODES == COMPUTE, True)[columns["kind"]])  # the optimizer computes
+        busy = np.bincount(columns["rank"][compute], weights=(end - columns["start"])[compute],
+                           minlength=lowered.num_ranks)
+        peaks = peak_memory_of(_NAMES[columns["kind"]], columns["stage"], columns["rank"], columns["start"], end,
+                               lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
+    return SimResult(lowered, lowered.comm, costs, columns, makespan, tuple(float(b) for b in busy), peaks,
+                     time.perf_counter() - began)
 
 
-def _trace(lowered: Lowered, model: Model) -> pd.DataFrame:
+def _columns(lowered: Lowered, model: Model) -> dict[str, np.ndarray]:
+    """The trace's columns: every op as it ran, then each rank's optimizer step if it costs time."""
     ops = model.ops
     start = np.array(list(chain.from_iterable(model.start)), dtype=float)
     end = np.array(list(chain.from_iterable(model.end)), dtype=float)
     if ops.pre is not None:  # host time folded into compute ops: each op keeps its own times
         start, end = start + ops.pre, end - ops.post
-    trace = pd.DataFrame({
-        "rank": ops.rank, "stage": ops.stage, "mb": ops.mb,
-        "kind": _KINDS[ops.kind], "stream": _STREAMS[ops.kind], "start": start, "end": end,
-    }, columns=TRACE_COLUMNS)
+    columns = {"rank": ops.rank, "stage": ops.stage, "mb": ops.mb, "kind": ops.kind, "start": start, "end": end}
     if not any(model.step):
-        return trace
+        return columns
     ranks = lowered.num_ranks
-    optimizer = pd.DataFrame({"rank": range(ranks), "stage": -1, "mb": -1, "kind": "OPTIMIZER",
-                              "stream": "compute", "start": model.stepped, "end": model.finish})
-    return pd.concat([trace, optimizer], ignore_index=True)
-
-
-def _busy(trace: pd.DataFrame, ranks: int) -> tuple[float, ...]:
-    compute = trace[trace["stream"].to_numpy() == "compute"]
-    spent = np.bincount(compute["rank"].to_numpy(), weights=(compute["end"] - compute["start"]).to_numpy(),
-                        minlength=ranks)
-    return tuple(float(b) for b in spent)
+    optimizer = {"rank": np.arange(ranks), "stage": np.full(ranks, -1), "mb": np.full(ranks, -1),
+                 "kind": np.full(ranks, _OPTIMIZER), "start": np.array(model.stepped, dtype=float),
+                 "end": np.array(model.finish, dtype=float)}
+    return {name: np.concatenate([columns[name], optimizer[name]]) for name in columns}

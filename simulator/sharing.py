@@ -14,6 +14,15 @@ its transfers fly, re-read when they start or end), so a change of k touches no 
 only moves the node's one timer, set for the op that ends first (a heap). SimPy cannot
 move a timeout, so the node remembers which of its timers is current; an outdated one
 fires and is ignored. The clock restarts at 0 whenever the node falls idle.
+
+A rank whose op ends is woken at that instant and, mostly, starts its next op at once.
+Counting it idle in between would set a timer only to outdate it a moment later, an event
+per op for nothing; so it is *held*: it counts as busy until its process either starts
+the next op (:meth:`Sharing.compute`) or is about to wait (:meth:`Sharing.release`), both
+before the clock moves on. Every change at one instant reads the same clock, so the last
+one sets the timer counting it idle at once would have set. Under comm interference
+transfers re-time running ops in the middle of an instant, where the order of timers
+made at it can show in the last bits, so there a rank is counted idle at once.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ class Sharing:
         self.end: list[float | None] = [None] * num_ranks  # virtual end of the rank's op
         self.version = [0] * num_ranks  # tells a heap entry of the rank's current op from old ones
         self.done: list[simpy.Event | None] = [None] * num_ranks
+        self.held = [False] * num_ranks  # op ended this instant, still counted busy
 
     def compute(self, rank: int, work: float) -> simpy.Event:
         """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
@@ -73,8 +83,32 @@ class Sharing:
         self._advance(home)
         done = self.done[rank] = self.env.event()
         self._place(rank, home, home.clock + work / self._factor(rank))
-        self._load(rank, 1)
+        if not self.held[rank]:
+            self._load(rank, 1)
+            return done
+        self.held[rank] = False  # busy all along: only the ends moved
+        for node, _ in self.loads[rank]:
+            if node is not home:
+                self._advance(node)
+            self._reschedule(node)
         return done
+
+    def release(self, rank: int) -> None:
+        """``rank`` is about to wait for something other than its compute: stop counting it busy."""
+        if self.held[rank]:
+            self.held[rank] = False
+            self._load(rank, -1)
+
+    def _hold(self, rank: int, ticked: _Node) -> None:
+        """``rank``'s op ended on node ``ticked``: keep it busy until it computes again or
+        releases (this instant). A node left with no op to time restarts its clock now, as
+        it would at once."""
+        self.held[rank] = True
+        for node, _ in self.loads[rank]:
+            if node is not ticked:  # that one is advanced, and its head known, by the tick
+                self._advance(node)
+                if self._head(node) is None:
+                    node.timer, node.clock = None, 0.0
 
     def _load(self, rank: int, sign: int) -> None:
         """``rank`` (and so each of its replicas) starts (1) or stops (-1) computing."""
@@ -112,36 +146,46 @@ class Sharing:
 
     def _head(self, node: _Node) -> tuple[float, int, int] | None:
         """The op that ends first, dropping entries of ops since re-placed or done."""
-        ends, version = node.ends, self.version
-        while ends and (ends[0][1] != version[ends[0][2]] or self.end[ends[0][2]] is None):
+        ends, version, end = node.ends, self.version, self.end
+        while ends:
+            top = ends[0]
+            if top[1] == version[top[2]] and end[top[2]] is not None:
+                return top
             heapq.heappop(ends)
-        return ends[0] if ends else None
+        return None
 
     def _reschedule(self, node: _Node) -> None:
         head = self._head(node)
         if head is None:
             node.timer, node.clock = None, 0.0  # idle: restart the clock
             return
-        node.rate = self.rates[node.busy - 1]
-        delay = max(head[0] - node.clock, 0.0) / node.rate
-        now = self.env.now
-        if node.timer is not None and now + delay == node.due:
+        rate = node.rate = self.rates[node.busy - 1]
+        delay = max(head[0] - node.clock, 0.0) / rate
+        due = self.env.now + delay
+        if node.timer is not None and due == node.due:
             return  # the first op still ends then (another op's end moved)
-        node.due = now + delay
-        node.timer = self.env.timeout(delay)
-        node.timer.callbacks.append(node.tick)
+        node.due = due
+        timer = node.timer = self.env.timeout(delay)
+        timer.callbacks.append(node.tick)
 
     def _tick(self, node: _Node, timer: simpy.Event) -> None:
         if timer is not node.timer:
             return  # outdated by a later change
         node.timer = None  # fired: the next change sets a new one
         self._advance(node)
-        node.clock = self._head(node)[0]  # the clock reads that op's end exactly now
-        ended = []
-        while (head := self._head(node)) is not None and head[0] <= node.clock:
+        head = self._head(node)
+        clock = node.clock = head[0]  # the clock reads that op's end exactly now
+        ended, end = [], self.end
+        while head is not None and head[0] <= clock:
             ended.append(head[2])
-            self.end[head[2]] = None
+            end[head[2]] = None
+            head = self._head(node)
+        if head is None and not self.interferes:
+            node.timer, node.clock = None, 0.0  # idle (the held ranks' other nodes: _hold)
         for rank in ended:
-            self._load(rank, -1)
+            if self.interferes:  # transfers re-time ops within an instant: keep the order of changes
+                self._load(rank, -1)
+            else:
+                self._hold(rank, node)
             self.done[rank].succeed()
             self.done[rank] = None
