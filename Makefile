@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/prediction_accuracy.py
 	$(PY) bench/executor_vs_torch.py
 	$(PY) bench/executor_overhead.py
+	$(VENV)/bin/mpiexec -n 2 $(PY) bench/executor_handlers.py
 	$(PY) bench/planner_speed.py
 
 clean:

@@ -135,14 +135,15 @@ def encode(schedule: Schedule, costs: Costs, blocking: bool = False) -> Encoded:
 
 def _dispatch(code: np.ndarray, bounds, first_of_pair: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray]:
     """(pre, post) host seconds per op (see the module's docstring); zero off compute ops."""
-    pre, post = np.zeros(len(code)), np.zeros(len(code))
+    pre, post = [0.0] * len(code), [0.0] * len(code)
+    codes, firsts = code.tolist(), first_of_pair.tolist()  # Python ints: this loop visits every op
     for r in range(len(bounds) - 1):
         last, received, owed = -1, False, 0.0  # last compute op; a RECV since it; time for the next
         for i in range(bounds[r], bounds[r + 1]):
-            c = code[i]
+            c = codes[i]
             if c == COMPUTE:
                 pre[i], owed, received = owed, 0.0, False
-                if not first_of_pair[i]:  # the pair's two parts run back to back
+                if not firsts[i]:  # the pair's two parts run back to back
                     post[i] = costs.dispatch_compute
                 last = i
             elif c == SEND and last >= 0 and not received:
@@ -152,4 +153,4 @@ def _dispatch(code: np.ndarray, bounds, first_of_pair: np.ndarray, costs: Costs)
             elif c == RECV:
                 owed += costs.dispatch_recv
                 received = True
-    return pre, post
+    return np.array(pre), np.array(post)

@@ -53,8 +53,8 @@ of the layout has them, else the ``alone`` times, and ``share`` and ``comm_inter
 slow them as the simulation runs (``times="alone"`` or ``"sequence"`` asks for one;
 ``times="concurrent"`` takes the concurrent times and no share table instead). An op
 timed in sequence finds the caches as a run leaves them (other microbatches' activations,
-the other chunk's weights): the times a pipeline's ops take, where an op repeated on one
-microbatch runs up to a fifth faster on small microbatches (:mod:`executor.engine.profile`); act_memory is F's bytes and
+the other chunk's weights), as a pipeline's ops do; an op repeated on one microbatch
+finds its own (:mod:`executor.engine.profile`). act_memory is F's bytes and
 w_memory_fraction W's share of I + W, over all stages; the all-reduce times are fitted to
 the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth); ``dispatch`` gives
 dispatch_compute, dispatch_send and dispatch_recv, and where it has them, each rank's

@@ -48,7 +48,7 @@ class MemoryMeter:
         self.current = 0
         self.peak = 0
         self.samples: list[tuple[float, int, int]] = []  # (perf_counter, bytes, op index; -1 step start)
-        self._watched: dict[int, weakref.ref] = {}  # delivered buffers, until their tensor is freed
+        self._watched: set[weakref.ref] = set()  # delivered buffers, until their tensor is freed
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
     def _acquire(self, tensor: torch.Tensor) -> int | None:
@@ -84,10 +84,10 @@ class MemoryMeter:
         callback: a tenth of a ``weakref.finalize``, which runs on every transfer)."""
         key = self._acquire(tensor)
         if key is not None:
-            self._watched[id(tensor)] = weakref.ref(tensor, partial(self._let_go, key, id(tensor)))
+            self._watched.add(weakref.ref(tensor, partial(self._let_go, key)))
 
-    def _let_go(self, key: int, which: int, _ref) -> None:
-        del self._watched[which]
+    def _let_go(self, key: int, ref: weakref.ref) -> None:
+        self._watched.discard(ref)
         self._release(key)
 
     def sample(self, op: int) -> None:

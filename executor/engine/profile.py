@@ -6,22 +6,23 @@ predict any schedule and microbatch count before it runs. Measured, in this orde
 
 * per layout (chunks in ``--profile-chunks``, default 1 and 2; m in 1, 2, 4, 8, 16, 32
   that divide the batch), per model stage: F, B (fused backward, timed on its own), I
-  and W, ``--repeats`` samples each, taken in ``ROUNDS`` rounds over all layouts in turn
-  and the median over rounds kept (the machine here has slow spells of a second or so,
-  which made one layout's times 20 % off when each layout was timed in one go) (:func:`executor.record.alone.time_stage`), first
-  alone (the ranks take turns, the others asleep) then with every rank computing at
-  once; the bytes each op holds or frees (the memory meter); the bytes crossing each
-  stage boundary; the optimizer step of each pipeline rank. Stage s is timed on
-  pipeline rank s mod P, the looping placement.
+  and W, at least ``--repeats`` samples each, taken in ``ROUNDS`` rounds over all layouts
+  in turn and the median over rounds kept (this machine has slow spells: two profiles
+  taken in one go minutes apart gave one op 1.97 and 1.32 ms), by
+  :func:`executor.record.alone.time_stage`, first alone (the ranks take turns, the others
+  asleep) then with every rank computing at once; the bytes each op holds or frees (the
+  memory meter); the bytes crossing each stage boundary; the optimizer step of each
+  pipeline rank. Stage s is timed on pipeline rank s mod P, the looping placement.
 * per layout and stage, F, B, I and W also timed *in sequence*: each rank (in turn, the
   others asleep) runs its compute ops of a whole step in the order of a reference
   schedule of the layout (1F1B and ZB-H1 for one chunk, interleaved 1F1B and interleaved
   ZB for more), every microbatch's activations held as in a run. A run's op finds caches
   holding other microbatches' activations and the other chunk's weights; an op repeated
-  on one microbatch finds its own, and here that made ops of 32-row microbatches up to
-  20 % faster than in the pipeline. :meth:`simulator.Profile.costs` predicts from these.
+  on one microbatch finds its own (the summary's seq/alone column: up to 1.10 here with
+  two chunks). :meth:`simulator.Profile.costs` predicts from these.
 * ``share``: the per-rank rate while k = 1 .. (ranks on the node) ranks compute at once,
-  the first layout's stages timed alone over timed together k at a time.
+  by throughput: F + B of the first layout's first stage for about SHARE_SPAN_S, alone
+  over k at a time, normalised so that k = 1 is 1.
 * ``comm_interference``: pairs of ranks exchange one boundary-sized message per op while
   they compute (moved by the same progress pokes as a run); compute with the transfer in
   flight over compute without, minus 1, median over ranks (never below 0).
@@ -139,7 +140,7 @@ def reference_orders(ranks: int, chunks: int, m: int, rank: int) -> list[list[Op
     for name, split in zip(REFERENCE.get(chunks, REFERENCE_CHUNKED), (False, True)):
         try:
             ops = schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks).ops[rank]
-            orders.append([op for op in ops if op.kind in _COMPUTE])
+            orders.append([op for op in ops if op.kind.is_compute])
         except schedules.ScheduleError:
             mine = [s for s in range(ranks * chunks) if s % ranks == rank]
             forward = [Op(OpKind.F, s, mb) for mb in range(m) for s in mine]
@@ -147,9 +148,6 @@ def reference_orders(ranks: int, chunks: int, m: int, rank: int) -> list[list[Op
                     for kind in ((OpKind.I, OpKind.W) if split else (OpKind.B,))]
             orders.append(forward + back)
     return orders
-
-
-_COMPUTE = (OpKind.F, OpKind.B, OpKind.I, OpKind.W)
 
 
 ROUNDS = 3  # the measurements of every layout are taken in this many rounds, round-robin
@@ -343,7 +341,7 @@ def _dispatch(cfg: RunConfig, world: MPI.Comm, batch: int) -> dict | None:
                       comm="async", predict=False, check=False, inflation=False, costs=None, out=None)
         result = execute(plan(run, world.Get_size()), world)
         if result.trace is not None:
-            traces.append(result.trace.assign(step=result.trace["step"] + 10 * len(traces)))
+            traces.append(result.trace.assign(step=result.trace["step"] + run.steps * len(traces)))  # step ids apart
     if world.Get_rank() != 0:
         return None
     return {**host_times(pd.concat(traces, ignore_index=True)), "schedules": list(DISPATCH_SCHEDULES),

@@ -46,9 +46,16 @@ def stage_inputs(boundary: list, s: int, stages: int, device, first_input, last_
 
 
 def time_stage(stage, measure, inputs: tuple, repeats: int, memory=None) -> dict:
-    """Median seconds per kind of ``repeats`` rounds of F+B and of F+I+W; with a memory
-    meter also ``memory``: median bytes F holds and B, I, W free."""
+    """Median seconds per kind of ``repeats`` rounds of F+B and of F+I+W, after one untimed
+    round of each (the first finds cold caches and fresh allocations: with the profile's
+    2 rounds at a time it would be half of every median); with a memory meter also
+    ``memory``: median bytes F holds and B, I, W free."""
     x, target, grad = inputs
+    stage.forward(SCRATCH_MB, x, target)
+    stage.backward(SCRATCH_MB, grad)
+    stage.forward(SCRATCH_MB, x, target)
+    stage.backward_input(SCRATCH_MB, grad)
+    stage.backward_weight(SCRATCH_MB)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     moved: dict[str, list[float]] = {kind: [] for kind in KINDS}
 
