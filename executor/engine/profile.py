@@ -150,7 +150,7 @@ def reference_orders(ranks: int, chunks: int, m: int, rank: int) -> list[list[Op
     return orders
 
 
-ROUNDS = 3  # the measurements of every layout are taken in this many rounds, round-robin
+ROUNDS = 5  # the measurements of every layout are taken in this many rounds, round-robin
 
 
 def _median_of(values: list):
