@@ -23,13 +23,12 @@ __all__ = ["main", "abort_on_failure"]
 
 
 def _abort(kind, value, tb) -> None:
-    from mpi4py import MPI
+    from mpi4py import MPI  # imported here: importing it starts MPI, after main() has set its options
 
-    rank = MPI.COMM_WORLD.Get_rank()
+    from .engine.watchdog import abort_job
+
     text = "".join(traceback.format_exception(kind, value, tb))
-    sys.stderr.write(f"executor: rank {rank} failed; aborting all ranks\n{text}")
-    sys.stderr.flush()
-    MPI.COMM_WORLD.Abort(1)
+    abort_job(f"executor: rank {MPI.COMM_WORLD.Get_rank()} failed; aborting all ranks\n{text}", 1)
 
 
 def abort_on_failure() -> None:
