@@ -45,14 +45,9 @@ def chunk_order(ranks: int, microbatches: int, chunks: int, rank: int, backward:
     """(stage, mb) of the rank's chunk-forwards (or chunk-backwards) in order: round by
     round, each round through the chunks (reversed for backwards)."""
     n = round_size(ranks, microbatches)
-    order = []
-    for k in range(microbatches * chunks):
-        group, within = divmod(k, n * chunks)
-        chunk = within // n
-        if backward:
-            chunk = chunks - 1 - chunk
-        order.append((chunk * ranks + rank, group * n + within % n))
-    return order
+    visits = range(chunks - 1, -1, -1) if backward else range(chunks)
+    return [(chunk * ranks + rank, first + j) for first in range(0, microbatches, n) for chunk in visits
+            for j in range(n)]
 
 
 @register("interleaved-1f1b", chunks_ok=lambda v: v >= 2, rule="chunks (model stages per rank) must be >= 2",

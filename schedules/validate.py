@@ -67,11 +67,15 @@ def _check_ops(schedule: Schedule, lowered: bool) -> None:
     key_of = _Keys(schedule)
     offset, row = key_of.offset, key_of.row
     seen: dict[int, int] = {}  # op key -> step; the rank is where[stage] once rule 1 held
-    # What an op needs depends only on its kind and stage (its rank is the stage's).
-    needs_of = {kind: [_needs(kind, s, where[s], where, last, lowered) for s in range(stages)] for kind in OpKind}
+    # What an op needs depends only on its kind and stage (its rank is the stage's): per
+    # kind and stage, (keys less the op's own s * row + mb, of which any one will do, text).
+    needs_of = {kind: [[(tuple(offset[k] + ds * row for k, ds in options), what)
+                        for options, what in _needs(kind, s, where[s], where, last, lowered)]
+                       for s in range(stages)] for kind in OpKind}
     for rank, rank_ops in enumerate(schedule.ops):
         for step, whole in enumerate(rank_ops):
-            for op in whole.parts:  # an OVERLAP_F_B is both its ops at this step
+            # An OVERLAP_F_B is both its ops at this step (Op.parts, without a call per op).
+            for op in (whole,) if whole.pair is None else whole.pair:
                 kind, s, mb = op.kind, op.stage, op.mb
                 if not 0 <= s < stages:
                     raise _fail(schedule, rank, step, f"stage {s} does not exist (0..{last})")
@@ -86,8 +90,8 @@ def _check_ops(schedule: Schedule, lowered: bool) -> None:
                 if key in seen:
                     raise _fail(schedule, rank, step, f"{op} appears twice (also step {seen[key]}); each op runs once")
                 for options, what in needs_of[kind][s]:
-                    for k, ds in options:
-                        if offset[k] + base + ds * row in seen:
+                    for need in options:
+                        if base + need in seen:
                             break
                     else:
                         raise _fail(schedule, rank, step, "runs before " + what.format(s=s, mb=mb, prev=s - 1, next=s + 1))

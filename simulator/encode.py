@@ -25,6 +25,7 @@ off its end, so ops keep their own times and the host time shows as time between
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 
 import numpy as np
@@ -103,10 +104,13 @@ def encode(schedule: Schedule, costs: Costs, blocking: bool = False) -> Encoded:
         paired = np.array([op.pair is not None for rank_ops in schedule.ops for op in rank_ops for _ in op.parts])
     else:
         rows, paired = schedule.ops, None
-    ops = [op for rank_ops in rows for op in rank_ops]
-    kind = np.array(list(map(_ROW.__getitem__, map(_KIND, ops))), dtype=np.int64)
-    stage = np.array(list(map(_STAGE, ops)), dtype=np.int64)
-    mb = np.array([-1 if m is None else m for m in map(_MB, ops)], dtype=np.int64)
+    ops = list(chain.from_iterable(rows))
+    kind = np.fromiter(map(_ROW.__getitem__, map(_KIND, ops)), np.int64, len(ops))
+    stage = np.fromiter(map(_STAGE, ops), np.int64, len(ops))
+    mbs = map(_MB, ops)
+    if (kind == _ROW[OpKind.REDUCE_GRAD]).any():  # the one kind without a microbatch
+        mbs = (-1 if m is None else m for m in mbs)
+    mb = np.fromiter(mbs, np.int64, len(ops))
     counts = [len(rank_ops) for rank_ops in rows]
     rank = np.repeat(np.arange(schedule.num_ranks), counts)
     cost_t, dest_t, base_t = _tables(schedule, costs)

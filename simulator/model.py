@@ -59,6 +59,7 @@ class Model:
     def __init__(self, lowered: Schedule, costs: Costs, comm: str):
         self.env = simpy.Environment()
         self.schedule, self.costs, self.blocking = lowered, costs, comm == "blocking"
+        self.num_ranks = lowered.num_ranks
         self.ops = encode(lowered, costs, self.blocking)
         self.code, self.key, self.cost, self.dest = self.ops.code, self.ops.key, self.ops.cost, self.ops.dest
         self.free = self.ops.free
@@ -100,35 +101,49 @@ class Model:
     # ---- the rank process -------------------------------------------------------------
 
     def _rank(self, rank: int):
-        env, timeout, blocking = self.env, self.env.timeout, self.blocking
-        code, key, cost = self.code[rank], self.key[rank], self.cost[rank]
+        env, timeout, blocking, fly, sharing = self.env, self.env.timeout, self.blocking, self.fly, self.sharing
+        code, key, cost, dest = self.code[rank], self.key[rank], self.cost[rank], self.dest[rank]
         start, end = self.start[rank], self.end[rank]
-        arrived, waiting, sharing, fly = self.arrived, self.waiting, self.sharing, self.fly
+        arrived, link_free, links = self.arrived, self.link_free, rank * self.num_ranks
         self.finish[rank] = -1.0
         reduced = 0.0  # async: when the last of the rank's reductions is done
         t = 0.0  # the rank's clock: env.now, or exactly the arrival it waited for
+        now = 0.0  # env.now, read after each wait: time moves only there
         i, n = 0, len(code)
+        # This loop runs once per op: `b if b > a else a` stands for max(a, b), which costs more.
         while i < n:
             c = code[i]
+            start[i] = t
             if c == COMPUTE:
-                start[i] = t
                 if sharing is None:
                     yield timeout(cost[i])
                     t = end[i] = t + cost[i]
+                    now = env.now
                 else:
                     yield sharing.compute(rank, cost[i])
-                    t = end[i] = env.now
-                i += 1
+                    t = end[i] = now = env.now
+            elif c == SEND and fly:
+                # Only the sender posts on its link, in its own order, so the landing time
+                # is known at once: no event unless the receiver already waits.
+                link = links + dest[i]
+                free = link_free.get(link, 0.0)
+                land = link_free[link] = end[i] = (free if free > t else t) + cost[i]
+                self._arrive(key[i], land)
+            elif c == RECV and not blocking:
+                arrival = arrived.pop(key[i], None)
+                if arrival is None or arrival > now:  # not sent yet, or still in flight
+                    arrival = yield from self._receive(rank, i, arrival)
+                    now = env.now
+                t = end[i] = arrival if arrival > t else t
             elif c == REDUCE:
                 delay = self._reduce(rank, i, t)
                 if blocking:
                     if sharing is not None:
                         sharing.release(rank)
                     yield timeout(delay)
-                    t = env.now
+                    t = now = env.now
                 else:
                     reduced = max(reduced, t + delay)
-                i += 1
             elif blocking:
                 self.at[rank] = i
                 i, done = self._post_batch(rank, i)
@@ -136,29 +151,24 @@ class Model:
                     if sharing is not None:
                         sharing.release(rank)
                     yield done
-                    t = env.now
-            elif c == SEND:
-                start[i] = t
-                if fly:
-                    self._fly(rank, i, t)
-                else:
-                    self._start_transfer(rank, i, -1, -1)
-                i += 1
+                    t = now = env.now
+                continue  # i is past the batch
             else:
-                start[i] = t
-                k = key[i]
-                arrival = arrived.pop(k, None)
-                if sharing is not None and (arrival is None or arrival > env.now):
-                    sharing.release(rank)
-                if arrival is None:  # not sent yet
-                    wake = waiting[k] = env.event()
-                    self.at[rank] = i
-                    arrival = yield wake
-                if arrival > env.now:  # sent, still in flight
-                    yield timeout(arrival - env.now)
-                t = end[i] = max(t, arrival)
-                i += 1
+                self._start_transfer(rank, i, -1, -1)
+            i += 1
         yield from self._finish(rank, max(t, reduced), sharing)
+
+    def _receive(self, rank: int, i: int, arrival: float | None):
+        """async: RECV ``i`` waits for its transfer (``arrival`` None: not sent yet); its landing time."""
+        if self.sharing is not None:
+            self.sharing.release(rank)
+        if arrival is None:
+            wake = self.waiting[self.key[rank][i]] = self.env.event()
+            self.at[rank] = i
+            arrival = yield wake
+        if arrival > self.env.now:
+            yield self.env.timeout(arrival - self.env.now)
+        return arrival
 
     def _finish(self, rank: int, t: float, sharing: Sharing | None):
         """After the last op and every reduction (due at ``t``): the optimizer step."""
@@ -193,15 +203,6 @@ class Model:
             self.arrived[k] = when
         else:
             wake.succeed(when)
-
-    def _fly(self, rank: int, i: int, t: float) -> None:
-        """async, compute not slowed by transfers: SEND ``i`` posted at ``t`` takes its link
-        when the link is free and lands ``cost`` later. Only the sender posts on a link, in
-        its own order, so this is known at once: no event unless a receiver must wait."""
-        link = rank * self.schedule.num_ranks + self.dest[rank][i]
-        begin = max(t, self.link_free.get(link, 0.0))
-        self.link_free[link] = self.end[rank][i] = land = begin + self.cost[rank][i]
-        self._arrive(self.key[rank][i], land)
 
     def _post_batch(self, rank: int, i: int) -> tuple[int, simpy.Event | None]:
         """blocking: post the run of comm ops from ``i`` on; the index after it, and an event

@@ -23,14 +23,20 @@ before the clock moves on. Every change at one instant reads the same clock, so 
 one sets the timer counting it idle at once would have set. Under comm interference
 transfers re-time running ops in the middle of an instant, where the order of timers
 made at it can show in the last bits, so there a rank is counted idle at once.
+
+A node's heap holds exactly its running ops: an op leaves it when it ends, and when
+interference re-times it (a node has a few ranks, so taking one entry out is cheap), so
+its head is the op that ends first with nothing outdated to skip. This runs once or twice
+per compute op, so the hot paths below are written out rather than split into helpers.
 """
 
 from __future__ import annotations
 
-import heapq
 from functools import partial
+from heapq import heapify, heappop, heappush
 
 import simpy
+from simpy import Event, Timeout
 
 from .costs import Costs
 
@@ -47,10 +53,16 @@ class _Node:
         self.rate = 1.0  # clock speed since `since`: share[busy - 1]
         self.clock = 0.0  # virtual time at `since`
         self.since = 0.0
-        self.ends: list[tuple[float, int, int]] = []  # (virtual end, version, rank): a heap
+        self.ends: list[tuple[float, int, int]] = []  # (virtual end, version, rank) of running ops: a heap
         self.timer: simpy.Event | None = None  # the current one; others are outdated
         self.due = 0.0  # when it fires
         self.tick = None  # its callback, made once
+
+    def advance(self, now: float) -> None:
+        """Bring the clock to ``now``. Twice at one instant changes nothing: the second adds 0."""
+        if self.busy:
+            self.clock += (now - self.since) * self.rate
+        self.since = now
 
 
 class Sharing:
@@ -66,31 +78,35 @@ class Sharing:
         counts: list[dict[int, int]] = [{} for _ in range(num_ranks)]
         for w, n in enumerate(world):  # every replica of rank r computes when r does
             counts[w % num_ranks][n] = counts[w % num_ranks].get(n, 0) + 1
-        self.loads = [[(self.node[n], k) for n, k in c.items()] for c in counts]
+        self.loads = [[(self.node[n], k) for n, k in c.items()] for c in counts]  # home (w = r) first
+        self.away = [loads[1:] for loads in self.loads]  # the other nodes of the rank's replicas
         crowd = max(world.count(n) for n in set(world))
         self.rates = [costs.rate(k) for k in range(1, crowd + 1)]
         self.slow = 1.0 - costs.comm_interference
         self.interferes = costs.comm_interference > 0  # else transfers need not be followed
         self.inflight = [0] * num_ranks  # the rank's own transfers in flight
-        self.end: list[float | None] = [None] * num_ranks  # virtual end of the rank's op
-        self.version = [0] * num_ranks  # tells a heap entry of the rank's current op from old ones
+        self.end: list[float | None] = [None] * num_ranks  # virtual end of the rank's op, None: none running
+        self.version = [0] * num_ranks  # orders ties in the heaps as when outdated entries stayed there
         self.done: list[simpy.Event | None] = [None] * num_ranks
         self.held = [False] * num_ranks  # op ended this instant, still counted busy
 
     def compute(self, rank: int, work: float) -> simpy.Event:
         """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
-        home = self.of[rank]
-        self._advance(home)
-        done = self.done[rank] = self.env.event()
-        self._place(rank, home, home.clock + work / self._factor(rank))
-        if not self.held[rank]:
-            self._load(rank, 1)
-            return done
-        self.held[rank] = False  # busy all along: only the ends moved
-        for node, _ in self.loads[rank]:
+        home, now = self.of[rank], self.env.now
+        if home.busy:  # home.advance(now)
+            home.clock += (now - home.since) * home.rate
+        home.since = now
+        done = self.done[rank] = Event(self.env)
+        end = self.end[rank] = home.clock + (work / self.slow if self.inflight[rank] else work)
+        version = self.version[rank] = self.version[rank] + 1
+        heappush(home.ends, (end, version, rank))
+        held, self.held[rank] = self.held[rank], False
+        for node, count in self.loads[rank]:
             if node is not home:
-                self._advance(node)
-            self._reschedule(node)
+                node.advance(now)
+            if not held:  # a held rank was busy all along: only the ends moved
+                node.busy += count
+            self._reschedule(node, now)
         return done
 
     def release(self, rank: int) -> None:
@@ -99,23 +115,13 @@ class Sharing:
             self.held[rank] = False
             self._load(rank, -1)
 
-    def _hold(self, rank: int, ticked: _Node) -> None:
-        """``rank``'s op ended on node ``ticked``: keep it busy until it computes again or
-        releases (this instant). A node left with no op to time restarts its clock now, as
-        it would at once."""
-        self.held[rank] = True
-        for node, _ in self.loads[rank]:
-            if node is not ticked:  # that one is advanced, and its head known, by the tick
-                self._advance(node)
-                if self._head(node) is None:
-                    node.timer, node.clock = None, 0.0
-
     def _load(self, rank: int, sign: int) -> None:
         """``rank`` (and so each of its replicas) starts (1) or stops (-1) computing."""
+        now = self.env.now
         for node, count in self.loads[rank]:
-            self._advance(node)
+            node.advance(now)
             node.busy += sign * count
-            self._reschedule(node)
+            self._reschedule(node, now)
 
     def transfer(self, src: int, dst: int, delta: int) -> None:
         """A transfer between ``src`` and ``dst`` starts (``delta`` 1) or ends (-1)."""
@@ -125,67 +131,59 @@ class Sharing:
             after = self._factor(rank)
             end = self.end[rank]
             if after != before and end is not None:  # its op goes on at the other speed
-                node = self.of[rank]
-                self._advance(node)
-                self._place(rank, node, node.clock + (end - node.clock) * before / after)
-                self._reschedule(node)
+                node, now = self.of[rank], self.env.now
+                node.advance(now)
+                node.ends.remove((end, self.version[rank], rank))
+                heapify(node.ends)
+                end = self.end[rank] = node.clock + (end - node.clock) * before / after
+                self.version[rank] += 1
+                heappush(node.ends, (end, self.version[rank], rank))
+                self._reschedule(node, now)
 
     def _factor(self, rank: int) -> float:
         return self.slow if self.inflight[rank] else 1.0
 
-    def _place(self, rank: int, node: _Node, end: float) -> None:
-        self.end[rank] = end
-        self.version[rank] += 1
-        heapq.heappush(node.ends, (end, self.version[rank], rank))
-
-    def _advance(self, node: _Node) -> None:
-        now = self.env.now
-        if node.busy:
-            node.clock += (now - node.since) * node.rate
-        node.since = now
-
-    def _head(self, node: _Node) -> tuple[float, int, int] | None:
-        """The op that ends first, dropping entries of ops since re-placed or done."""
-        ends, version, end = node.ends, self.version, self.end
-        while ends:
-            top = ends[0]
-            if top[1] == version[top[2]] and end[top[2]] is not None:
-                return top
-            heapq.heappop(ends)
-        return None
-
-    def _reschedule(self, node: _Node) -> None:
-        head = self._head(node)
-        if head is None:
+    def _reschedule(self, node: _Node, now: float) -> None:
+        if not node.ends:
             node.timer, node.clock = None, 0.0  # idle: restart the clock
             return
         rate = node.rate = self.rates[node.busy - 1]
-        delay = max(head[0] - node.clock, 0.0) / rate
-        due = self.env.now + delay
+        left = node.ends[0][0] - node.clock
+        delay = (left if left > 0.0 else 0.0) / rate  # max(left, 0.0), which costs more than this line
+        due = now + delay
         if node.timer is not None and due == node.due:
             return  # the first op still ends then (another op's end moved)
         node.due = due
-        timer = node.timer = self.env.timeout(delay)
+        timer = node.timer = Timeout(self.env, delay)
         timer.callbacks.append(node.tick)
 
     def _tick(self, node: _Node, timer: simpy.Event) -> None:
         if timer is not node.timer:
             return  # outdated by a later change
-        node.timer = None  # fired: the next change sets a new one
-        self._advance(node)
-        head = self._head(node)
-        clock = node.clock = head[0]  # the clock reads that op's end exactly now
-        ended, end = [], self.end
-        while head is not None and head[0] <= clock:
-            ended.append(head[2])
-            end[head[2]] = None
-            head = self._head(node)
-        if head is None and not self.interferes:
+        node.timer, now = None, node.due  # fired (the next change sets a new one) at its due: env.now
+        node.advance(now)
+        ends, end, ended = node.ends, self.end, []
+        clock = node.clock = ends[0][0]  # the clock reads that op's end exactly now
+        while ends and ends[0][0] <= clock:
+            rank = heappop(ends)[2]
+            end[rank] = None
+            ended.append(rank)
+        if not ends and not self.interferes:
             node.timer, node.clock = None, 0.0  # idle (the held ranks' other nodes: _hold)
         for rank in ended:
             if self.interferes:  # transfers re-time ops within an instant: keep the order of changes
                 self._load(rank, -1)
             else:
-                self._hold(rank, node)
+                self._hold(rank, now)
             self.done[rank].succeed()
             self.done[rank] = None
+
+    def _hold(self, rank: int, now: float) -> None:
+        """``rank``'s op ended on its home node: keep it busy until it computes again or
+        releases (this instant). Another node of its replicas left with no op to time
+        restarts its clock now, as it would at once (home's tick sees to home)."""
+        self.held[rank] = True
+        for node, _ in self.away[rank]:
+            node.advance(now)
+            if not node.ends:
+                node.timer, node.clock = None, 0.0
