@@ -107,10 +107,7 @@ def encode(schedule: Schedule, costs: Costs, blocking: bool = False) -> Encoded:
     ops = list(chain.from_iterable(rows))
     kind = np.fromiter(map(_ROW.__getitem__, map(_KIND, ops)), np.int64, len(ops))
     stage = np.fromiter(map(_STAGE, ops), np.int64, len(ops))
-    mbs = map(_MB, ops)
-    if (kind == _ROW[OpKind.REDUCE_GRAD]).any():  # the one kind without a microbatch
-        mbs = (-1 if m is None else m for m in mbs)
-    mb = np.fromiter(mbs, np.int64, len(ops))
+    mb = np.fromiter((-1 if m is None else m for m in map(_MB, ops)), np.int64, len(ops))  # REDUCE_GRAD: None
     counts = [len(rank_ops) for rank_ops in rows]
     rank = np.repeat(np.arange(schedule.num_ranks), counts)
     cost_t, dest_t, base_t = _tables(schedule, costs)

@@ -108,7 +108,6 @@ class Model:
         self.finish[rank] = -1.0
         reduced = 0.0  # async: when the last of the rank's reductions is done
         t = 0.0  # the rank's clock: env.now, or exactly the arrival it waited for
-        now = 0.0  # env.now, read after each wait: time moves only there
         i, n = 0, len(code)
         # This loop runs once per op: `b if b > a else a` stands for max(a, b), which costs more.
         while i < n:
@@ -118,10 +117,9 @@ class Model:
                 if sharing is None:
                     yield timeout(cost[i])
                     t = end[i] = t + cost[i]
-                    now = env.now
                 else:
                     yield sharing.compute(rank, cost[i])
-                    t = end[i] = now = env.now
+                    t = end[i] = env.now
             elif c == SEND and fly:
                 # Only the sender posts on its link, in its own order, so the landing time
                 # is known at once: no event unless the receiver already waits.
@@ -131,9 +129,8 @@ class Model:
                 self._arrive(key[i], land)
             elif c == RECV and not blocking:
                 arrival = arrived.pop(key[i], None)
-                if arrival is None or arrival > now:  # not sent yet, or still in flight
+                if arrival is None or arrival > env.now:  # not sent yet, or still in flight
                     arrival = yield from self._receive(rank, i, arrival)
-                    now = env.now
                 t = end[i] = arrival if arrival > t else t
             elif c == REDUCE:
                 delay = self._reduce(rank, i, t)
@@ -141,7 +138,7 @@ class Model:
                     if sharing is not None:
                         sharing.release(rank)
                     yield timeout(delay)
-                    t = now = env.now
+                    t = env.now
                 else:
                     reduced = max(reduced, t + delay)
             elif blocking:
@@ -151,7 +148,7 @@ class Model:
                     if sharing is not None:
                         sharing.release(rank)
                     yield done
-                    t = now = env.now
+                    t = env.now
                 continue  # i is past the batch
             else:
                 self._start_transfer(rank, i, -1, -1)

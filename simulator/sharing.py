@@ -26,8 +26,7 @@ made at it can show in the last bits, so there a rank is counted idle at once.
 
 A node's heap holds exactly its running ops: an op leaves it when it ends, and when
 interference re-times it (a node has a few ranks, so taking one entry out is cheap), so
-its head is the op that ends first with nothing outdated to skip. This runs once or twice
-per compute op, so the hot paths below are written out rather than split into helpers.
+its head is the op that ends first with nothing outdated to skip.
 """
 
 from __future__ import annotations
@@ -93,9 +92,7 @@ class Sharing:
     def compute(self, rank: int, work: float) -> simpy.Event:
         """Start ``work`` seconds of compute on ``rank``; the event fires when it is done."""
         home, now = self.of[rank], self.env.now
-        if home.busy:  # home.advance(now)
-            home.clock += (now - home.since) * home.rate
-        home.since = now
+        home.advance(now)
         done = self.done[rank] = Event(self.env)
         end = self.end[rank] = home.clock + (work / self.slow if self.inflight[rank] else work)
         version = self.version[rank] = self.version[rank] + 1
