@@ -96,22 +96,35 @@ def _profile(argv: list[str]) -> int:
 
     from mpi4py import MPI
 
+    from cliguard import claim_file
+
     world = MPI.COMM_WORLD
+    error = None
     try:
         cfg, options = parse_profile_args(argv)
         if world.Get_size() % cfg.dp:
             raise UsageError(f"world size {world.Get_size()} is not divisible by --dp {cfg.dp}")
         if cfg.check:
             raise UsageError("profile takes no --check")
+        if world.Get_rank() == 0:  # the one rank that writes claims the file before any work
+            claim_file(Path(options.out) / "costs.json", force=options.force, flag="--out")
     except UsageError as err:
+        error = str(err).splitlines()[0]
+    error = world.allreduce([error] if error else [], op=MPI.SUM)  # every rank refuses alike
+    if error:
         if world.Get_rank() == 0:
-            print(f"executor profile: {str(err).splitlines()[0]}", file=sys.stderr)
+            print(f"executor profile: {error[0]}", file=sys.stderr)
         return 2
     from simulator import Profile  # its summary, the one screen a profile prints
 
     from .engine.profile import profile
 
-    doc = profile(cfg, world, Path(options.out), options.chunks, options.microbatches, options.repeats)
+    try:
+        doc = profile(cfg, world, Path(options.out), options.chunks, options.microbatches, options.repeats)
+    except UsageError as err:  # a layout that cannot run: every rank plans alike and refuses alike
+        if world.Get_rank() == 0:
+            print(f"executor profile: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
     if doc is not None:
         wall = doc.pop("wall_s")
         print(Profile(doc, f"{options.out}/costs.json").summary())

@@ -11,11 +11,9 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cliguard import UsageError  # arguments that cannot work: one line, exit 2 (one class for every CLI)
+
 __all__ = ["RunConfig", "UsageError", "parse_args", "build_parser", "ProfileOptions", "parse_profile_args"]
-
-
-class UsageError(ValueError):
-    """Arguments that cannot work: the CLI prints the message as one line and exits 2."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +76,11 @@ class RunConfig:
     """Calibrate the simulator from the trace and print predicted against measured."""
     fail_rank: int | None = None
     """Testing aid: this world rank raises an exception halfway through the first step."""
-    progress: str = "hooks"
-    """How transfers progress during compute: hooks (main thread, at op boundaries and
-    between layers), boundary (op boundaries only), thread (a 200 us polling thread) or
-    mpich (MPICH's async progress)."""
+    progress: str = "idle"
+    """How transfers progress during compute: idle (main thread, at op boundaries and
+    wherever the host waits for the device: sleeping stages' slices), hooks (idle, and
+    between the layers of a real stage too), boundary (op boundaries only), thread (a
+    200 us polling thread) or mpich (MPICH's async progress)."""
     recv_window: int | None = None
     """async: receives pre-posted ahead of the rank; None: 2 x pipeline ranks."""
     timeout: float | None = None
@@ -95,6 +94,9 @@ class RunConfig:
     """zb-auto: activations a stage may hold, in microbatches; None: 2 x ranks (ZB-2p)."""
     costs: str | None = None
     """costs.json of ``executor profile``: the table adds the step predicted from it before the run."""
+    canary: bool = False
+    """With ``costs``: scale the profile's compute costs by the canary's drift since the
+    profile (the canary is timed just before the timed steps)."""
     inflation: bool = False
     """Before the timed steps, time every op of every stage alone (other ranks idle) and
     report the in-run median over it."""
@@ -187,7 +189,7 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
     p.add_argument("--no-predict", dest="predict", action="store_false", help="skip the simulator comparison")
     p.add_argument("--fail-rank", type=int, help="testing aid: raise on this world rank mid-step (failure handling)")
-    p.add_argument("--progress", choices=("hooks", "boundary", "thread", "mpich"), default=d.progress,
+    p.add_argument("--progress", choices=("idle", "hooks", "boundary", "thread", "mpich"), default=d.progress,
                    help="how transfers progress during compute (default %(default)s; see the README's table)")
     p.add_argument("--recv-window", type=_positive, help="async: receives pre-posted ahead (default 2 x ranks)")
     p.add_argument("--timeout", type=_seconds, help="watchdog per step, seconds (default: 300 s during "
@@ -195,6 +197,9 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--stall-rank", type=int, help="testing aid: this world rank hangs at the first op of step 2")
     p.add_argument("--costs", help="costs.json from 'executor profile': also predict the step from it "
                    "(and, for zb-auto, synthesize for its costs)")
+    p.add_argument("--canary", action="store_true",
+                   help="with --costs: scale the profile's compute costs by the machine's drift since the profile "
+                        "(a fixed op timed in the profile and again just before the timed steps)")
     p.add_argument("--t-comm", type=_millis, help="zb-auto: communication per hop it plans with, ms")
     p.add_argument("--memory-limit", type=float, help="zb-auto: activations a stage may hold, in microbatches "
                    "(default 2 x ranks: ZB-2p; ranks gives ZB-1p)")
@@ -214,7 +219,9 @@ class ProfileOptions:
     microbatches: tuple[int, ...] | None = None
     """Microbatch counts profiled; None: every one of 1, 2, 4, 8, 16, 32 that divides the batch."""
     repeats: int = 5
-    """Rounds per op; medians are kept."""
+    """Rounds per op timed alone and per probe; medians are kept."""
+    force: bool = False
+    """Replace an existing DIR/costs.json."""
 
 
 def parse_profile_args(argv: list[str]) -> tuple[RunConfig, ProfileOptions]:
@@ -227,9 +234,10 @@ def parse_profile_args(argv: list[str]) -> tuple[RunConfig, ProfileOptions]:
     p.add_argument("--microbatches", type=_counts,
                    help="microbatch counts (default: each of 1,2,4,8,16,32 dividing the batch)")
     p.add_argument("--repeats", type=_positive, default=d.repeats, help="rounds per op (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing DIR/costs.json")
     ns = vars(p.parse_args(argv))
     options = ProfileOptions(out=ns.pop("out") or d.out, chunks=ns.pop("chunks"),
-                             microbatches=ns.pop("microbatches"), repeats=ns.pop("repeats"))
+                             microbatches=ns.pop("microbatches"), repeats=ns.pop("repeats"), force=ns.pop("force"))
     if ns["warmup"] < 0:
         raise UsageError(f"--warmup must be >= 0, got {ns['warmup']}")
     return RunConfig(**ns), options
@@ -243,6 +251,8 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     cfg = RunConfig(**{k: v for k, v in vars(ns).items()})
     if cfg.check and cfg.compute == "sleep":
         raise UsageError("--check needs --compute real: sleeping stages compute no gradients")
+    if cfg.canary and cfg.costs is None:
+        raise UsageError("--canary scales the prediction of --costs: give --costs costs.json")
     if cfg.check:
         cfg = replace(cfg, steps=1, warmup=0)  # the gradients of exactly one step are compared
     return cfg

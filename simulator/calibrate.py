@@ -36,7 +36,12 @@ from .costs import Costs, PerStage
 from .fit import fit_link
 from timeline import check_trace, transfers
 
-__all__ = ["costs_from_trace"]
+__all__ = ["costs_from_trace", "OP_STATISTIC"]
+
+OP_STATISTIC = "median"
+"""How a stage's op durations in a run are summarised into one cost, by the executor's
+fit and by the profile's run times alike (one statistic, so that a profile's op drift
+compares like with like)."""
 
 
 def costs_from_trace(trace: pd.DataFrame, act_bytes: PerStage | None = None, statistic: str = "median",

@@ -18,6 +18,10 @@ marked optional)::
        "torch": str, "mpi": str,          #   torch.__version__, MPI.Get_library_version() first line
        "date": str,                       #   ISO 8601, UTC
        "model": {flag: value, ...}},      #   the model flags of the run (model, sizes, batch, compute...)
+     "canary": {                          # optional: one fixed op, timed before and after the profile
+       "op": str, "seconds": [float, ...], #   what it is; seconds per world rank (the mean of
+       "threads": int,                    #   before and after), on this many torch threads;
+       "before": [float, ...], "after": [float, ...]},  # optional: the two timings
      "share": [float, ...],               # per-rank compute rate while k = 1, 2, ... ranks of a node
                                           #   compute at once: time alone / time with k computing
                                           #   (so share[0] = 1), one entry per k = 1 .. ranks_per_node
@@ -31,11 +35,13 @@ marked optional)::
      "layouts": [{                        # one per (ranks, chunks, microbatches, dp) profiled
        "ranks": int, "chunks": int, "microbatches": int, "dp": int,
        "stages": [{                       # one per model stage s = 0 .. ranks * chunks - 1
-         "F": {"alone": float, "concurrent": float,      # concurrent: every rank of the node
-               "sequence": float},                       #   computing too (optional); sequence:
-         "B": {...}, "I": {...}, "W": {...},            #   alone, within a whole step's ops in a
-                                                         #   pipeline order (optional). B is a
-                                                         #   fused full backward
+         "F": {"alone": float,            #   the op alone (the bare layers, other ranks asleep);
+               "run": float,              #   optional: median in short real runs of reference
+                                          #   schedules of this layout (what a run sees);
+               "sequence": float,         #   optional: alone, within a whole step's ops in a
+                                          #   pipeline order (profiles before "run");
+               "concurrent": float},      #   optional: every rank of the node computing too
+         "B": {...}, "I": {...}, "W": {...},  # B is a fused full backward
          "memory": {"F": float, "B": float, "I": float, "W": float},  # optional: bytes F allocates
                                           #   and holds, bytes B, I and W each free (all >= 0)
          "grad_bytes": float}, ...],      # optional: bytes of the stage's weight gradients
@@ -48,13 +54,14 @@ marked optional)::
        "optimizer": [float, ...],         #   optional, per pipeline rank: the optimizer step in
        "step": [float, ...]}}             #   those runs, and a step's host time outside its ops
 
-In :meth:`Profile.costs`: t_f/t_i/t_w/t_b are the ``sequence`` times where every stage
-of the layout has them, else the ``alone`` times, and ``share`` and ``comm_interference``
-slow them as the simulation runs (``times="alone"`` or ``"sequence"`` asks for one;
-``times="concurrent"`` takes the concurrent times and no share table instead). An op
-timed in sequence finds the caches as a run leaves them (other microbatches' activations,
-the other chunk's weights), as a pipeline's ops do; an op repeated on one microbatch
-finds its own (:mod:`executor.engine.profile`). act_memory is F's bytes and
+In :meth:`Profile.costs`: t_f/t_i/t_w/t_b are the ``run`` times where every stage of
+the layout has them, else the ``sequence`` times, else the ``alone`` times, and
+``share`` and ``comm_interference`` slow them as the simulation runs (``times=`` asks for
+one; ``times="concurrent"`` takes the concurrent times and no share table instead). An op
+in a run finds the caches as the other ops left them (other microbatches' activations,
+the other chunk's weights, the transfers' copies); an op repeated on one microbatch
+finds its own (:mod:`executor.engine.profile`). ``scale`` multiplies every compute time
+(e.g. by the canary's drift since the profile: ``executor --canary``). act_memory is F's bytes and
 w_memory_fraction W's share of I + W, over all stages; the all-reduce times are fitted to
 the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth); ``dispatch`` gives
 dispatch_compute, dispatch_send and dispatch_recv, and where it has them, each rank's
@@ -73,7 +80,7 @@ from schedules import Schedule
 
 from .costs import Costs
 from .fit import fit_link
-from .profile_check import DISPATCH, FORMAT, VERSION, ProfileError, check_profile
+from .profile_check import DISPATCH, FORMAT, OPS, TIMES, VERSION, ProfileError, check_profile
 
 __all__ = ["Profile", "ProfileError", "FORMAT", "VERSION"]
 
@@ -143,29 +150,33 @@ class Profile:
                  + ("" if "dispatch" not in self.data else "  host per op: " + ", ".join(
                      f"{key} {self.data['dispatch'][key] * 1e6:.1f} us" for key in DISPATCH)),
                  f"{'ranks':>5} {'chunks':>6} {'m':>4} {'dp':>3}  {'F':>8} {'B':>8} {'I':>8} {'W':>8} "
-                 f"{'conc/alone':>10} {'seq/alone':>9}  {'optimizer':>9}  (ms, mean of stages)"]
+                 f"{'run/alone':>10} {'seq/alone':>9}  {'optimizer':>9}  (ms, mean of stages, alone)"]
         for x in self.data["layouts"]:
             mean = {op: sum(s[op]["alone"] for s in x["stages"]) / len(x["stages"]) for op in ("F", "B", "I", "W")}
             lines.append(f"{x['ranks']:>5} {x['chunks']:>6} {x['microbatches']:>4} {x['dp']:>3}  "
                          + " ".join(f"{mean[op] * 1e3:>8.3f}" for op in ("F", "B", "I", "W"))
-                         + f" {_ratio(x, 'concurrent'):>10.3f} {_ratio(x, 'sequence'):>9.3f}"
+                         + f" {_ratio(x, 'run'):>10.3f} {_ratio(x, 'sequence'):>9.3f}"
                          f"  {max(x['optimizer']) * 1e3:>9.3f}")
         return "\n".join(lines)
 
     def costs(self, schedule: Schedule | None = None, *, ranks: int | None = None, chunks: int | None = None,
-              microbatches: int | None = None, dp: int | None = None, times: str | None = None) -> Costs:
+              microbatches: int | None = None, dp: int | None = None, times: str | None = None,
+              scale: float = 1.0) -> Costs:
         """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords);
-        ``times`` None: ``sequence`` where the layout has it, else ``alone``."""
+        ``times`` None: ``run`` where the layout has it, else ``sequence``, else ``alone``;
+        every compute time (ops, the host time around them, optimizer) times ``scale``."""
         if schedule is not None:
             ranks, chunks, microbatches = schedule.num_ranks, schedule.chunks, schedule.num_microbatches
         if ranks is None or chunks is None or microbatches is None:
             raise ValueError("Profile.costs takes a schedule, or ranks=, chunks= and microbatches=")
-        if times not in (None, "alone", "sequence", "concurrent"):
-            raise ValueError(f"times must be 'alone', 'sequence' or 'concurrent', got {times!r}")
+        if times is not None and times not in TIMES:
+            raise ValueError(f"times must be one of {', '.join(map(repr, TIMES))}, got {times!r}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         table = self.layout(ranks, chunks, microbatches, dp)
         stages = table["stages"]
         if times is None:
-            times = "sequence" if all("sequence" in s[op] for s in stages for op in ("F", "B", "I", "W")) else "alone"
+            times = next(t for t in ("run", "sequence", "alone") if all(t in s[op] for s in stages for op in OPS))
         fields: dict[str, Any] = {name: self._times(table, op, times) for name, op in
                                   (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))}
         fields["act_bytes"] = table["boundary_bytes"] or 0.0
@@ -182,10 +193,24 @@ class Profile:
         dispatch = self.data.get("dispatch")
         if dispatch is not None:
             fields.update({f"dispatch_{key}": float(dispatch[key]) for key in DISPATCH})
-            if len(dispatch.get("optimizer", ())) == ranks and len(dispatch.get("step", ())) == ranks:
-                fields["optimizer_time"] = [a + b for a, b in zip(dispatch["optimizer"], dispatch["step"])]
+            step = dispatch.get("step", ())
+            if len(step) == ranks:  # a step's host time outside its ops, added to the optimizer
+                # A profile with run times took its layouts' optimizer from those runs; an
+                # older one timed it alone (half of what a run sees) and has the runs' in dispatch.
+                runs = table["optimizer"] if times == "run" else dispatch.get("optimizer", ())
+                if len(runs) == ranks:
+                    fields["optimizer_time"] = [a + b for a, b in zip(runs, step)]
+        if scale != 1.0:
+            fields.update(_scaled(fields, scale))
         c = self.conditions
-        return Costs(**fields, notes=(f"from {self.source}: {c['host']}, {c['date']}, times {times}",))
+        note = f"from {self.source}: {c['host']}, {c['date']}, times {times}"
+        return Costs(**fields, notes=(note + (f", scaled x{scale:.4f}" if scale != 1.0 else ""),))
+
+    @property
+    def canary(self) -> list[float] | None:
+        """The canary's seconds per world rank when the profile was taken (None: not recorded)."""
+        found = self.data.get("canary")
+        return None if found is None else [float(t) for t in found["seconds"]]
 
     def _times(self, table: dict, op: str, times: str) -> list[float]:
         try:
@@ -216,6 +241,21 @@ class Profile:
         if node_of is not None and len(node_of) >= ranks * dp:
             return {"node_of": tuple(node_of[:ranks * dp])}
         return {"ranks_per_node": self.conditions["ranks_per_node"]}
+
+
+_SCALED = ("t_f", "t_i", "t_w", "t_b", "optimizer_time", "dispatch_compute", "dispatch_send", "dispatch_recv")
+
+
+def _scaled(fields: dict[str, Any], scale: float) -> dict[str, Any]:
+    """The compute times of ``fields`` (not links, not memory) times ``scale``."""
+    out = {}
+    for name in _SCALED:
+        value = fields.get(name)
+        if isinstance(value, (list, tuple)):
+            out[name] = [v * scale for v in value]
+        elif value is not None:
+            out[name] = value * scale
+    return out
 
 
 def _ratio(layout: dict, times: str) -> float:

@@ -7,10 +7,11 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["ProfileError", "check_profile", "FORMAT", "VERSION", "OPS"]
+__all__ = ["ProfileError", "check_profile", "FORMAT", "VERSION", "OPS", "TIMES"]
 
 FORMAT, VERSION = "pipebubble-costs", 1
 OPS = ("F", "B", "I", "W")
+TIMES = ("alone", "run", "sequence", "concurrent")  # how an op was timed: alone is required, the rest optional
 _CONDITIONS = {"host": str, "ranks": int, "ranks_per_node": int, "threads": int, "dtype": str, "device": str,
                "torch": str, "mpi": str, "date": str, "model": dict}
 
@@ -87,6 +88,11 @@ def check_profile(data: Any, source: str) -> None:
     if c.get(data, "comm_interference", "", float) >= 1:
         c.fail("comm_interference", "must be below 1")
     _check_links(c, c.get(data, "links", "", dict))
+    if "canary" in data:
+        found = c.get(data, "canary", "", dict)
+        c.get(found, "op", "canary", str)
+        if not c.numbers(found, "seconds", "canary"):
+            c.fail("canary.seconds", "is empty")
     if "dispatch" in data:
         dispatch = c.get(data, "dispatch", "", dict)
         for key in DISPATCH:
@@ -123,7 +129,7 @@ def _check_layout(c: _Checker, layout: Any, where: str) -> None:
         at = f"{where}.stages[{s}]"
         for op in OPS:
             c.get(c.get(stage, op, at, dict), "alone", f"{at}.{op}", float)
-            for optional in ("concurrent", "sequence"):
+            for optional in TIMES[1:]:
                 if optional in stage[op]:
                     c.get(stage[op], optional, f"{at}.{op}", float)
         if "memory" in stage:

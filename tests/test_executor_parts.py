@@ -117,43 +117,26 @@ def test_unknown_policy_is_refused():
         make_progress("spin", spin=True)
 
 
-@pytest.mark.parametrize("ranks,chunks,m", [(2, 1, 8), (2, 2, 16), (4, 2, 4), (3, 2, 1)])
-def test_profile_sequences_run_every_op_of_a_step_once(ranks, chunks, m):
-    from executor.engine.profile import reference_orders
+@pytest.mark.parametrize("ranks,chunks,m", [(2, 1, 8), (2, 2, 16), (4, 2, 4), (3, 2, 1), (2, 3, 6)])
+def test_profile_reference_runs_time_every_kind_of_every_stage(ranks, chunks, m):
+    import schedules
+    from executor.engine.profile import reference_names
 
-    for rank in range(ranks):
-        mine = {s for s in range(ranks * chunks) if s % ranks == rank}
-        fused, split = reference_orders(ranks, chunks, m, rank)
-        for order, kinds in ((fused, "FB"), (split, "FIW")):
-            done = sorted((op.kind.value, op.stage, op.mb) for op in order)
-            assert done == sorted((k, s, mb) for k in kinds for s in mine for mb in range(m))
-            for op in order:  # every backward after its own forward; W after I
-                before = order[: order.index(op)]
-                if op.kind.value != "F":
-                    assert any(o.kind.value == "F" and (o.stage, o.mb) == (op.stage, op.mb) for o in before)
-                if op.kind.value == "W":
-                    assert any(o.kind.value == "I" and (o.stage, o.mb) == (op.stage, op.mb) for o in before)
+    fused, split = reference_names(ranks, chunks, m)
+    for name, kinds in ((fused, "FB"), (split, "FIW")):
+        schedule = schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks)
+        assert schedule.chunks == chunks
+        timed = {(op.kind.value, op.stage) for ops in schedule.ops for op in ops}
+        assert timed == {(k, s) for k in kinds for s in range(ranks * chunks)}
 
 
-def test_sequence_timing_holds_every_microbatch_of_the_order():
-    from executor.engine import profile as prof
+def test_profile_refuses_a_layout_no_reference_schedule_builds():
+    from executor.config import UsageError
+    from executor.engine.profile import reference_names
 
-    stage = Stage(0, [nn.Linear(8, 8), nn.Tanh()], None, 4)
-    layout = object.__new__(prof._Layout)
-    layout.ranks, layout.chunks, layout.m, layout.mine = 1, 1, 4, [0]
-    layout.ops, layout.inputs = {0: stage}, {0: (torch.randn(2, 8), None, torch.randn(2, 8))}
-    calls = []
-
-    def measure(fn, *args):
-        calls.append((fn.__name__, args[0]))
-        fn(*args)
-        return 1e-3 * len(calls)
-
-    times = layout.in_sequence(measure, 0, repeats=6)
-    assert set(times[0]) == {"F", "B", "I", "W"}
-    passes = 1 + 2  # one untimed pass, then ceil(6 / 4)
-    assert len(calls) == passes * (4 * 2 + 4 * 3)
-    assert not stage._input and not stage._outs  # every microbatch's backward ran
+    assert reference_names(2, 2, 5) == ("looped-bfs", "zbv")  # torch's interleaving rule refuses m = 5
+    with pytest.raises(UsageError, match="no reference schedule builds for ranks=2 chunks=3 microbatches=5"):
+        reference_names(2, 3, 5)
 
 
 def test_host_times_read_off_a_trace():

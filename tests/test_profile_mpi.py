@@ -42,7 +42,8 @@ def test_small_profile_predicts_a_run_before_it_runs(tmp_path):
     doc = json.loads((tmp_path / "costs.json").read_text())
     assert {(t["chunks"], t["microbatches"]) for t in doc["layouts"]} == {(1, 4), (2, 4)}
     assert all(t["boundary_bytes"] and len(t["stages"]) == 2 * t["chunks"] for t in doc["layouts"])
-    assert all(s[k]["alone"] > 0 and s[k]["sequence"] > 0 for t in doc["layouts"] for s in t["stages"] for k in "FBIW")
+    assert all(s[k]["alone"] > 0 and s[k]["run"] > 0 for t in doc["layouts"] for s in t["stages"] for k in "FBIW")
+    assert len(doc["canary"]["seconds"]) == 2 and all(t > 0 for t in doc["canary"]["seconds"])
     assert doc["links"]["pairs"] and len(set(doc["links"]["pairs"][0]["bytes"])) >= 5
     host = doc["dispatch"]  # from short real runs: every kind of host time seen
     assert 0 < host["compute"] < 1e-3 and 0 < host["send"] < 1e-2 and 0 < host["recv"] < 1e-2

@@ -50,6 +50,7 @@ class MemoryMeter:
         self.samples: list[tuple[float, int, int]] = []  # (perf_counter, bytes, op index; -1 step start)
         self._watched: set[weakref.ref] = set()  # delivered buffers, until their tensor is freed
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self.on = True  # off: delivered buffers are not counted (the stages' hooks: Stage.metering)
 
     def _acquire(self, tensor: torch.Tensor) -> int | None:
         storage = tensor.untyped_storage()
@@ -81,7 +82,10 @@ class MemoryMeter:
 
     def hold(self, tensor: torch.Tensor) -> None:
         """Count a delivered buffer until the tensor object is freed (a weak reference's
-        callback: a tenth of a ``weakref.finalize``, which runs on every transfer)."""
+        callback: a tenth of a ``weakref.finalize``, which runs on every transfer); a
+        no-op while the meter is off."""
+        if not self.on:
+            return
         key = self._acquire(tensor)
         if key is not None:
             self._watched.add(weakref.ref(tensor, partial(self._let_go, key)))

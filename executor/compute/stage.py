@@ -11,10 +11,14 @@ gradients that its W needs.
 Gradients accumulate in ``param.grad`` across microbatches; the last stage scales each
 microbatch loss by 1/m so that the step's gradient is that of the mean loss.
 
-Between layers a stage calls ``poke`` (the progress policy's, :mod:`executor.transport.progress`),
-in the forward directly and in the backward through a gradient hook on each layer's
-output, so that transfers in flight move on without a thread beside the compute. The
-forward runs under the memory meter's saved-tensor hooks (:mod:`executor.compute.memory`).
+Under ``--progress hooks`` a stage calls ``poke`` (the progress policy's,
+:mod:`executor.transport.progress`) between layers, in the forward directly and in the
+backward through a gradient hook on each layer's output; under every other policy a
+real stage runs its layers bare (on a CPU the host is the device: a transfer moved
+mid-op runs on the core the op is timed on, so it can only lengthen that op). The
+forward runs under the memory meter's saved-tensor hooks (:mod:`executor.compute.memory`)
+only while :meth:`Stage.metering` is on: the executor measures memory in a step of its
+own, untimed, since the meter's counts depend on the order of ops, not on their times.
 :class:`SleepStage` replaces compute by timed sleeps and hands out activation-sized
 buffers, so schedules and transfers can be measured with more ranks than cores.
 """
@@ -38,7 +42,9 @@ class Stage:
                  poke: Callable[[], None] | None = None, memory=None):
         self.index = index
         self.poke = poke  # called between layers; None: no progress calls inside the op
-        self.saving = memory.hooks if memory is not None else contextlib.nullcontext()
+        self.meter = memory
+        self.saving = contextlib.nullcontext()
+        self.metering(memory is not None)
         self.layers = layers
         self.loss_fn = loss_fn  # set on the last stage only
         self.scale = 1.0 / microbatches
@@ -50,6 +56,10 @@ class Stage:
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for group in self.params for p in group]
+
+    def metering(self, on: bool) -> None:
+        """Count saved tensors in the memory meter (on) or run the forward bare (off)."""
+        self.saving = self.meter.hooks if on and self.meter is not None else contextlib.nullcontext()
 
     def forward(self, mb: int, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Run the layers; returns the output (or the scaled loss on the last stage)."""
@@ -118,6 +128,9 @@ class SleepStage:
 
     def parameters(self) -> list[torch.Tensor]:
         return []
+
+    def metering(self, on: bool) -> None:
+        """Nothing to meter: a sleeping stage saves no tensors."""
 
     def _sleep(self, seconds: float) -> None:
         """Sleep until a deadline, poking every ``slice`` seconds: the stand-in for a device

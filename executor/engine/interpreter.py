@@ -10,8 +10,9 @@ way under ('B', s, mb), the input gradient of stage s.
 The loop knows nothing of communication semantics: under blocking the communication
 layer itself posts a run of comm ops as one batch and waits for it at the run's last op.
 Each op's handler is looked up once, when the interpreter is built. After every op the
-loop pokes the progress policy (outstanding transfers move on) and samples the memory
-meter; ``position`` tells the watchdog which op the rank is in.
+loop pokes the progress policy (outstanding transfers move on) and, in the one step the
+executor meters (:meth:`Runtime.metering`), samples the memory meter; ``position`` tells
+the watchdog which op the rank is in.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from ..transport.parallel import GradReducer
 from ..transport.progress import Progress
 
 __all__ = ["Interpreter", "Microbatches", "InjectedFailure"]
+
+
+def _unmetered(i: int) -> None:
+    """The memory sample of a step that is not metered."""
 
 
 class InjectedFailure(RuntimeError):
@@ -83,7 +88,8 @@ class Interpreter:
 
     def run_step(self) -> None:
         """Run every op of this rank once; afterwards all transfers and reductions are done."""
-        rec, poke, sample = self.recorder, self.progress.poke, self.memory.sample
+        rec, poke = self.recorder, self.progress.poke
+        sample = self.memory.sample if self.memory.on else _unmetered
         self.memory.begin_step()
         self.links.begin_step(self.ops, self.routes)
         if self.stall and self.steps_run == 1:
@@ -143,7 +149,8 @@ class Interpreter:
         start = rec.stamp()
         self._forward(forward)
         middle = rec.stamp()
-        self.memory.sample(-2)  # between the two ops of the pair, as between any two
+        if self.memory.on:
+            self.memory.sample(-2)  # between the two ops of the pair, as between any two
         self._backward(backward)
         rec.add_compute(forward, start, middle)
         rec.add_compute(backward, middle, rec.stamp())

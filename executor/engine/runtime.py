@@ -41,6 +41,14 @@ class Runtime:
     def parameters(self) -> list[torch.Tensor]:
         return [p for stage in self.stages.values() for p in stage.parameters()]
 
+    def metering(self, on: bool) -> None:
+        """Measure activation memory (saved-tensor hooks, delivered buffers, a sample per
+        op) or run bare. The executor meters one untimed step: the counts follow the op
+        order alone, and the hooks cost the ops they sit in about 4 %."""
+        self.memory.on = on
+        for stage in self.stages.values():
+            stage.metering(on)
+
     def close(self) -> None:
         self.progress.close()
 
@@ -80,16 +88,21 @@ def _layers(plan: Plan, s: int, device: torch.device) -> list:
     return [layer.to(device) for layer in plan.workload.layers[start:stop]]
 
 
-def _stage(plan: Plan, s: int, device: torch.device, poke, memory: MemoryMeter, layers: list | None):
+def _stage(plan: Plan, s: int, device: torch.device, progress: Progress, memory: MemoryMeter, layers: list | None):
+    """Stage s of this rank. Pokes inside an op: a sleeping stage's slices under idle and
+    hooks (the host is free while a device would compute), a real stage's layers under
+    hooks only (:mod:`executor.transport.progress` says why)."""
     cfg, last = plan.cfg, plan.schedule.num_stages - 1
     if cfg.compute == "sleep":
+        poke = progress.poke if cfg.progress in ("idle", "hooks") else None
+
         def like(b):
             return torch.zeros(plan.boundary[b][0], dtype=plan.boundary[b][1], device=device)
 
         return SleepStage(s, cfg.t_f, cfg.t_i, cfg.t_w, like(s) if s < last else None, like(s - 1) if s > 0 else None,
                           poke=poke)
     return Stage(s, layers, plan.workload.loss_fn if s == last else None, cfg.microbatches,
-                 poke=poke, memory=memory)
+                 poke=progress.poke if cfg.progress == "hooks" else None, memory=memory)
 
 
 def _microbatches(plan: Plan, topology: Topology, held: tuple[int, ...], device: torch.device) -> Microbatches:
@@ -111,12 +124,11 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
     device = _device(plan, local_rank)
     held = plan.schedule.stages_of(rank)
     progress = make_progress(cfg.progress, spin=local_size <= len(os.sched_getaffinity(0)))
-    poke = progress.poke if cfg.progress == "hooks" else None
     layers = {s: _layers(plan, s, device) for s in held} if cfg.compute == "real" else {}
     data = _microbatches(plan, topology, held, device)
     weights = [p for group in layers.values() for layer in group for p in layer.parameters()]
     memory = MemoryMeter(weights + [t for t in (*data.inputs, *data.targets) if t is not None])
-    stages = {s: _stage(plan, s, device, poke, memory, layers.get(s)) for s in held}
+    stages = {s: _stage(plan, s, device, progress, memory, layers.get(s)) for s in held}
     recorder = Recorder(cuda=device.type == "cuda" and cfg.compute == "real")
     wire = Wire(device)
     window = cfg.recv_window or 2 * plan.ranks

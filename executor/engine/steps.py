@@ -4,7 +4,10 @@ Each step begins after a barrier on the world; every rank stamps its own start, 
 step's time origin is the earliest of those stamps on the common time base
 (:mod:`executor.record.timing`). Step time is from that origin to the last optimizer step of
 any rank, the same span the simulator calls makespan. Every step runs under the
-watchdog (:mod:`executor.engine.watchdog`). With ``--inflation`` each op is also timed
+watchdog (:mod:`executor.engine.watchdog`). Between the warm-up and the timed steps one
+untimed step runs with the memory meter on, without an optimizer step after it: the
+meter's counts follow the op order alone, and its hooks would cost every timed op about
+4 %. With ``--inflation`` each op is also timed
 alone between the warm-up and the timed steps and again after them, and the two medians
 averaged, so that a drift of the machine's speed over the run cancels to first order
 (:mod:`executor.record.alone`).
@@ -27,6 +30,7 @@ from schedules.ir import gc_paused
 from ..compute import oracle
 from ..config import RunConfig
 from ..record.alone import time_ops
+from ..record.canary import canary_in_turns
 from ..record.timing import sync_clocks
 from ..transport.parallel import split_world
 from .plan import Plan, plan
@@ -50,10 +54,10 @@ class RunResult:
     clock_error: float
     """Bound on the clock alignment error across ranks (s)."""
     memory: pd.DataFrame | None = None
-    """World rank 0 only: replica 0's activation bytes held (:mod:`executor.compute.memory`),
-    columns step, rank, op (-1 at the step's start, -2 inside an overlapped pair, else the
-    index in the rank's list after which it was taken),
-    time (s from the step's origin, like the trace) and bytes."""
+    """World rank 0 only: replica 0's activation bytes held (:mod:`executor.compute.memory`)
+    in the metered step (untimed, after the warm-up), columns step (0), rank, op (-1 at
+    the step's start, -2 inside an overlapped pair, else the index in the rank's list
+    after which it was taken), time (s from the rank's start of that step) and bytes."""
     cuda_peak: list | None = None
     """World rank 0, on CUDA: per pipeline rank, torch.cuda.max_memory_allocated (bytes)."""
     alone: list | None = None
@@ -61,6 +65,8 @@ class RunResult:
     (the mean of the medians before and after the timed steps)."""
     watchdog_s: float = FIRST_STEPS_S
     """The watchdog's limit per timed step (s)."""
+    canary: list | None = None
+    """With --costs: every world rank's canary (s), timed just before the timed steps."""
 
 
 def run(cfg: RunConfig, world: MPI.Comm | None = None) -> RunResult:
@@ -70,30 +76,34 @@ def run(cfg: RunConfig, world: MPI.Comm | None = None) -> RunResult:
     return execute(the_plan, world)
 
 
-def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
+def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunResult:
+    """Run a plan (every rank); ``alone_repeats``: rounds per op of ``--inflation``'s timing alone."""
     cfg = the_plan.cfg
     topology = split_world(world, the_plan.ranks, cfg.dp)
     local_rank, local_size = node_layout(world)
     want = oracle.reference(the_plan.workload, cfg.dp * cfg.microbatches) if cfg.check else None
     runtime = build_runtime(the_plan, topology, local_rank, local_size)
+    runtime.metering(False)  # timed steps run bare; memory has a step of its own
     clock = sync_clocks(world)
-    verdict, loss, alone, samples = "", float("nan"), None, []
+    verdict, loss, alone, samples, canary_now = "", float("nan"), None, [], None
     watchdog = Watchdog(runtime.interpreter, world.Get_rank(), cfg.timeout or FIRST_STEPS_S)
     try:
         for step in range(cfg.warmup + cfg.steps):
             if step == cfg.warmup:
                 if cfg.warmup and cfg.timeout is None:
                     watchdog.limit = _limit_after_warmup(runtime, the_plan, topology, clock.offset, world)
+                if not cfg.check:
+                    samples = _metered_step(runtime, world, cfg, watchdog, step)
                 if cfg.inflation:
-                    alone = time_ops(runtime, the_plan, world)
+                    alone = time_ops(runtime, the_plan, world, alone_repeats)
+                if cfg.costs is not None:  # the machine's speed now, against the profile's
+                    canary_now = canary_in_turns(world)
                 runtime.recorder.clear()
-                samples = []
                 if runtime.device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
             watchdog.arm(step)
             local = _step(runtime, world, cfg)
             watchdog.disarm()
-            samples.append(runtime.memory.samples)
             if want is not None and step == 0:  # the gradients of one step, before the optimizer
                 verdict = _check(runtime, world, want, _mean_loss(world, local, cfg), the_plan)
                 if verdict.startswith("check FAILED"):
@@ -101,20 +111,34 @@ def execute(the_plan: Plan, world: MPI.Comm) -> RunResult:
             _optimize(runtime)
             loss = _mean_loss(world, local, cfg)  # after the optimizer: no sync inside the timed step
         if cfg.inflation:  # again after the timed steps: before and after bracket the run
-            alone = _average(alone, time_ops(runtime, the_plan, world))
+            alone = _average(alone, time_ops(runtime, the_plan, world, alone_repeats))
     finally:
         watchdog.close()
         runtime.close()
     cuda = torch.cuda.max_memory_allocated(runtime.device) if runtime.device.type == "cuda" else None
     gathered = _gather(runtime, topology.pipe, clock.offset, samples, cuda) if topology.replica == 0 else None
     ok = not verdict.startswith("check FAILED")
-    result = RunResult(the_plan, ok, verdict, loss, None, clock.error, alone=alone, watchdog_s=watchdog.limit)
+    result = RunResult(the_plan, ok, verdict, loss, None, clock.error, alone=alone, watchdog_s=watchdog.limit,
+                       canary=canary_now)
     if world.Get_rank() == 0:
         rows, memory, peaks = gathered
         result.trace = _frame(rows)
         result.memory = pd.DataFrame(memory, columns=["step", "rank", "op", "time", "bytes"])
         result.cuda_peak = peaks if cuda is not None else None
     return result
+
+
+def _metered_step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig, watchdog: Watchdog, step: int) -> list:
+    """One untimed step with the memory meter on, and no optimizer step after it (the
+    weights stay as they were); its samples (s from the rank's start of that step, bytes,
+    op index)."""
+    runtime.metering(True)
+    watchdog.arm(step)
+    _step(runtime, world, cfg)
+    watchdog.disarm()
+    runtime.metering(False)
+    began = runtime.recorder.step_starts[-1]
+    return [(t - began, b, op) for t, b, op in runtime.memory.samples]
 
 
 def _average(before: list | None, after: list | None) -> list | None:
@@ -127,12 +151,14 @@ def _average(before: list | None, after: list | None) -> list | None:
 def _limit_after_warmup(runtime: Runtime, the_plan: Plan, topology, offset: float, world: MPI.Comm) -> float:
     """10 x the step the simulator predicts from the warm-up's own op costs, at least
     FLOOR_S (the same on every rank)."""
-    from ..record.predict import compare_run  # the simulator, only to predict
+    import simulator
+
+    from ..record.predict import calibrate  # the simulator, only to predict
 
     gathered = _gather(runtime, topology.pipe, offset) if topology.replica == 0 else None
     limit = None
     if world.Get_rank() == 0:
-        predicted = compare_run(the_plan, _frame(gathered[0])).predicted_step_time
+        predicted = simulator.simulate(the_plan.schedule, calibrate(the_plan, _frame(gathered[0]))).makespan
         limit = max(FACTOR * predicted, FLOOR_S)
     return world.bcast(limit, root=0)
 
@@ -202,12 +228,12 @@ def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan
 
 def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float, samples: list | None = None,
             cuda_peak: int | None = None) -> tuple | None:
-    """Replica 0's trace rows and memory samples on its pipeline rank 0, times from each
-    step's origin on rank 0's clock; and the ranks' CUDA peaks."""
+    """Replica 0's trace rows and memory samples on its pipeline rank 0, row times from
+    each step's origin on rank 0's clock (samples keep their own step's times); and the
+    ranks' CUDA peaks."""
     rec, rank = runtime.recorder, pipe.Get_rank()
     mine = [(rank, *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
-    held = [(step, rank, op, t + offset, b) for step, step_samples in enumerate(samples or [])
-            for t, b, op in step_samples]
+    held = [(0, rank, op, t, b) for t, b, op in samples or []]
     starts = [t + offset for t in rec.step_starts]
     gathered = pipe.gather((mine, held, starts, cuda_peak), root=0)
     if gathered is None:
@@ -215,7 +241,7 @@ def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float, samples: list | Non
     origins = np.min([g[2] for g in gathered], axis=0)  # per step: earliest start over ranks
     rows = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] - origins[r[1]], r[7] - origins[r[1]])
             for g in gathered for r in g[0]]
-    memory = [(m[0], m[1], m[2], m[3] - origins[m[0]], m[4]) for g in gathered for m in g[1]]
+    memory = [m for g in gathered for m in g[1]]
     return rows, memory, [g[3] for g in gathered]
 
 

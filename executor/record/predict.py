@@ -1,16 +1,26 @@
-"""Predicted against measured: calibrate the simulator from the measured trace, simulate
-the same lowered schedule, and set step time and bubble fraction side by side.
+"""Predicted against measured: the simulator's step for the same lowered schedule, from the
+run's own costs (the in-sample *fit*) and, with ``--costs``, from the profile taken
+before the run; and where the profile's error comes from.
 
-Costs come from :meth:`simulator.Costs.from_trace` over every timed step (link
-latency/bandwidth fitted from the matched transfers), with the message sizes the
-executor knows from the model. Op times are summarised by their mean, not the median
-from_trace defaults to: a step is a sum of op times, and op times here are skewed to
-the right (an op shares the CPU with the other ranks' ops, and with the system), so the
-median under-predicts. Measured with 2 ranks of real compute, m = 8: median calibration
-erred by -7.8/-5.4/-3.9/-13.5/-16.3/-1.8 % (naive, gpipe, 1f1b, interleaved-1f1b, zb-h1,
-zbv), mean calibration on a quieter run by -0.2/-2.1/-0.8/-5.5/+8.4/-1.5 %. The analytic bubble is
-:mod:`schedules.analytic` at the stage-mean t_f, t_i, t_w (None where it has no closed
-form, e.g. zb-h1 with unequal costs, or a schedule read from a file).
+The fit (:func:`calibrate`) reads every cost off the run's own trace: per stage and op
+kind the op time (:data:`simulator.OP_STATISTIC`, the statistic the profile keeps too),
+the links from matched SEND/RECV pairs, the optimizer and the host time around ops
+(:func:`executor.record.dispatch.host_times`); node sharing and comm interference come
+from the profile when there is one. The analytic bubble is :mod:`schedules.analytic` at
+the stage-mean t_f, t_i, t_w (None where it has no closed form).
+
+With ``--costs`` the profile's error (its step over the measured step) is split into
+factors whose product it is (:class:`ErrorSplit`):
+
+* ``op_drift``: the profile's step over the step it predicts with the run's own op times
+  put in its place (per stage and kind, the run's op time over the profile's is listed);
+* the remainder: that step over the fit (host time, links, optimizer);
+* ``model_error``: the fit over the measured step (what the simulator gets wrong when
+  every cost is the run's own).
+
+The run's canary (:mod:`executor.record.canary`), timed just before its timed steps,
+against the profile's gives ``canary_drift``; ``--canary`` scales the profile's compute
+costs by it. Both predictions are made before the timed steps run, and both are reported.
 """
 
 from __future__ import annotations
@@ -20,30 +30,75 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 import simulator
+from simulator.calibrate import OP_STATISTIC
 from timeline import bubble_of
 
 from ..engine.plan import Plan
+from . import canary
+from .dispatch import host_times
 
-__all__ = ["Comparison", "compare_run", "message_bytes", "measured", "predict_from_alone", "profile_costs"]
+__all__ = ["Comparison", "ErrorSplit", "compare_run", "calibrate", "message_bytes", "measured", "predict_from_alone",
+           "profile_costs"]
+
+_OPS = (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))
+
+
+@dataclass(frozen=True)
+class ErrorSplit:
+    """Where the profile's error on one run comes from (``--costs``). Ratios multiply:
+    (1 + profile_error) = (1 + op_drift) (1 + remainder) (1 + model_error), in %."""
+
+    profile_step_time: float
+    """The step the profile predicted before the run (canary-scaled with --canary)."""
+    profile_error_pct: float
+    op_drift_pct: float
+    """The profile's step over its step with the run's op times: < 0 when the run's ops were slower."""
+    remainder_pct: float
+    """That step over the fit: host time, links, optimizer."""
+    model_error_pct: float
+    """The fit over the measured step."""
+    op_drift: list[dict]
+    """Per stage and kind the run's op time over the profile's: rows stage, kind, run_s, profile_s, ratio."""
+    raw_step_time: float
+    """The profile's step unscaled."""
+    raw_error_pct: float
+    canary_drift: float | None
+    """The canary now over the canary in the profile (> 1: the machine is slower now); None
+    when the profile or the run has no canary."""
+    canary_step_time: float | None
+    """The profile's step with its compute costs times canary_drift."""
+    canary_error_pct: float | None
+    scaled: bool
+    """Whether the split is of the canary-scaled prediction (--canary)."""
 
 
 @dataclass(frozen=True)
 class Comparison:
     measured_step_time: float
     predicted_step_time: float
+    """The fit's step (in sample)."""
     error_pct: float
     measured_bubble: float
     predicted_bubble: float
     analytic_bubble: float | None
     costs: simulator.Costs
+    """The fit's costs."""
     predicted: simulator.SimResult
-    profile_step_time: float | None = None
-    """With --costs: the step the profile predicted before the run."""
-    profile_error_pct: float | None = None
+    split: ErrorSplit | None = None
+    """With --costs: the profile's prediction and where its error comes from."""
+
+    @property
+    def profile_step_time(self) -> float | None:
+        return None if self.split is None else self.split.profile_step_time
+
+    @property
+    def profile_error_pct(self) -> float | None:
+        return None if self.split is None else self.split.profile_error_pct
 
 
 def message_bytes(plan: Plan) -> tuple[list[float], list[float]]:
-    """Bytes crossing each stage boundary per microbatch, and gradient bytes per stage."""
+    """Bytes crossing each stage boundary per microbatch, and gradient bytes per stage: the
+    one place both are counted (the profile, the fit and the report ask here)."""
     act = [math.prod(shape) * dtype.itemsize for shape, dtype in plan.boundary[:-1]]
     grads = []
     for start, stop in plan.bounds:
@@ -65,22 +120,41 @@ def _median(values: list[float]) -> float:
     return float(pd.Series(values).median())
 
 
-def calibrate(plan: Plan, trace: pd.DataFrame) -> simulator.Costs:
+def _pct(predicted: float, actual: float) -> float:
+    return 100.0 * (predicted - actual) / actual
+
+
+def calibrate(plan: Plan, trace: pd.DataFrame, base: simulator.Costs | None = None) -> simulator.Costs:
+    """The run's own costs, read off its trace (see the module); ``base`` (the profile's
+    costs) gives node sharing and comm interference."""
     act, grads = message_bytes(plan)
     extra = {"act_bytes": act} if len(act) else {}
-    return simulator.Costs.from_trace(trace, statistic="mean", grad_bytes=grads, dp=plan.cfg.dp, **extra)
+    costs = simulator.Costs.from_trace(trace, statistic=OP_STATISTIC, grad_bytes=grads, dp=plan.cfg.dp, **extra)
+    if (trace["stream"] != "compute").any():  # host time between ops needs ops between which to read it
+        host = host_times(trace)
+        costs = replace(costs, dispatch_compute=host["compute"], dispatch_send=host["send"],
+                        dispatch_recv=host["recv"])
+        if len(host["optimizer"]) == plan.ranks:
+            costs = replace(costs, optimizer_time=[a + b for a, b in zip(host["optimizer"], host["step"])])
+    if base is not None:
+        costs = replace(costs, share=base.share, comm_interference=base.comm_interference,
+                        ranks_per_node=base.ranks_per_node, node_of=base.node_of)
+    return costs
 
 
-def compare_run(plan: Plan, trace: pd.DataFrame, costs: simulator.Costs | None = None) -> Comparison:
-    """Measured figures of ``trace`` against a simulation with ``costs`` (default: its own)."""
-    costs = costs or calibrate(plan, trace)
-    predicted = simulator.simulate(plan.schedule, costs, comm=plan.cfg.comm)
+def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None = None) -> Comparison:
+    """Measured figures of ``trace`` against the fit and, with --costs, the profile."""
+    profile = simulator.Profile.load(plan.cfg.costs) if plan.cfg.costs is not None else None
+    base = profile.costs(plan.schedule, dp=plan.cfg.dp) if profile is not None else None
+    costs = calibrate(plan, trace, base)
+    predicted = simulator.simulate(plan.schedule, costs)
     times, bubbles, _ = measured(trace, plan.ranks)
     step = _median(times)
+    split = _split(plan, trace, profile, base, costs, predicted.makespan, step, canary_now) if profile else None
     return Comparison(
         measured_step_time=step,
         predicted_step_time=predicted.makespan,
-        error_pct=100.0 * (predicted.makespan - step) / step,
+        error_pct=_pct(predicted.makespan, step),
         measured_bubble=_median(bubbles),
         predicted_bubble=predicted.bubble_fraction,
         analytic_bubble=None if plan.cfg.schedule_file else costs.closed_form_bubble(
@@ -88,16 +162,41 @@ def compare_run(plan: Plan, trace: pd.DataFrame, costs: simulator.Costs | None =
             average_stages=True),
         costs=costs,
         predicted=predicted,
-        **_from_profile(plan, step),
+        split=split,
     )
 
 
-def _from_profile(plan: Plan, step: float) -> dict:
-    costs = profile_costs(plan)
-    if costs is None:
-        return {}
-    before = simulator.simulate(plan.schedule, costs, comm=plan.cfg.comm).makespan
-    return {"profile_step_time": before, "profile_error_pct": 100.0 * (before - step) / step}
+def _split(plan: Plan, trace: pd.DataFrame, profile: simulator.Profile, raw: simulator.Costs,
+           fit: simulator.Costs, fit_step: float, step: float, canary_now: list[float] | None) -> ErrorSplit:
+    lowered = plan.schedule
+    raw_step = simulator.simulate(lowered, raw).makespan
+    drift = canary.drift(canary_now, profile.canary) if canary_now and profile.canary else None
+    scaled_costs = profile.costs(lowered, dp=plan.cfg.dp, scale=drift) if drift else None
+    scaled_step = simulator.simulate(lowered, scaled_costs).makespan if scaled_costs else None
+    use_scaled = plan.cfg.canary and scaled_costs is not None
+    used, used_step = (scaled_costs, scaled_step) if use_scaled else (raw, raw_step)
+    stages = lowered.num_stages
+    timed = trace[trace["kind"].isin([kind for _, kind in _OPS])]
+    run = (timed["end"] - timed["start"]).groupby([timed["stage"], timed["kind"]]).agg(OP_STATISTIC)
+    rows, own = [], {}
+    for name, kind in _OPS:
+        mine = used.per_stage(name, stages) if name != "t_b" else used.backward(stages)
+        values = list(mine)
+        for s in range(stages):
+            if (s, kind) in run.index:
+                got = float(run[(s, kind)])
+                rows.append({"stage": s, "kind": kind, "run_s": got, "profile_s": mine[s],
+                             "ratio": got / mine[s] if mine[s] > 0 else None})
+                values[s] = got
+        own[name] = values
+    with_run_ops = simulator.simulate(lowered, replace(used, **own)).makespan
+    return ErrorSplit(
+        profile_step_time=used_step, profile_error_pct=_pct(used_step, step),
+        op_drift_pct=_pct(used_step, with_run_ops), remainder_pct=_pct(with_run_ops, fit_step),
+        model_error_pct=_pct(fit_step, step), op_drift=sorted(rows, key=lambda r: (r["stage"], r["kind"])),
+        raw_step_time=raw_step, raw_error_pct=_pct(raw_step, step), canary_drift=drift,
+        canary_step_time=scaled_step, canary_error_pct=_pct(scaled_step, step) if scaled_step else None,
+        scaled=use_scaled)
 
 
 def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) -> float:
@@ -106,14 +205,12 @@ def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) ->
     ``costs``."""
     table = {key: value for rank_table in alone[:plan.ranks] for key, value in rank_table.items()}
     stages = range(plan.schedule.num_stages)
-    timed = replace(costs, **{name: [table[(s, kind)] for s in stages]
-                              for name, kind in (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))})
-    return simulator.simulate(plan.schedule, timed, comm=plan.cfg.comm).makespan
+    timed = replace(costs, **{name: [table[(s, kind)] for s in stages] for name, kind in _OPS})
+    return simulator.simulate(plan.schedule, timed).makespan
 
 
 def profile_costs(plan: Plan) -> simulator.Costs | None:
     """The Costs of this run's layout from ``--costs costs.json`` (None without it)."""
     if plan.cfg.costs is None:
         return None
-    profile = simulator.Profile.load(plan.cfg.costs)
-    return profile.costs(plan.schedule, dp=plan.cfg.dp)
+    return simulator.Profile.load(plan.cfg.costs).costs(plan.schedule, dp=plan.cfg.dp)

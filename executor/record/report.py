@@ -21,10 +21,10 @@ from timeline.gantt import plot_compare, plot_gantt
 from timeline.perfetto import write_perfetto
 
 from . import held
-from .predict import Comparison, compare_run, measured, predict_from_alone
+from .predict import Comparison, ErrorSplit, compare_run, measured, predict_from_alone
 from ..engine.steps import RunResult
 
-__all__ = ["write_outputs", "format_table", "format_inflation", "inflation"]
+__all__ = ["write_outputs", "format_table", "format_split", "format_inflation", "inflation"]
 
 
 def _number(value):
@@ -35,17 +35,40 @@ def _number(value):
 
 def format_table(label: str, cmp: Comparison) -> str:
     """The one predicted-against-measured table: "fit" is calibrated on this run's own
-    trace (in sample); "predicted (profile)", with --costs, was computed before it ran."""
+    trace (in sample); "predicted (profile)", with --costs, was computed before it ran
+    (and "x canary" the same with the machine's drift since the profile taken out);
+    then where the profile's error comes from."""
     analytic = "-" if cmp.analytic_bubble is None else f"{cmp.analytic_bubble:.4f}"
     head = f"  {'':18}{'measured':>11}{'fit':>11}{'error %':>9}"
     step = (f"  {'step time (ms)':18}{cmp.measured_step_time * 1e3:>11.3f}{cmp.predicted_step_time * 1e3:>11.3f}"
             f"{cmp.error_pct:>+9.2f}")
     bubble = f"  {'bubble fraction':18}{cmp.measured_bubble:>11.4f}{cmp.predicted_bubble:>11.4f}{'':>9}"
-    if cmp.profile_step_time is not None:
+    split = cmp.split
+    if split is not None:
         head += f"{'predicted (profile)':>21}{'error %':>9}"
-        step += f"{cmp.profile_step_time * 1e3:>21.3f}{cmp.profile_error_pct:>+9.2f}"
+        step += f"{split.raw_step_time * 1e3:>21.3f}{split.raw_error_pct:>+9.2f}"
         bubble += f"{'':>30}"
-    return "\n".join([label, head + f"{'analytic':>10}", step, bubble + f"{analytic:>10}"])
+        if split.canary_step_time is not None:
+            head += f"{'x canary':>11}{'error %':>9}"
+            step += f"{split.canary_step_time * 1e3:>11.3f}{split.canary_error_pct:>+9.2f}"
+            bubble += f"{'':>20}"
+    lines = [label, head + f"{'analytic':>10}", step, bubble + f"{analytic:>10}"]
+    if split is not None:
+        lines += format_split(split)
+    return "\n".join(lines)
+
+
+def format_split(split: ErrorSplit) -> list[str]:
+    """The profile's error as the product of op drift, remainder and model error."""
+    which = "canary-scaled" if split.scaled else "raw"
+    drift = ("canary: no drift (the profile or the run has no canary)" if split.canary_drift is None else
+             f"canary: the machine runs x{split.canary_drift:.3f} of the profile's time now"
+             + ("" if split.scaled else " (pass --canary to scale the prediction by it)"))
+    ops = "  ".join(f"{r['stage']}{r['kind']} {r['ratio']:.3f}" for r in split.op_drift if r["ratio"] is not None)
+    return [f"  {drift}",
+            f"  the {which} prediction's error {split.profile_error_pct:+.2f} % = op drift {split.op_drift_pct:+.2f} % "
+            f"x remainder (host time, links) {split.remainder_pct:+.2f} % x model error {split.model_error_pct:+.2f} %",
+            f"  op drift, the run's op time over the profile's: {ops}"]
 
 
 def inflation(result: RunResult) -> list[dict]:
@@ -116,7 +139,23 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
                       "latency": _number(costs.latency), "bandwidth": _number(costs.bandwidth),
                       "optimizer_time": costs.optimizer_time, "notes": list(costs.notes)},
         })
+    if cmp is not None and cmp.split is not None:
+        out.update(_split(cmp.split))
     return out
+
+
+def _split(split: ErrorSplit) -> dict:
+    """summary.json's keys for the profile's prediction and the split of its error."""
+    return {
+        "profile_predicted_step_time_raw": split.raw_step_time, "profile_error_pct_raw": split.raw_error_pct,
+        "canary_drift": split.canary_drift, "canary_predicted_step_time": split.canary_step_time,
+        "canary_error_pct": split.canary_error_pct, "canary_scaled": split.scaled,
+        "op_drift": split.op_drift,
+        "model_error": 1.0 + split.model_error_pct / 100.0,
+        "remainder": 1.0 + split.remainder_pct / 100.0,
+        "error_split": {"profile_error_pct": split.profile_error_pct, "op_drift_pct": split.op_drift_pct,
+                        "remainder_pct": split.remainder_pct, "model_error_pct": split.model_error_pct},
+    }
 
 
 def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[dict, Comparison | None]:
@@ -130,9 +169,9 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
                      source="measured", comm=cfg.comm, compute=cfg.compute)
     one.to_csv(out / "trace.csv", index=False)
     trace.to_csv(out / "trace_steps.csv", index=False)  # every timed step, with a step column
-    write_perfetto(one, out / "trace.json", memory=held.memory_timeline(result.memory, median_step))
+    write_perfetto(one, out / "trace.json", memory=held.memory_timeline(result.memory, one, result.plan.schedule.ops))
     plot_gantt(one, out / "gantt.png")
-    cmp = compare_run(result.plan, trace) if predict else None
+    cmp = compare_run(result.plan, trace, result.canary) if predict else None
     if cmp is not None:
         plot_compare(one, cmp.predicted.trace, labels=("measured", "predicted"), path=out / "compare.png")
     summary = _summary(result, times, bubbles, cmp)

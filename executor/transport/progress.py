@@ -7,11 +7,20 @@ overlap compute (REFERENCE.md: 256 MiB beside 75 ms of compute took the sum of b
 Three policies, chosen by ``--progress`` (the README has the measurements behind the
 default):
 
-``hooks`` (default): no thread. The main thread tests every outstanding request at each
-    op boundary and between the layers of a stage (:meth:`Progress.poke`, called by the
-    interpreter and by the stage's forward/backward hooks). A poke with nothing
-    outstanding is one attribute read; with requests outstanding it is one ``Testsome``
-    (about a microsecond for a handful). Nothing runs beside compute, so nothing slows it.
+``idle`` (default): no thread. The main thread tests every outstanding request at each
+    op boundary (:meth:`Progress.poke`, called by the interpreter), and inside an op only
+    where the host is idle while the device computes: a sleeping stage's slices (and on
+    a GPU the wait for the device). Real compute on a CPU runs bare: there the host is
+    the device, a transfer moved mid-op runs on the very core the op is timed on, and
+    with MPICH's shared memory here the receiver pulls the data itself (a 16 MiB message
+    completed 1.6 ms after its Isend while the sender made no MPI call for 20 ms; the
+    send completed only when the receiver called MPI), so a poke inside an op cannot
+    overlap anything; it only moves copy work into the op being timed. A poke with
+    nothing outstanding is one attribute read; with requests outstanding it is one
+    ``Testsome`` (about a microsecond for a handful).
+``hooks``: ``idle``, and between the layers of a real stage too (in the forward
+    directly, in the backward through a gradient hook on each layer's output): the
+    earlier default, kept to compare against; registering the hooks costs compute time.
 ``boundary``: the same, at op boundaries only (no pokes inside an op): a transfer that
     arrives mid-op waits for the op's end.
 ``thread``: the earlier design, a daemon thread calling ``Testsome`` every ``interval``
@@ -39,7 +48,7 @@ from mpi4py import MPI
 
 __all__ = ["Pending", "Progress", "ThreadProgress", "make_progress", "POLICIES"]
 
-POLICIES = ("hooks", "boundary", "thread", "mpich")
+POLICIES = ("idle", "hooks", "boundary", "thread", "mpich")
 
 
 class Pending:
@@ -183,7 +192,7 @@ def make_progress(policy: str, spin: bool) -> Progress:
         return ThreadProgress(spin)
     if policy not in POLICIES:
         raise ValueError(f"unknown progress policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    return Progress(spin, pokes=policy in ("hooks", "boundary"))
+    return Progress(spin, pokes=policy in ("idle", "hooks", "boundary"))
 
 
 def _tight_timer_slack() -> None:

@@ -1,0 +1,155 @@
+"""What the profile measures of the machine rather than of the model's ops: the node's
+sharing, compute beside a rank's own transfers, the links, the gradient all-reduce.
+
+Each probe works on one rank's :class:`~executor.engine.runtime.Runtime` (the run's own
+stages, progress policy and clock) and, for its own messages, on a duplicate of the
+pipeline communicator (:func:`private`), so its tags can never meet a run's transfers.
+
+* :func:`share`: the per-rank rate while k = 1 .. (ranks on the node) ranks compute at
+  once, by throughput: F + B of the rank's first stage for about ``SHARE_SPAN_S``, alone
+  over k at a time, normalised so that k = 1 is 1. A median of single ops would miss the
+  sharing: with more ranks than cores the OS gives each a slice of milliseconds, and an
+  op that fits in one runs at full speed.
+* :func:`interference`: pairs of ranks exchange one boundary-sized message per op while
+  they compute (moved by the same progress pokes as a run); compute with the transfer in
+  flight over compute without, minus 1, median over ranks (never below 0).
+* :func:`pingpong`: one-way times between pipeline neighbours over 8 bytes and sizes from
+  a quarter of the smallest activation to twice the largest (:func:`ping_sizes`).
+* :func:`allreduce`: each stage's gradient all-reduce in its data-parallel group.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from ..record.alone import idle_barrier, stage_inputs
+from ..record.plain import bare
+from .runtime import Runtime
+
+__all__ = ["private", "share", "interference", "pingpong", "ping_sizes", "allreduce", "turns", "SHARE_SPAN_S"]
+
+SHARE_SPAN_S = 0.25  # each rank computes this long per k: many of the OS scheduler's time slices
+PING, PONG, EXCHANGE = 1, 2, 3  # tags on the probes' own communicator (:func:`private`)
+
+
+def private(comm: MPI.Comm) -> MPI.Comm:
+    """A duplicate of ``comm``: a matching space of its own, so any tag is safe on it."""
+    return comm.Dup()
+
+
+def turns(world: MPI.Comm, work, together: bool):
+    """Run ``work()`` on each rank in turn (the others asleep), or on all at once."""
+    result = None
+    for turn in range(1 if together else world.Get_size()):
+        if together or turn == world.Get_rank():
+            result = work()
+        idle_barrier(world)
+    return result
+
+
+def _first_stage(runtime: Runtime, plan):
+    """The rank's first stage, bare, with one microbatch's inputs of the run's shapes."""
+    s = min(runtime.stages)
+    data = runtime.interpreter.data
+    inputs = stage_inputs(plan.boundary, s, plan.schedule.num_stages, runtime.device, data.inputs[0],
+                          data.targets[0])
+    return bare(runtime.stages[s]), inputs
+
+
+def share(runtime: Runtime, plan, world: MPI.Comm, local: MPI.Comm, repeats: int) -> list[float]:
+    """Per-rank rate with k = 1 .. node ranks computing at once (see the module)."""
+    stage, (x, target, grad) = _first_stage(runtime, plan)
+    measure = runtime.recorder.time_call
+
+    def rounds_of(n: int) -> None:
+        for _ in range(n):
+            stage.forward(-3, x, target)
+            stage.backward(-3, grad)
+
+    one = turns(world, lambda: statistics.median(measure(rounds_of, 1) for _ in range(repeats)), together=False)
+    n = max(repeats, math.ceil(SHARE_SPAN_S / max(world.allgather(one))))
+    alone = turns(world, lambda: measure(rounds_of, n) / n, together=False)
+    rates = []
+    for k in range(1, local.Get_size() + 1):
+        mine = measure(rounds_of, n) / n if local.Get_rank() < k else None
+        idle_barrier(world)
+        rates.append(alone / mine if mine else None)
+    stage.losses.clear()
+    per_k = world.allgather(rates)  # small lists of floats
+    rate = [statistics.median([r[k] for r in per_k if r[k] is not None]) for k in range(local.Get_size())]
+    return [r / rate[0] for r in rate]  # k = 1 is alone by definition: 1.0, not 1.0 +- noise
+
+
+def interference(runtime: Runtime, plan, comm: MPI.Comm, boundary_bytes: float, repeats: int) -> float:
+    """Compute with an own transfer in flight over compute without, minus 1 (this rank)."""
+    rank = comm.Get_rank()
+    peer = rank ^ 1
+    if peer >= comm.Get_size() or boundary_bytes <= 0:
+        return 0.0
+    stage, (x, target, grad) = _first_stage(runtime, plan)
+    measure, progress = runtime.recorder.time_call, runtime.progress
+    n = int(boundary_bytes)
+    out, into = np.ones(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8)
+    plain, busy = [], []
+    for _ in range(repeats):
+        plain.append(measure(stage.forward, -2, x, target) + measure(stage.backward, -2, grad))
+        comm.Barrier()
+        pending = [progress.add(comm.Irecv(into, source=peer, tag=EXCHANGE)),
+                   progress.add(comm.Isend(out, dest=peer, tag=EXCHANGE))]
+        busy.append(measure(stage.forward, -2, x, target) + measure(stage.backward, -2, grad))
+        progress.wait_all(pending)
+    stage.losses.clear()
+    return max(0.0, statistics.median(busy) / statistics.median(plain) - 1.0)
+
+
+def ping_sizes(acts: list[float]) -> list[int]:
+    """Message sizes for the link fit: 8 bytes (pins the latency), then from a quarter of
+    the smallest activation of the layouts to twice the largest, 2x apart (at least 5)."""
+    low, high = max(8.0, min(acts) / 4), max(16.0, 2 * max(acts))
+    steps = max(4, math.ceil(math.log2(high / low)))
+    return sorted({8, *(int(low * (high / low) ** (k / steps)) for k in range(steps + 1))})
+
+
+def pingpong(comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 20) -> list[dict]:
+    """One-way times between pipeline neighbours r, r + 1 (each pair in turn, the other
+    ranks asleep), on every rank: [{"src", "dst", "samples": [(bytes, seconds), ...]}]."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    sizes = ping_sizes(acts)
+    pairs = []
+    for left in range(size - 1):
+        samples: list[tuple[float, float]] = []
+        if rank in (left, left + 1):
+            peer = left + 1 if rank == left else left
+            for n in sizes:
+                buf = np.zeros(n, dtype=np.uint8)
+                for k in range(rounds + 3):
+                    start = time.perf_counter()
+                    if rank == left:
+                        comm.Send(buf, dest=peer, tag=PING), comm.Recv(buf, source=peer, tag=PONG)
+                    else:
+                        comm.Recv(buf, source=peer, tag=PING), comm.Send(buf, dest=peer, tag=PONG)
+                    if k >= 3:
+                        samples.append((float(n), (time.perf_counter() - start) / 2))
+        idle_barrier(world)
+        pairs.append({"src": left, "dst": left + 1, "samples": comm.bcast(samples, root=left)})
+    return pairs
+
+
+def allreduce(runtime: Runtime, dp: MPI.Comm, rounds: int = 10) -> dict[int, float]:
+    """Median seconds of each of this rank's stages' gradient all-reduce over ``dp``."""
+    times = {}
+    for s, stage in runtime.stages.items():
+        flat = np.zeros(max(1, sum(p.numel() for p in stage.parameters())), dtype=np.float32)
+        samples = []
+        for _ in range(rounds):
+            dp.Barrier()
+            start = time.perf_counter()
+            dp.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+            samples.append(time.perf_counter() - start)
+        times[s] = statistics.median(samples)
+    return times

@@ -1,0 +1,65 @@
+"""The canary: one fixed op, timed by the profile and again just before a run.
+
+This machine drifts: one op held within about 2 % for a minute but ran 25 % faster an
+hour later (REFERENCE.md, 2026-12-04). A prediction made from a profile taken earlier
+carries that drift, and nothing in the model can tell it from a model error. So the
+profile records the time of one op that never changes (:data:`CANARY`: a float32
+matmul of fixed shape on the rank's threads, median of :data:`SAMPLES` calls), and a
+run with ``--costs`` times it again after its warm-up, just before its timed steps;
+``canary_drift`` (now over then) says how much faster or slower the machine is, and
+``--canary`` scales the profile's compute costs by it. Both timings take the ranks in
+turn with the others asleep, as the profile's ops alone are timed.
+
+:func:`time_canary` needs no MPI (``bench/noise.py`` times it in one-second windows).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+__all__ = ["CANARY", "SAMPLES", "time_canary", "canary_in_turns", "drift"]
+
+SHAPE = (256, 512, 512)  # (rows, inner, columns): about 2 ms on one thread of this machine
+CANARY = f"float32 matmul {SHAPE[0]}x{SHAPE[1]} @ {SHAPE[1]}x{SHAPE[2]}"
+SAMPLES = 40
+
+
+def time_canary(samples: int = SAMPLES) -> float:
+    """Median seconds of the canary op over ``samples`` calls (after 3 untimed ones), on
+    this process's torch threads. Inputs are fixed (seeded), so every call does the same."""
+    g = torch.Generator().manual_seed(0)
+    rows, inner, cols = SHAPE
+    a = torch.randn(rows, inner, generator=g)
+    b = torch.randn(inner, cols, generator=g)
+    out = torch.empty(rows, cols)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def canary_in_turns(comm) -> list[float]:
+    """Every rank's canary, timed in turn (the others asleep in a sleeping barrier); the
+    list, by rank, on every rank. Collective over ``comm``."""
+    from .alone import idle_barrier  # MPI, imported on use
+
+    mine = 0.0
+    for turn in range(comm.Get_size()):
+        if turn == comm.Get_rank():
+            mine = time_canary()
+        idle_barrier(comm)
+    return comm.allgather(mine)  # floats made here
+
+
+def drift(now: list[float], then: list[float]) -> float:
+    """The machine's speed change since ``then``: the median over ranks of now / then (> 1:
+    slower now). Ranks beyond the shorter list are left out."""
+    ratios = [a / b for a, b in zip(now, then) if b > 0]
+    return statistics.median(ratios) if ratios else 1.0
