@@ -25,7 +25,8 @@ from executor.compute import memory  # noqa: E402
 from executor.record import timing  # noqa: E402
 from executor.transport import p2p, progress, wire  # noqa: E402
 
-DEFAULT = ["--schedule", "zbv", "--microbatches", "16", "--steps", "10", "--no-predict", "--out", "out/handlers"]
+DEFAULT = ["--schedule", "zbv", "--microbatches", "16", "--steps", "10", "--no-predict", "--out", "out/handlers",
+           "--force"]  # this bench's own scratch folder
 TIMED = [  # (class, method, label): indentation shows what runs inside what
     (p2p.AsyncLinks, "send", "send"), (p2p.Links, "post_send", "  post_send"), (wire.Wire, "outgoing", "    outgoing"),
     (p2p.AsyncLinks, "recv", "recv"), (progress.Progress, "wait", "  wait"), (p2p.Links, "deliver", "  deliver"),

@@ -10,11 +10,20 @@ mpiexec (``--steps`` timed steps, default 10) and its error printed.
 
 Modes: ``mlp`` p = 2 real compute, the default MLP (8 x 512, batch 512); ``transformer``
 p = 2 real compute, the built-in transformer (4 layers, d_model 128, seq 32, batch 64);
-``shared`` p = 4 real compute on this 2-core machine (the MLP, a shared node); ``sleep``
-p = 4, 20/10/10 ms sleeps. Per mode: median and max |error| and, per m, whether the
-predicted order of schedules is the measured one: Kendall tau over the pairs whose
-measured step times differ by more than 2 % (closer pairs count as ties), and whether the
-predicted best schedule is among the measured best (within 2 %).
+``unseen`` p = 2, the MLP profiled as it is and run with uneven stages the profile never
+saw (``--balance 3,5``, with two chunks ``1,3,2,2``: the profile's stages re-cut layer by
+layer, :func:`simulator.profile.recut`); ``shared`` p = 4 real compute on this 2-core
+machine (the MLP, a shared node); ``sleep`` p = 4, 20/10/10 ms sleeps.
+
+Two predictions per cell, both made before its timed steps: **raw**, from the profile as
+it is (printed for every cell before any cell runs), and **canary**, the same with the
+profile's compute costs scaled by the machine's drift since the profile (each run
+re-times the canary after its warm-up: ``--costs … --canary``). Per mode and prediction:
+median, max and mean error (the mean shows a one-sided bias), per m Kendall tau over the
+pairs whose measured step times differ by more than 2 % (closer pairs count as ties),
+and whether the predicted best schedule is within 2 % of the measured best; and, from
+each run's summary, the median split of the canary prediction's error into op drift,
+remainder (host time, links) and model error.
 
 Every cell is run ``--repeats`` times (default 3) in round-robin passes over the whole
 mode and its median kept: this machine has slow spells of seconds to minutes (three
@@ -22,9 +31,12 @@ runs of one cell lay 14 % apart, median over the cells of the MLP mode, 2026-12-
 a slow spell then takes one repeat of the cells it covers, not every repeat of one cell.
 
 Writes ``--csv`` (default out/prediction_accuracy.csv): mode, schedule, chunks, m,
-predicted_s, measured_s (the median of the repeats), error_pct, spread_pct (the repeats'
-max - min over their median: the machine's own drift on that cell, a floor under any
-prediction's error); the notebook's "measured against predicted" section plots it.
+predicted_s (raw), measured_s (the median of the repeats), error_pct (raw), canary_s and
+canary_error_pct (the median over the repeats of each run's own canary prediction and
+error), drift (the canary's, median over repeats), op_drift_pct, remainder_pct,
+model_error_pct (medians over repeats), spread_pct (the repeats' max - min over their
+median: the machine's own drift on that cell, a floor under any prediction's error); the
+notebook's "measured against predicted" section plots it.
 ``--work DIR`` keeps the profiles and runs (default: a temporary folder).
 """
 
@@ -48,8 +60,10 @@ from executor.launch import launch  # noqa: E402
 
 MICROBATCHES = (4, 8, 16)
 TIE = 0.02
+UNEVEN = {1: (3, 5), 2: (1, 3, 2, 2)}  # the unseen mode's layers per stage, by chunks (p = 2)
 MODES = {  # ranks, model and compute flags
     "mlp": (2, ["--model", "mlp", "--layers", "8", "--width", "512", "--batch", "512"]),
+    "unseen": (2, ["--model", "mlp", "--layers", "8", "--width", "512", "--batch", "512"]),
     "transformer": (2, ["--model", "transformer", "--layers", "4", "--width", "128", "--seq-len", "32",
                         "--heads", "4", "--batch", "64"]),
     "shared": (4, ["--model", "mlp", "--layers", "8", "--width", "512", "--batch", "512"]),
@@ -97,59 +111,79 @@ def kendall(predicted: list[float], measured: list[float]) -> float:
     return 1.0 if agree + disagree == 0 else (agree - disagree) / (agree + disagree)
 
 
+def _balance(mode: str, chunks: int | None) -> tuple[int, ...] | None:
+    return UNEVEN[chunks or 1] if mode == "unseen" else None
+
+
 def run_mode(mode: str, names: list[str], steps: int, work: Path, repeats: int = 1) -> pd.DataFrame:
     ranks, model = MODES[mode]
     folder = work / mode
     print(f"\n== {mode}: p = {ranks}, {' '.join(model)}", flush=True)
     _launch(ranks, ["profile", *model, "--chunks", "1,2", "--microbatches", ",".join(map(str, MICROBATCHES)),
-                    "--out", str(folder / "profile")])
+                    "--out", str(folder / "profile"), "--force"])
     profile = simulator.Profile.load(folder / "profile" / "costs.json")
     rows = []
     for name, chunks, m in _cells(ranks, names):
         schedule = schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks)
-        predicted = simulator.simulate(schedule, profile.costs(schedule)).makespan
+        predicted = simulator.simulate(schedule, profile.costs(schedule, layers=_balance(mode, chunks))).makespan
         rows.append({"mode": mode, "schedule": name, "chunks": schedule.chunks, "m": m, "predicted_s": predicted})
         print(f"  predicted before running: {name:18} m={m:<3} {predicted * 1e3:9.2f} ms", flush=True)
     for turn in range(repeats):  # round-robin: a slow spell hits one repeat of many cells, not one cell
         for row in rows:
-            row.setdefault("runs_s", []).append(_measure(ranks, model, row, steps, folder))
+            got = _measure(ranks, model, row, steps, folder, _balance(mode, row["chunks"]))
+            row.setdefault("runs", []).append(got)
             print(f"  ran ({turn + 1}/{repeats}): {row['schedule']:18} m={row['m']:<3} "
-                  f"{row['runs_s'][-1] * 1e3:9.2f} ms", flush=True)
+                  f"{got['measured_step_time'] * 1e3:9.2f} ms (canary prediction {got['canary_error_pct']:+.2f} %, "
+                  f"drift x{got['canary_drift']:.3f})", flush=True)
     for row in rows:
-        runs = row.pop("runs_s")
-        row["measured_s"] = statistics.median(runs)
+        runs = row.pop("runs")
+        steps_s = [r["measured_step_time"] for r in runs]
+        row["measured_s"] = statistics.median(steps_s)
         row["error_pct"] = 100.0 * (row["predicted_s"] - row["measured_s"]) / row["measured_s"]
-        row["spread_pct"] = 100.0 * (max(runs) - min(runs)) / row["measured_s"]
+        row["canary_s"] = statistics.median(r["canary_predicted_step_time"] for r in runs)
+        row["canary_error_pct"] = statistics.median(r["canary_error_pct"] for r in runs)
+        row["drift"] = statistics.median(r["canary_drift"] for r in runs)
+        for key in ("op_drift_pct", "remainder_pct", "model_error_pct"):
+            row[key] = statistics.median(r["error_split"][key] for r in runs)
+        row["spread_pct"] = 100.0 * (max(steps_s) - min(steps_s)) / row["measured_s"]
         print(f"  {row['schedule']:18} m={row['m']:<3} measured {row['measured_s'] * 1e3:9.2f} ms "
-              f"(median of {' '.join(f'{r * 1e3:.2f}' for r in runs)}), predicted {row['predicted_s'] * 1e3:9.2f} ms, "
-              f"error {row['error_pct']:+6.2f} %", flush=True)
+              f"(median of {' '.join(f'{r * 1e3:.2f}' for r in steps_s)}), predicted {row['predicted_s'] * 1e3:9.2f} ms "
+              f"raw ({row['error_pct']:+6.2f} %), canary {row['canary_error_pct']:+6.2f} %", flush=True)
     return pd.DataFrame(rows)
 
 
-def _measure(ranks: int, model: list[str], row: dict, steps: int, folder: Path) -> float:
-    """Run one cell; its median step time (s)."""
+def _measure(ranks: int, model: list[str], row: dict, steps: int, folder: Path,
+             balance: tuple[int, ...] | None) -> dict:
+    """Run one cell with the profile's prediction (canary-scaled); its summary.json."""
     out = folder / f"{row['schedule']}-m{row['m']}"
     args = ["--schedule", row["schedule"], "--microbatches", str(row["m"]), *model, "--steps", str(steps),
-            "--warmup", "3", "--no-predict", "--out", str(out)]
+            "--warmup", "3", "--costs", str(folder / "profile" / "costs.json"), "--canary", "--out", str(out),
+            "--force"]
     if row["chunks"] > 1:
         args += ["--chunks", str(row["chunks"])]
+    if balance:
+        args += ["--balance", ",".join(map(str, balance))]
     _launch(ranks, args)
-    return json.loads((out / "summary.json").read_text())["measured_step_time"]
+    return json.loads((out / "summary.json").read_text())
 
 
 def report(table: pd.DataFrame) -> None:
     for mode, cells in table.groupby("mode", sort=False):
-        errors = cells["error_pct"].abs()
-        taus, best = [], []
-        for m, at in cells.groupby("m"):
-            taus.append(kendall(at["predicted_s"].tolist(), at["measured_s"].tolist()))
-            pick = at.loc[at["predicted_s"].idxmin()]
-            best.append(pick["measured_s"] <= (1 + TIE) * at["measured_s"].min())
-            print(f"  {mode} m={m}: predicted order {' < '.join(at.sort_values('predicted_s')['schedule'])}; "
-                  f"measured {' < '.join(at.sort_values('measured_s')['schedule'])}; tau {taus[-1]:.2f}")
-        print(f"{mode}: median |error| {statistics.median(errors):.2f} %, max |error| {errors.max():.2f} %, "
-              f"tau per m {', '.join(f'{t:.2f}' for t in taus)}, predicted best among measured best at "
-              f"{sum(best)} of {len(best)} m")
+        for which, pred, err in (("raw", "predicted_s", "error_pct"), ("canary", "canary_s", "canary_error_pct")):
+            errors = cells[err]
+            taus, best = [], []
+            for m, at in cells.groupby("m"):
+                taus.append(kendall(at[pred].tolist(), at["measured_s"].tolist()))
+                pick = at.loc[at[pred].idxmin()]
+                best.append(100.0 * (pick["measured_s"] / at["measured_s"].min() - 1))
+                print(f"  {mode} {which} m={m}: predicted order {' < '.join(at.sort_values(pred)['schedule'])}; "
+                      f"measured {' < '.join(at.sort_values('measured_s')['schedule'])}; tau {taus[-1]:.2f}")
+            print(f"{mode} {which}: median |error| {errors.abs().median():.2f} %, max |error| {errors.abs().max():.2f} %, "
+                  f"mean error {errors.mean():+.2f} %, tau per m {', '.join(f'{t:.2f}' for t in taus)}, predicted "
+                  f"best is {', '.join(f'{b:.1f}' for b in best)} % over the measured best per m")
+        print(f"{mode}: canary drift {cells['drift'].min():.3f}-{cells['drift'].max():.3f}; the canary prediction's "
+              f"error split (medians over cells): op drift {cells['op_drift_pct'].median():+.2f} %, remainder "
+              f"{cells['remainder_pct'].median():+.2f} %, model error {cells['model_error_pct'].median():+.2f} %")
         spread = cells["spread_pct"]
         print(f"{mode}: the repeats of one cell spread {spread.median():.2f} % (median over cells), "
               f"at most {spread.max():.2f} %: this machine's own drift, a floor under any prediction")

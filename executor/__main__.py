@@ -37,6 +37,28 @@ def abort_on_failure() -> None:
     threading.excepthook = lambda args: _abort(args.exc_type, args.exc_value, args.exc_traceback)
 
 
+def _refuse_alike(world, error: str | None, prog: str) -> bool:
+    """Every rank learns whether any rank refused; rank 0 prints the first reason. True: refused."""
+    from mpi4py import MPI
+
+    errors = world.allreduce([error] if error else [], op=MPI.SUM)  # a few short strings
+    if errors and world.Get_rank() == 0:
+        print(f"{prog}: {errors[0]}", file=sys.stderr)
+    return bool(errors)
+
+
+def _claim_output(cfg, ranks: int):
+    """Rank 0's output folder, claimed before any work: a folder the user named must be new
+    or empty unless --force; a default one is new (``cliguard.fresh_dir``), with a link
+    ``out/run-<schedule>-p<P>-m<M>`` to the newest."""
+    from cliguard import claim_dir, fresh_dir
+
+    if cfg.out:
+        return claim_dir(cfg.out, force=cfg.force, flag="--out")
+    default = cfg.out_dir(ranks)
+    return fresh_dir(default.parent, default.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     abort_on_failure()
     argv = sys.argv[1:] if argv is None else argv
@@ -53,15 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     from schedules import ScheduleError
 
     world = MPI.COMM_WORLD
+    out, reason = None, None
     try:
         if error is not None:
             raise error
         from .engine.plan import plan
 
         the_plan = plan(cfg, world.Get_size())
+        if world.Get_rank() == 0 and not cfg.check:  # the one rank that writes
+            out = _claim_output(cfg, the_plan.ranks)
     except (UsageError, ScheduleError) as err:
-        if world.Get_rank() == 0:  # every rank refuses alike; one of them says why
-            print(f"executor: {str(err).splitlines()[0]}", file=sys.stderr)
+        reason = str(err).splitlines()[0]
+    if _refuse_alike(world, reason, "executor"):
         return 2
     from .engine.steps import execute
     from .record.report import format_inflation, format_table, write_outputs
@@ -71,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.message:
             print(result.message)
         if result.ok and not cfg.check:
-            out = cfg.out_dir(the_plan.ranks)
-            summary, cmp = write_outputs(result, out, predict=cfg.predict)
+            summary, cmp, failed = write_outputs(result, out, predict=cfg.predict)
             if cmp is not None:
                 label = (f"{cfg.schedule_label}: p={the_plan.ranks} m={cfg.microbatches} dp={cfg.dp} "
                          f"comm={cfg.comm} progress={cfg.progress} compute={cfg.compute} "
@@ -86,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "overhead" in summary:
                     print(f"measured step over the simulator's from ops alone: {summary['overhead']:.3f} "
                           f"({summary['predicted_step_time_from_alone'] * 1e3:.3f} ms predicted)")
+            if failed:
+                for line in failed:
+                    print(f"executor: {line}", file=sys.stderr)
+                return 1
             print(f"wrote {out}/ (clock alignment within {result.clock_error * 1e6:.1f} us)")
     return 0 if result.ok else 1
 

@@ -63,7 +63,10 @@ class RunConfig:
     t_w: float = 0.005
     """Sleep per backward-for-weights (s)."""
     out: str | None = None
-    """Output folder; None: out/run-<schedule>-p<P>-m<M>/."""
+    """Output folder, new or empty unless ``force``; None: a new folder
+    out/run-<schedule>-p<P>-m<M>-<date>-<time>/ and the link out/run-<schedule>-p<P>-m<M> to it."""
+    force: bool = False
+    """Write into an output folder that already holds files (replacing the run's own)."""
     check: bool = False
     """Compare loss and gradients of one step with a single-process run; exit 1 on mismatch."""
     seed: int = 0
@@ -182,7 +185,9 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--t-f", type=_millis, default=d.t_f, help="sleep per forward, ms (compute=sleep)")
     p.add_argument("--t-i", type=_millis, default=d.t_i, help="sleep per input-backward, ms")
     p.add_argument("--t-w", type=_millis, default=d.t_w, help="sleep per weight-backward, ms")
-    p.add_argument("--out", help="output folder (default out/run-<schedule>-p<P>-m<M>/)")
+    p.add_argument("--out", help="output folder, new or empty (default: a new out/run-<schedule>-p<P>-m<M>-<time>/, "
+                   "linked from out/run-<schedule>-p<P>-m<M>)")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     p.add_argument("--check", action="store_true", help="compare one step with a single-process run")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for model weights and data (default %(default)s)")
     p.add_argument("--threads", type=_positive, help="torch threads per rank (default: cores // ranks on the node)")

@@ -1,18 +1,23 @@
 """``python -m executor.demo`` (what ``make demo`` runs): the whole project in one command.
 
+Everything goes into one new folder, ``out/demo-<date>-<time>/`` (``out/demo`` links to
+the newest), or ``--out DIR``, which must be new or empty:
+
 1. Every built-in schedule at p = 4, m = 8: its step x rank grid, the simulator's summary,
-   a Gantt PNG and a Perfetto trace under ``out/sim-<schedule>-p4-m8/``. Costs are those
+   a Gantt PNG and a Perfetto trace under ``sim-<schedule>-p4-m8/``. Costs are those
    of one model: a rank's share of one microbatch takes t_f = 1 forward and
    t_b = t_i + t_w = 2 backward, so a schedule with v chunks per rank gets 1/v per chunk;
    communication is free, so the bubble fractions match the closed forms of
    :mod:`schedules.analytic`.
 2. A profile of the model on 2 ranks (``python -m executor profile``, m = 8, chunks 1
-   and 2: ``out/profile/costs.json``), and from it the step time and bubble of every
+   and 2: ``profile/costs.json``), and from it the step time and bubble of every
    schedule at p = 2, m = 8, predicted before any of them runs.
 3. The executor for real: 1F1B on 2 ranks with real compute, under the bundled mpiexec
    (the one beside this Python); it prints the step predicted from the profile before
-   the run against the measured one (and the in-sample fit), and writes
-   ``out/run-1f1b-p2-m8/`` (trace.csv, trace.json, gantt.png, compare.png, summary.json).
+   the run (raw, and scaled by the machine's drift since the profile, ``--canary``)
+   against the measured one and the in-sample fit, where the profile's error comes from
+   (op drift, host time and links, model error), and writes
+   ``run-1f1b-p2-m8/`` (trace.csv, trace.json, gantt.png, compare.png, summary.json).
 4. The list of files written and how to open a trace.
 
 Exit status 0; 1 when a step fails (a line names it; an unexpected error in a step ends
@@ -28,6 +33,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from cliguard import UsageError, claim_dir, fresh_dir
 
 import schedules
 import simulator
@@ -126,7 +132,7 @@ def run_executor(out: Path, mpiexec: Path) -> list[Path]:
     """Step 3: the executor under mpiexec; its own output streams to this terminal."""
     folder = out / f"run-1f1b-p{P_RUN}-m{M_RUN}"
     args = ["--schedule", "1f1b", "--microbatches", str(M_RUN), "--compute", "real", "--out", str(folder),
-            "--costs", str(out / "profile" / "costs.json")]
+            "--costs", str(out / "profile" / "costs.json"), "--canary"]
     _banner(f"executor: {mpiexec.name} -n {P_RUN} python -m executor {' '.join(args)}")
     began = time.time()
     _launched(args, mpiexec, "executor")
@@ -151,7 +157,8 @@ def _listing(written: list[Path]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m executor.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="out", help="folder for everything the demo writes (default %(default)s)")
+    ap.add_argument("--out", help="folder for everything the demo writes, new or empty (default: a new "
+                    "out/demo-<date>-<time>/, linked from out/demo: an earlier demo's files are never replaced)")
     ap.add_argument("--mpiexec", default=str(MPIEXEC),
                     help="mpiexec to launch the executor with (default: the one beside this Python)")
     return ap
@@ -159,7 +166,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Path(args.out).resolve()
+    try:
+        out = (claim_dir(args.out) if args.out else fresh_dir("out", "demo")).resolve()
+    except UsageError as err:
+        print(f"python -m executor.demo: error: {err}", file=sys.stderr)
+        return 2
     began = time.perf_counter()
     try:
         written = simulate_all(out)

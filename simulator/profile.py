@@ -45,6 +45,7 @@ marked optional)::
          "memory": {"F": float, "B": float, "I": float, "W": float},  # optional: bytes F allocates
                                           #   and holds, bytes B, I and W each free (all >= 0)
          "grad_bytes": float}, ...],      # optional: bytes of the stage's weight gradients
+       "layers": [int, ...],              # optional: the model's layers in each stage (for recut)
        "boundary_bytes": [float, ...],    # activation bytes per microbatch crossing s -> s + 1
        "optimizer": [float, ...],         # optimizer step, one per pipeline rank
        "allreduce": [float, ...]}],       # dp > 1 only: gradient all-reduce, one per stage
@@ -74,7 +75,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from schedules import Schedule
 
@@ -161,10 +162,12 @@ class Profile:
 
     def costs(self, schedule: Schedule | None = None, *, ranks: int | None = None, chunks: int | None = None,
               microbatches: int | None = None, dp: int | None = None, times: str | None = None,
-              scale: float = 1.0) -> Costs:
+              scale: float = 1.0, layers: Sequence[int] | None = None) -> Costs:
         """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords);
         ``times`` None: ``run`` where the layout has it, else ``sequence``, else ``alone``;
-        every compute time (ops, the host time around them, optimizer) times ``scale``."""
+        every compute time (ops, the host time around them, optimizer) times ``scale``;
+        ``layers``: the layers of each model stage of the run, where they differ from the
+        profile's (:func:`recut`)."""
         if schedule is not None:
             ranks, chunks, microbatches = schedule.num_ranks, schedule.chunks, schedule.num_microbatches
         if ranks is None or chunks is None or microbatches is None:
@@ -174,6 +177,8 @@ class Profile:
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         table = self.layout(ranks, chunks, microbatches, dp)
+        if layers is not None and list(layers) != table.get("layers"):
+            table = recut(table, layers, self.source)
         stages = table["stages"]
         if times is None:
             times = next(t for t in ("run", "sequence", "alone") if all(t in s[op] for s in stages for op in OPS))
@@ -241,6 +246,43 @@ class Profile:
         if node_of is not None and len(node_of) >= ranks * dp:
             return {"node_of": tuple(node_of[:ranks * dp])}
         return {"ranks_per_node": self.conditions["ranks_per_node"]}
+
+
+def recut(table: dict[str, Any], layers: Sequence[int], source: str = "costs.json") -> dict[str, Any]:
+    """A layout's table with its model stages cut again into ``layers`` layers each.
+
+    Each layer of a profiled stage is taken to cost a share of that stage's op times,
+    memory and gradient bytes in proportion to its count (the stage's layers alike, as
+    the built-in models' are); a new stage sums its layers. The activation crossing a new
+    boundary is the profiled one at that layer, or the one leaving its profiled stage."""
+    have = table.get("layers")
+    if have is None:
+        raise ProfileError(f"{source}: layout ranks={table['ranks']} chunks={table['chunks']} microbatches="
+                           f"{table['microbatches']} does not say its layers per stage; profile again to re-cut it")
+    if len(layers) != len(have) or sum(layers) != sum(have) or min(layers) < 1:
+        raise ProfileError(f"{source}: cannot cut {sum(have)} layers in {len(have)} stages as {list(layers)}")
+    owner = [k for k, n in enumerate(have) for _ in range(n)]  # profiled stage of each layer
+    ends = [sum(have[:k + 1]) for k in range(len(have))]
+
+    def share(value: float, k: int) -> float:
+        return value / have[k]
+
+    stages, start = [], 0
+    for n in layers:
+        mine = owner[start:start + n]
+        stage: dict[str, Any] = {op: {t: sum(share(table["stages"][k][op][t], k) for k in mine)
+                                      for t in set.intersection(*(set(table["stages"][k][op]) for k in mine))}
+                                 for op in OPS}
+        if all("memory" in table["stages"][k] for k in mine):
+            stage["memory"] = {op: sum(share(table["stages"][k]["memory"][op], k) for k in mine) for op in OPS}
+        stage["grad_bytes"] = sum(share(table["stages"][k].get("grad_bytes", 0.0), k) for k in mine)
+        stages.append(stage)
+        start += n
+    crossing = table["boundary_bytes"]
+    cuts = [sum(layers[:s + 1]) for s in range(len(layers) - 1)]
+    boundary = [crossing[ends.index(c)] if c in ends else crossing[min(owner[c - 1], len(crossing) - 1)]
+                for c in cuts]
+    return {**table, "stages": stages, "boundary_bytes": boundary, "layers": list(layers)}
 
 
 _SCALED = ("t_f", "t_i", "t_w", "t_b", "optimizer_time", "dispatch_compute", "dispatch_send", "dispatch_recv")

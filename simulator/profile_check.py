@@ -137,6 +137,10 @@ def _check_layout(c: _Checker, layout: Any, where: str) -> None:
                 c.get(c.get(stage, "memory", at, dict), op, f"{at}.memory", float)
         if "grad_bytes" in stage:
             c.get(stage, "grad_bytes", at, float)
+    if "layers" in layout:
+        counts = c.get(layout, "layers", where, list)
+        if len(counts) != ranks * chunks or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+            c.fail(f"{where}.layers", f"must be {ranks * chunks} whole numbers >= 1, got {counts!r}")
     c.numbers(layout, "boundary_bytes", where, ranks * chunks - 1)
     c.numbers(layout, "optimizer", where, ranks)
     if dp > 1:

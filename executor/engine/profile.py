@@ -142,6 +142,7 @@ class _Layout:
             stages.append(row)
         table = {"ranks": p.ranks, "chunks": p.schedule.chunks, "microbatches": p.cfg.microbatches,
                  "dp": topology.replicas, "stages": stages, "boundary_bytes": act,
+                 "layers": [stop - start for start, stop in p.bounds],
                  "optimizer": [optimizer_of[r] for r in range(p.ranks)]}
         if allreduce is not None:
             table["allreduce"] = [allreduce[s] for s in range(p.schedule.num_stages)]

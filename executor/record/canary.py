@@ -17,30 +17,38 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
+from typing import Callable
 
 import torch
 
-__all__ = ["CANARY", "SAMPLES", "time_canary", "canary_in_turns", "drift"]
+__all__ = ["CANARY", "SAMPLES", "canary_op", "time_canary", "canary_in_turns", "drift"]
 
 SHAPE = (256, 512, 512)  # (rows, inner, columns): about 2 ms on one thread of this machine
 CANARY = f"float32 matmul {SHAPE[0]}x{SHAPE[1]} @ {SHAPE[1]}x{SHAPE[2]}"
 SAMPLES = 40
 
 
-def time_canary(samples: int = SAMPLES) -> float:
-    """Median seconds of the canary op over ``samples`` calls (after 3 untimed ones), on
-    this process's torch threads. Inputs are fixed (seeded), so every call does the same."""
+def canary_op() -> Callable[[], None]:
+    """The canary op, ready to call: its inputs are fixed (seeded), so every call does the same."""
     g = torch.Generator().manual_seed(0)
     rows, inner, cols = SHAPE
     a = torch.randn(rows, inner, generator=g)
     b = torch.randn(inner, cols, generator=g)
     out = torch.empty(rows, cols)
+    return partial(torch.mm, a, b, out=out)
+
+
+def time_canary(samples: int = SAMPLES) -> float:
+    """Median seconds of the canary op over ``samples`` calls (after 3 untimed ones), on
+    this process's torch threads."""
+    op = canary_op()
     for _ in range(3):
-        torch.mm(a, b, out=out)
+        op()
     times = []
     for _ in range(samples):
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        op()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -145,7 +145,7 @@ def calibrate(plan: Plan, trace: pd.DataFrame, base: simulator.Costs | None = No
 def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None = None) -> Comparison:
     """Measured figures of ``trace`` against the fit and, with --costs, the profile."""
     profile = simulator.Profile.load(plan.cfg.costs) if plan.cfg.costs is not None else None
-    base = profile.costs(plan.schedule, dp=plan.cfg.dp) if profile is not None else None
+    base = profile_costs(plan, profile)
     costs = calibrate(plan, trace, base)
     predicted = simulator.simulate(plan.schedule, costs)
     times, bubbles, _ = measured(trace, plan.ranks)
@@ -171,7 +171,7 @@ def _split(plan: Plan, trace: pd.DataFrame, profile: simulator.Profile, raw: sim
     lowered = plan.schedule
     raw_step = simulator.simulate(lowered, raw).makespan
     drift = canary.drift(canary_now, profile.canary) if canary_now and profile.canary else None
-    scaled_costs = profile.costs(lowered, dp=plan.cfg.dp, scale=drift) if drift else None
+    scaled_costs = profile_costs(plan, profile, scale=drift) if drift else None
     scaled_step = simulator.simulate(lowered, scaled_costs).makespan if scaled_costs else None
     use_scaled = plan.cfg.canary and scaled_costs is not None
     used, used_step = (scaled_costs, scaled_step) if use_scaled else (raw, raw_step)
@@ -209,8 +209,10 @@ def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) ->
     return simulator.simulate(plan.schedule, timed).makespan
 
 
-def profile_costs(plan: Plan) -> simulator.Costs | None:
-    """The Costs of this run's layout from ``--costs costs.json`` (None without it)."""
+def profile_costs(plan: Plan, profile: simulator.Profile | None = None, scale: float = 1.0) -> simulator.Costs | None:
+    """The Costs of this run's layout from ``--costs costs.json`` (None without it), its
+    stages cut as the run cuts them (:func:`simulator.profile.recut`), compute times x ``scale``."""
     if plan.cfg.costs is None:
         return None
-    return simulator.Profile.load(plan.cfg.costs).costs(plan.schedule, dp=plan.cfg.dp)
+    profile = profile or simulator.Profile.load(plan.cfg.costs)
+    return profile.costs(plan.schedule, dp=plan.cfg.dp, scale=scale, layers=[b - a for a, b in plan.bounds])

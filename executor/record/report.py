@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -158,22 +160,42 @@ def _split(split: ErrorSplit) -> dict:
     }
 
 
-def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[dict, Comparison | None]:
-    """Write every output file under ``out``; return the summary and the comparison."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[dict, Comparison | None, list[str]]:
+    """Write every output file under ``out`` (claimed before the run); return the summary,
+    the comparison, and one line per file that could not be written. A file that fails
+    does not stop the others; a summary that cannot go to ``out`` goes to the temporary
+    folder instead, and the line says where."""
     trace = result.trace
     times, bubbles, median_step = measured(trace, result.plan.ranks)
     one = trace[trace["step"] == median_step][TRACE_COLUMNS].reset_index(drop=True)
     cfg = result.plan.cfg  # named in plot titles and the Perfetto trace's metadata
     one.attrs.update(schedule=cfg.schedule_label, ranks=result.plan.ranks, microbatches=cfg.microbatches,
                      source="measured", comm=cfg.comm, compute=cfg.compute)
-    one.to_csv(out / "trace.csv", index=False)
-    trace.to_csv(out / "trace_steps.csv", index=False)  # every timed step, with a step column
-    write_perfetto(one, out / "trace.json", memory=held.memory_timeline(result.memory, one, result.plan.schedule.ops))
-    plot_gantt(one, out / "gantt.png")
     cmp = compare_run(result.plan, trace, result.canary) if predict else None
-    if cmp is not None:
-        plot_compare(one, cmp.predicted.trace, labels=("measured", "predicted"), path=out / "compare.png")
     summary = _summary(result, times, bubbles, cmp)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return summary, cmp
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    failed: list[str] = []
+
+    def attempt(name: str, write) -> None:
+        try:
+            write(out / name)
+        except OSError as err:
+            failed.append(f"could not write {out / name}: {err.strerror or err}")
+
+    attempt("summary.json", lambda path: path.write_text(text))
+    if failed:  # the figures of the run are kept somewhere
+        fallback = Path(tempfile.gettempdir()) / f"pipebubble-summary-{os.getpid()}.json"
+        try:
+            fallback.write_text(text)
+            failed.append(f"the summary went to {fallback} instead")
+        except OSError:
+            pass
+    attempt("trace.csv", lambda path: one.to_csv(path, index=False))
+    attempt("trace_steps.csv", lambda path: trace.to_csv(path, index=False))  # every timed step, with a step column
+    attempt("trace.json", lambda path: write_perfetto(
+        one, path, memory=held.memory_timeline(result.memory, one, result.plan.schedule.ops)))
+    attempt("gantt.png", lambda path: plot_gantt(one, path))
+    if cmp is not None:
+        attempt("compare.png", lambda path: plot_compare(one, cmp.predicted.trace, labels=("measured", "predicted"),
+                                                         path=path))
+    return summary, cmp, failed
