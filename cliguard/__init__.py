@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["UsageError", "claim_file", "claim_dir", "fresh_dir", "run_cli", "first_line"]
+__all__ = ["UsageError", "claim_file", "claim_dir", "fresh_dir", "run_cli", "first_line", "EXIT_USAGE",
+           "EXIT_FAILURE", "EXIT_INTERRUPT"]
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

@@ -17,6 +17,8 @@ import sys
 import threading
 import traceback
 
+from cliguard import EXIT_INTERRUPT
+
 from .config import UsageError, parse_args, parse_profile_args
 
 __all__ = ["main", "abort_on_failure"]
@@ -27,14 +29,31 @@ def _abort(kind, value, tb) -> None:
 
     from .engine.watchdog import abort_job
 
+    rank = MPI.COMM_WORLD.Get_rank()
+    if issubclass(kind, KeyboardInterrupt):  # mpiexec passes Ctrl-C to every rank: each ends itself,
+        if rank == 0:                        # rank 0 says so, and the job's code is the shell's 130
+            sys.stderr.write("executor: interrupted; ending every rank\n")
+            sys.stderr.flush()
+        os._exit(EXIT_INTERRUPT)  # no MPI_Abort (it prints a line of its own per job)
     text = "".join(traceback.format_exception(kind, value, tb))
-    abort_job(f"executor: rank {MPI.COMM_WORLD.Get_rank()} failed; aborting all ranks\n{text}", 1)
+    abort_job(f"executor: rank {rank} failed; aborting all ranks\n{text}", 1)
 
 
 def abort_on_failure() -> None:
     """Make an uncaught exception in any thread end the whole MPI job."""
     sys.excepthook = _abort
     threading.excepthook = lambda args: _abort(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+BAD_INPUT = (ValueError, KeyError, OSError, OverflowError)
+"""What a user's arguments or files can raise while a run is planned: one line, exit 2
+(UsageError, ScheduleError and ProfileError are ValueErrors)."""
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if isinstance(err, ValueError) else f"{type(err).__name__}: {line}"
 
 
 def _refuse_alike(world, error: str | None, prog: str) -> bool:
@@ -72,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     if cfg is not None and cfg.progress == "mpich":
         os.environ["MPIR_CVAR_ASYNC_PROGRESS"] = "1"
     from mpi4py import MPI
-    from schedules import ScheduleError
 
     world = MPI.COMM_WORLD
     out, reason = None, None
@@ -84,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         the_plan = plan(cfg, world.Get_size())
         if world.Get_rank() == 0 and not cfg.check:  # the one rank that writes
             out = _claim_output(cfg, the_plan.ranks)
-    except (UsageError, ScheduleError) as err:
-        reason = str(err).splitlines()[0]
+    except BAD_INPUT as err:
+        reason = _reason(err)
     if _refuse_alike(world, reason, "executor"):
         return 2
     from .engine.steps import execute
@@ -127,7 +145,7 @@ def _profile(argv: list[str]) -> int:
     from cliguard import claim_file
 
     world = MPI.COMM_WORLD
-    error = None
+    reason = None
     try:
         cfg, options = parse_profile_args(argv)
         if world.Get_size() % cfg.dp:
@@ -136,23 +154,21 @@ def _profile(argv: list[str]) -> int:
             raise UsageError("profile takes no --check")
         if world.Get_rank() == 0:  # the one rank that writes claims the file before any work
             claim_file(Path(options.out) / "costs.json", force=options.force, flag="--out")
-    except UsageError as err:
-        error = str(err).splitlines()[0]
-    error = world.allreduce([error] if error else [], op=MPI.SUM)  # every rank refuses alike
-    if error:
-        if world.Get_rank() == 0:
-            print(f"executor profile: {error[0]}", file=sys.stderr)
+    except BAD_INPUT as err:
+        reason = _reason(err)
+    if _refuse_alike(world, reason, "executor profile"):
         return 2
     from simulator import Profile  # its summary, the one screen a profile prints
 
-    from .engine.profile import profile
+    from .engine.profile import plan_layouts, profile
 
-    try:
-        doc = profile(cfg, world, Path(options.out), options.chunks, options.microbatches, options.repeats)
-    except UsageError as err:  # a layout that cannot run: every rank plans alike and refuses alike
-        if world.Get_rank() == 0:
-            print(f"executor profile: {str(err).splitlines()[0]}", file=sys.stderr)
+    try:  # every layout is planned (and so checked) on every rank alike before any work
+        layouts = plan_layouts(cfg, world, options.chunks, options.microbatches)
+    except BAD_INPUT as err:
+        reason = _reason(err)
+    if _refuse_alike(world, reason, "executor profile"):
         return 2
+    doc = profile(cfg, world, Path(options.out), layouts, options.repeats)
     if doc is not None:
         wall = doc.pop("wall_s")
         print(Profile(doc, f"{options.out}/costs.json").summary())

@@ -8,6 +8,9 @@ every rank before any communication (see :mod:`executor.setup`).
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -114,6 +117,10 @@ class RunConfig:
         return Path("out") / f"run-{self.schedule_label}-p{ranks}-m{self.microbatches}"
 
 
+SEED_LIMIT = 2**63  # torch.manual_seed takes a 64-bit integer; Python ints beyond it overflow there
+SLEEP_LIMIT_S = threading.TIMEOUT_MAX  # the longest a Python sleep or wait can last (time.sleep overflows beyond)
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -121,18 +128,45 @@ def _positive(text: str) -> int:
     return value
 
 
-def _millis(text: str) -> float:
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**63 - 1 (torch's seed is 64 bits), got {text}")
+    return value
+
+
+def _threads(text: str) -> int:
+    value = _positive(text)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"{value} threads a rank, but this machine gives the process {cores} "
+                                         f"cores: more threads than cores only queue for them")
+    return value
+
+
+def _finite(text: str, low: float, what: str) -> float:
     value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a time >= 0 ms, got {text}")
-    return value / 1000.0
+    if not (math.isfinite(value) and value >= low):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def _millis(text: str) -> float:
+    value = _finite(text, 0.0, "a finite time >= 0 ms") / 1000.0
+    if value > SLEEP_LIMIT_S:
+        raise argparse.ArgumentTypeError(f"{text} ms is longer than this Python can sleep ({SLEEP_LIMIT_S:.3g} s)")
+    return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a time > 0 s, got {text}")
+    value = _finite(text, 0.0, "a finite time > 0 s")
+    if not 0 < value <= SLEEP_LIMIT_S:
+        raise argparse.ArgumentTypeError(f"must be a time > 0 s and at most {SLEEP_LIMIT_S:.3g} s, got {text}")
     return value
+
+
+def _rate(text: str) -> float:
+    return _finite(text, 0.0, "a finite number >= 0")
 
 
 def _whole_numbers(what: str, example: str, below_one: str):
@@ -189,9 +223,9 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
                    "linked from out/run-<schedule>-p<P>-m<M>)")
     p.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     p.add_argument("--check", action="store_true", help="compare one step with a single-process run")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for model weights and data (default %(default)s)")
-    p.add_argument("--threads", type=_positive, help="torch threads per rank (default: cores // ranks on the node)")
-    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
+    p.add_argument("--seed", type=_seed, default=d.seed, help="seed for model weights and data (default %(default)s)")
+    p.add_argument("--threads", type=_threads, help="torch threads per rank (default: cores // ranks on the node)")
+    p.add_argument("--lr", type=_rate, default=d.lr, help="SGD learning rate (finite, >= 0)")
     p.add_argument("--no-predict", dest="predict", action="store_false", help="skip the simulator comparison")
     p.add_argument("--fail-rank", type=int, help="testing aid: raise on this world rank mid-step (failure handling)")
     p.add_argument("--progress", choices=("idle", "hooks", "boundary", "thread", "mpich"), default=d.progress,
@@ -206,7 +240,7 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
                    help="with --costs: scale the profile's compute costs by the machine's drift since the profile "
                         "(a fixed op timed in the profile and again just before the timed steps)")
     p.add_argument("--t-comm", type=_millis, help="zb-auto: communication per hop it plans with, ms")
-    p.add_argument("--memory-limit", type=float, help="zb-auto: activations a stage may hold, in microbatches "
+    p.add_argument("--memory-limit", type=_rate, help="zb-auto: activations a stage may hold, in microbatches "
                    "(default 2 x ranks: ZB-2p; ranks gives ZB-1p)")
     p.add_argument("--inflation", action="store_true",
                    help="also time each op alone first and report in-run / alone medians")
@@ -256,6 +290,8 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     cfg = RunConfig(**{k: v for k, v in vars(ns).items()})
     if cfg.check and cfg.compute == "sleep":
         raise UsageError("--check needs --compute real: sleeping stages compute no gradients")
+    if cfg.schedule_file and cfg.chunks is not None:
+        raise UsageError("--chunks does not apply to --schedule-file: the file fixes the stages of each rank")
     if cfg.canary and cfg.costs is None:
         raise UsageError("--canary scales the prediction of --costs: give --costs costs.json")
     if cfg.check:

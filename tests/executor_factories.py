@@ -17,3 +17,8 @@ def dropout():
     pipelined gradients cannot match the single-process run: --check must fail."""
     layers = [nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)) for _ in range(4)]
     return nn.Sequential(*layers), torch.randn(16, 8), torch.randn(16, 8), nn.functional.mse_loss
+
+
+def exits():
+    """A factory that ends the process instead of returning: the run must refuse it."""
+    raise SystemExit(0)

@@ -13,6 +13,7 @@ do by parameters or time), unless ``--balance`` fixes the layers per stage.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,7 +22,8 @@ from torch import nn
 
 from ..config import RunConfig, UsageError
 
-__all__ = ["Workload", "build_workload", "partition", "stage_bounds", "DTYPES"]
+__all__ = ["Workload", "build_workload", "partition", "stage_bounds", "DTYPES", "footprint", "check_fits",
+           "available_memory"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -71,6 +73,57 @@ def _factory(spec: str) -> Callable[[], tuple]:
     return factory
 
 
+HELD_PER_LAYER = 4
+"""Activation tensors a layer keeps per row for the backward, at most (a Linear its input, an
+activation its output, with their gradients): the bound below counts the whole batch's."""
+
+
+def footprint(cfg: RunConfig) -> int | None:
+    """Bytes a built-in workload needs on every rank that builds it, at most: the whole
+    model (every rank builds every layer, then keeps its own), its gradients, the batch,
+    and every row's activations through every layer. None for a factory (unknown until it
+    has run). A bound, not an estimate: it refuses sizes no machine here can hold."""
+    if cfg.model not in _BUILTIN:
+        return None
+    w, rows = cfg.width, cfg.batch
+    if cfg.model == "mlp":
+        params, tokens = cfg.layers * (w * w + w), rows
+        scores = 0
+    else:
+        params, tokens = cfg.layers * (12 * w * w + 13 * w), rows * cfg.seq_len
+        scores = cfg.layers * rows * cfg.heads * cfg.seq_len * cfg.seq_len  # attention probabilities
+    data = 2 * tokens * w
+    held = cfg.layers * HELD_PER_LAYER * tokens * w + scores
+    return (2 * params + data + held) * DTYPES[cfg.dtype].itemsize
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give (MemAvailable), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_fits(cfg: RunConfig, ranks_here: int) -> None:
+    """Refuse a built-in workload that ``ranks_here`` ranks of this machine cannot hold."""
+    need, have = footprint(cfg), available_memory()
+    if need is None or have is None or cfg.compute == "sleep":  # sleeping stages build on the meta device
+        return
+    if need * ranks_here > have:
+        raise UsageError(f"--model {cfg.model} --layers {cfg.layers} --width {cfg.width} --batch {cfg.batch}"
+                         + (f" --seq-len {cfg.seq_len}" if cfg.model == "transformer" else "")
+                         + f" needs up to {need / 2**30:.3g} GiB on each of {ranks_here} ranks here (weights, "
+                         f"gradients, data, activations); this machine has {have / 2**30:.3g} GiB available")
+
+
 def build_workload(cfg: RunConfig, meta: bool = False) -> Workload:
     """Build the model and the full batch from ``cfg.seed``, identically on every rank.
 
@@ -78,8 +131,12 @@ def build_workload(cfg: RunConfig, meta: bool = False) -> Workload:
     """
     maker = _BUILTIN.get(cfg.model) or (lambda _cfg, f=_factory(cfg.model): f())
     torch.manual_seed(cfg.seed)
-    with torch.device("meta") if meta else torch.device("cpu"):
-        made = maker(cfg)
+    try:
+        with torch.device("meta") if meta else torch.device("cpu"):
+            made = maker(cfg)
+    except SystemExit as exit_:  # a factory may not end the run: every rank would exit 0 with nothing done
+        raise UsageError(f"--model {cfg.model}: the factory called sys.exit({exit_.code!r}) instead of returning "
+                         f"(model, inputs, targets, loss_fn)") from None
     if not (isinstance(made, tuple) and len(made) == 4):
         raise UsageError(f"--model {cfg.model}: the factory must return (model, inputs, targets, loss_fn)")
     model, inputs, targets, loss_fn = made

@@ -10,6 +10,7 @@ meta device under --compute sleep), so no rank has to tell another what it will 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 import schedules
@@ -18,7 +19,7 @@ from schedules import Schedule
 from schedules.synthesis import NAME as SYNTHESIZED
 
 from ..config import RunConfig, UsageError
-from ..compute.model import Workload, build_workload, stage_bounds
+from ..compute.model import Workload, build_workload, check_fits, stage_bounds
 from ..transport.tags import TagPlan
 
 __all__ = ["Plan", "plan", "resolve_device", "stage_shapes"]
@@ -128,20 +129,31 @@ def _tags(schedule: schedules.Lowered, tag_ub: int | None) -> TagPlan:
 
 
 def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
-    """Check the arguments and work out the run; raise UsageError / ScheduleError."""
+    """Check the arguments and work out the run; raise UsageError / ScheduleError.
+
+    Cheap checks come first: the memory a built-in model needs against what this machine
+    has, the batch's rows against dp x microbatches and the model's layers against the
+    stages, all before the schedule is built (10**9 microbatches of a 64-row batch are
+    refused at once, not after building their schedule)."""
     for flag, rank in (("--fail-rank", cfg.fail_rank), ("--stall-rank", cfg.stall_rank)):
         if rank is not None and not 0 <= rank < world:
             raise UsageError(f"{flag} {rank} is not a rank of the world (0..{world - 1})")
-    schedule, ranks = _schedule(cfg, world)
-    lowered = schedules.validate(schedule, comm=cfg.comm, reduce_grad=cfg.dp > 1)
+    if world % cfg.dp:
+        raise UsageError(f"world size {world} is not divisible by --dp {cfg.dp}")
+    check_fits(cfg, int(os.environ.get("MPI_LOCALNRANKS", world)))  # hydra's ranks on this node
     device = resolve_device(cfg)
     workload = build_workload(cfg, meta=cfg.compute == "sleep")
-    bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)
     batch, parts = workload.inputs.shape[0], cfg.dp * cfg.microbatches
     if batch % parts:
         raise UsageError(f"the batch of {batch} rows does not divide into dp x microbatches = {parts} equal microbatches")
     if workload.targets.shape[0] != batch:
         raise UsageError(f"inputs have {batch} rows but targets {workload.targets.shape[0]}")
+    if not cfg.schedule_file and world // cfg.dp * (cfg.chunks or 1) > len(workload.layers):
+        raise UsageError(f"the model has {len(workload.layers)} layers, fewer than its {world // cfg.dp} ranks x "
+                         f"{cfg.chunks or 1} chunks model stages")
+    schedule, ranks = _schedule(cfg, world)
+    lowered = schedules.validate(schedule, comm=cfg.comm, reduce_grad=cfg.dp > 1)
+    bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)
     boundary = stage_shapes(workload, bounds, batch // parts)
     the_plan = Plan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
     if cfg.costs is not None:  # a missing or foreign costs.json, or one without this layout: refused now

@@ -9,7 +9,11 @@ pipeline communicator (:func:`private`), so its tags can never meet a run's tran
   once, by throughput: F + B of the rank's first stage for about ``SHARE_SPAN_S``, alone
   over k at a time, normalised so that k = 1 is 1. A median of single ops would miss the
   sharing: with more ranks than cores the OS gives each a slice of milliseconds, and an
-  op that fits in one runs at full speed.
+  op that fits in one runs at full speed. The other ranks meanwhile wait as a run's
+  waiting ranks do (the run's own progress policy: yielding where the node has a core a
+  rank, else polling every 20 us): on an oversubscribed node each of their wake-ups takes
+  a core from a computing rank for a moment, and a share measured beside sleeping ranks
+  would miss that.
 * :func:`interference`: pairs of ranks exchange one boundary-sized message per op while
   they compute (moved by the same progress pokes as a run); compute with the transfer in
   flight over compute without, minus 1, median over ranks (never below 0).
@@ -74,10 +78,11 @@ def share(runtime: Runtime, plan, world: MPI.Comm, local: MPI.Comm, repeats: int
     one = turns(world, lambda: statistics.median(measure(rounds_of, 1) for _ in range(repeats)), together=False)
     n = max(repeats, math.ceil(SHARE_SPAN_S / max(world.allgather(one))))
     alone = turns(world, lambda: measure(rounds_of, n) / n, together=False)
+    progress = runtime.progress
     rates = []
     for k in range(1, local.Get_size() + 1):
         mine = measure(rounds_of, n) / n if local.Get_rank() < k else None
-        idle_barrier(world)
+        progress.wait(progress.add(world.Ibarrier()))  # the others wait meanwhile, as in a run
         rates.append(alone / mine if mine else None)
     stage.losses.clear()
     per_k = world.allgather(rates)  # small lists of floats

@@ -34,6 +34,7 @@ It prints a one-screen summary (:meth:`simulator.Profile.summary`) and its wall 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import time
@@ -48,7 +49,7 @@ from mpi4py import MPI
 import schedules
 from simulator.calibrate import OP_STATISTIC
 
-from ..compute.model import build_workload
+from ..compute.model import build_workload, check_fits
 from ..config import RunConfig, UsageError
 from ..record import canary
 from ..record.dispatch import host_times
@@ -155,21 +156,28 @@ def _optimizer(trace: pd.DataFrame) -> dict[int, float]:
     return (steps["end"] - steps["start"]).groupby(steps["rank"]).median().to_dict()
 
 
-def profile(cfg: RunConfig, world: MPI.Comm, out: Path, chunks_list=(1, 2), microbatches=None,
-            repeats: int = 5) -> dict | None:
-    """Measure and write ``out/costs.json`` (claimed by the caller); return the document on
-    world rank 0. Every layout is planned, and so checked, before anything is measured."""
-    began = time.perf_counter()
+def plan_layouts(cfg: RunConfig, world: MPI.Comm, chunks_list=(1, 2), microbatches=None) -> dict:
+    """{(chunks, m): the layout's two reference runs, planned}: every layout asked for is
+    checked as a run checks it (UsageError, alike on every rank) before anything is
+    measured. Without ``microbatches``: each of PROFILE_MICROBATCHES that divides the batch;
+    chunks the model has too few layers for are left out, and refused if none is left."""
     ranks = world.Get_size() // cfg.dp
-    workload = build_workload(cfg)
+    check_fits(cfg, int(os.environ.get("MPI_LOCALNRANKS", world.Get_size())))
+    workload = build_workload(cfg, meta=cfg.compute == "sleep")
     batch, layers = workload.inputs.shape[0], len(workload.layers)
     ms = microbatches or [m for m in PROFILE_MICROBATCHES if batch % (cfg.dp * m) == 0]
-    wanted = [(c, m) for c in chunks_list for m in ms]
-    cut = [(c, m) for c, m in wanted if ranks * c <= layers]
+    cut = [(c, m) for c in chunks_list for m in ms if ranks * c <= layers]
     if not cut:
         raise UsageError(f"the model has {layers} layers: too few for {ranks} ranks x chunks "
                          f"{', '.join(str(c) for c in chunks_list)} (one layer at least per model stage)")
-    layouts = {(c, m): _Layout(*_plans(cfg, world, ranks, c, m)) for c, m in cut}
+    return {(c, m): _Layout(*_plans(cfg, world, ranks, c, m)) for c, m in cut}
+
+
+def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: int = 5) -> dict | None:
+    """Measure ``layouts`` (:func:`plan_layouts`) and write ``out/costs.json`` (claimed by
+    the caller); return the document on world rank 0."""
+    began = time.perf_counter()
+    ranks = world.Get_size() // cfg.dp
     topology = split_world(world, ranks, cfg.dp)
     local_rank, local_size = node_layout(world)
     before = canary.canary_in_turns(world)

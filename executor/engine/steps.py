@@ -35,7 +35,7 @@ from ..record.timing import sync_clocks
 from ..transport.parallel import split_world
 from .plan import Plan, plan
 from .runtime import Runtime, build_runtime, node_layout
-from .watchdog import FACTOR, FIRST_STEPS_S, FLOOR_S, Watchdog
+from .watchdog import FACTOR, FIRST_FACTOR, FIRST_FLOOR_S, FIRST_STEPS_S, FLOOR_S, Watchdog
 
 __all__ = ["run", "RunResult", "execute"]
 
@@ -87,6 +87,8 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
     clock = sync_clocks(world)
     verdict, loss, alone, samples, canary_now = "", float("nan"), None, [], None
     watchdog = Watchdog(runtime.interpreter, world.Get_rank(), cfg.timeout or FIRST_STEPS_S)
+    if cfg.timeout is None:
+        watchdog.limit = _first_limit(runtime, the_plan, world)
     try:
         for step in range(cfg.warmup + cfg.steps):
             if step == cfg.warmup:
@@ -146,6 +148,38 @@ def _average(before: list | None, after: list | None) -> list | None:
     if before is None or after is None:
         return before
     return [{key: (b[key] + a[key]) / 2 for key in b} for b, a in zip(before, after)]
+
+
+def _first_limit(runtime: Runtime, the_plan: Plan, world: MPI.Comm) -> float:
+    """FIRST_FACTOR x the step predicted before any step ran, at least FIRST_FLOOR_S (the
+    same on every rank): from the profile with --costs; else from the sleeps, or from one
+    F and one B of every stage timed now (bare, every rank at once, a scratch microbatch)."""
+    import simulator
+
+    from ..record.alone import stage_inputs
+    from ..record.plain import bare, perf_call
+    from ..record.predict import profile_costs
+
+    costs = profile_costs(the_plan)
+    if costs is None:
+        cfg, stages = the_plan.cfg, the_plan.schedule.num_stages
+        if cfg.compute == "sleep":
+            mine = {s: (cfg.t_f, cfg.t_i + cfg.t_w) for s in runtime.stages}
+        else:
+            data, mine = runtime.interpreter.data, {}
+            for s, stage in runtime.stages.items():
+                x, target, grad = stage_inputs(the_plan.boundary, s, stages, runtime.device, data.inputs[0],
+                                               data.targets[0])
+                plain = bare(stage)
+                mine[s] = (perf_call(plain.forward, -1, x, target), perf_call(plain.backward, -1, grad))
+                plain.losses.clear()
+                for p in plain.parameters():
+                    p.grad = None
+        timed = {s: t for part in world.allgather(mine) for s, t in part.items()}  # floats made here
+        forward, backward = ([timed[s][k] for s in range(stages)] for k in (0, 1))
+        costs = simulator.Costs(t_f=forward, t_i=[b / 2 for b in backward], t_w=[b / 2 for b in backward],
+                                dp=cfg.dp)
+    return max(FIRST_FLOOR_S, FIRST_FACTOR * simulator.simulate(the_plan.schedule, costs).makespan)
 
 
 def _limit_after_warmup(runtime: Runtime, the_plan: Plan, topology, offset: float, world: MPI.Comm) -> float:

@@ -3,9 +3,13 @@
 A daemon thread sleeps on a condition (no polling) until the armed deadline. If the step
 has not finished by then, it prints which op the rank is stuck on (and, for a RECV, the
 rank it is waiting for) and calls ``MPI.COMM_WORLD.Abort``, which ends every rank with
-a non-zero exit code. The limit is ``--timeout`` when given; otherwise 300 s until the
-warm-up steps have run, then 10 x the step time the simulator predicts from the warm-up's
-own op costs, but at least ``FLOOR_S`` (a loaded machine's hiccup is not a hang).
+a non-zero exit code. The limit is ``--timeout`` when given. Otherwise it is armed from
+the first step: ``FIRST_FACTOR`` x the step the simulator predicts before any step ran
+(from the profile with ``--costs``, else from one F and B of every stage timed on the
+spot, or the sleeps of ``--compute sleep``), at least ``FIRST_FLOOR_S`` (a first step
+allocates and warms caches); once the warm-up has run, ``FACTOR`` x the step predicted
+from the warm-up's own op costs, at least ``FLOOR_S`` (a loaded machine's hiccup is not
+a hang). Without warm-up (``--warmup 0``, ``--check``) the first limit stays.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import time
 
 from mpi4py import MPI
 
-__all__ = ["Watchdog", "abort_job", "FIRST_STEPS_S", "FACTOR", "FLOOR_S", "GRACE_S"]
+__all__ = ["Watchdog", "abort_job", "FIRST_STEPS_S", "FIRST_FACTOR", "FIRST_FLOOR_S", "FACTOR", "FLOOR_S", "GRACE_S"]
 
-FIRST_STEPS_S = 300.0
+FIRST_STEPS_S = 300.0  # before the first limit is worked out (start-up)
+FIRST_FACTOR = 20.0
+FIRST_FLOOR_S = 20.0
 FACTOR = 10.0
 FLOOR_S = 5.0
 GRACE_S = 1.0
