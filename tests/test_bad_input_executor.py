@@ -67,7 +67,7 @@ SMALL = ["--width", "32", "--batch", "32", "--layers", "4"]
 @pytest.mark.parametrize("args,words", [
     (["--microbatches", "1000000000", "--batch", "64"], "does not divide into dp x microbatches"),
     (["--width", "100000000"], "GiB available"),
-    (["--chunks", "100000000"], "fewer than its 2 ranks x 100000000 chunks"),
+    (["--chunks", "100000000"], "fewer than its 200000000 model stages"),
     (["--model", "tests.executor_factories:exits", "--microbatches", "2"], "called sys.exit(0)"),
     (["--schedule-file", "tests"], "tests"),
     (["--costs", "README.md", *SMALL], "README.md"),

@@ -149,8 +149,9 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
     if workload.targets.shape[0] != batch:
         raise UsageError(f"inputs have {batch} rows but targets {workload.targets.shape[0]}")
     if not cfg.schedule_file and world // cfg.dp * (cfg.chunks or 1) > len(workload.layers):
-        raise UsageError(f"the model has {len(workload.layers)} layers, fewer than its {world // cfg.dp} ranks x "
-                         f"{cfg.chunks or 1} chunks model stages")
+        raise UsageError(f"the model has {len(workload.layers)} layers, fewer than its "
+                         f"{world // cfg.dp * (cfg.chunks or 1)} model stages ({world // cfg.dp} ranks x "
+                         f"{cfg.chunks or 1} chunks)")
     schedule, ranks = _schedule(cfg, world)
     lowered = schedules.validate(schedule, comm=cfg.comm, reduce_grad=cfg.dp > 1)
     bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)
