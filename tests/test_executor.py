@@ -146,7 +146,7 @@ def test_plan_refuses_before_any_communication(argv, world, message):
 
 def test_plan_refuses_a_broken_schedule_constraint():
     with pytest.raises(schedules.ScheduleError, match="divisible"):
-        plan(parse_args(["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "7"]), 2)
+        plan(parse_args(["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "7", "--batch", "448"]), 2)
 
 
 def test_plan_knows_every_boundary_shape_without_messages():
