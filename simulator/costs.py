@@ -94,6 +94,12 @@ class Costs:
     comm_interference: float = 0.0
     """Fraction by which a rank's compute slows while any of its own transfers (sent or
     received) is in flight, within [0, 1). Default 0: communication does not slow compute."""
+    cores: int | None = None
+    """Cores of a node. Given, a node whose ranks outnumber its cores takes them in turns,
+    a slice at a time (:mod:`simulator.slicing`) instead of sharing them evenly; None
+    (default): fluid sharing by ``share`` alone (:mod:`simulator.sharing`)."""
+    slice_s: float = 3e-3
+    """The OS scheduler's time slice of a rank that competes for a core (s), with ``cores``."""
     overlap_f_b: float = 1.0
     """An OVERLAP_F_B pair (DualPipe's overlapped forward and backward) costs
     overlap_f_b * (t_f + t_b) of its two stages. 1 (default): no gain from overlapping;
@@ -144,11 +150,22 @@ class Costs:
         if isinstance(self.dp, bool) or not isinstance(self.dp, int) or self.dp < 1:
             raise ValueError(f"Costs.dp must be a whole number >= 1, got {self.dp!r}")
         check_finite("overlap_f_b", self.overlap_f_b)
+        if self.cores is not None and (isinstance(self.cores, bool) or not isinstance(self.cores, int)
+                                       or self.cores < 1):
+            raise ValueError(f"Costs.cores must be a whole number >= 1, got {self.cores!r}")
+        check_finite("slice_s", self.slice_s, positive=True)
         for name in ("dispatch_compute", "dispatch_send", "dispatch_recv"):
             check_finite(name, getattr(self, name))
         check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")
+
+    def time_sliced(self, num_ranks: int) -> bool:
+        """Whether some node's ranks outnumber its ``cores`` (then :mod:`simulator.slicing`)."""
+        if self.cores is None:
+            return False
+        nodes = self.nodes(num_ranks)
+        return max(nodes.count(n) for n in set(nodes)) > self.cores
 
     @property
     def dispatches(self) -> bool:

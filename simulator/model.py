@@ -27,7 +27,8 @@ gave, bit for bit.
 
 With ``Costs.shares_processors`` compute goes through :class:`simulator.sharing.Sharing`,
 which re-times it as ranks of a node start and stop computing and transfers come and go;
-otherwise a compute op is one timeout of its cost.
+where a node's ranks outnumber its ``Costs.cores``, through :class:`simulator.slicing.Slicing`,
+which hands the cores out a slice at a time; otherwise a compute op is one timeout of its cost.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from schedules.ir import gc_paused
 from .costs import Costs
 from .encode import COMPUTE, RECV, REDUCE, SEND, encode
 from .sharing import Sharing
+from .slicing import Slicing
 
 __all__ = ["Model"]
 
@@ -72,7 +74,8 @@ class Model:
         self.batch_done: list[simpy.Event | None] = [None] * lowered.num_ranks
         self.reduce_free = [0.0] * lowered.num_ranks
         self.links: dict[tuple[int, int], _Link] = {}
-        self.sharing = Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None
+        self.sharing = (Slicing(self.env, costs, lowered.num_ranks) if costs.time_sliced(lowered.num_ranks)
+                        else Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None)
         self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
         self.fly = not self.blocking and self.interfering is None  # transfers timed by arithmetic
         self.link_free: dict[int, float] = {}  # fly: when link src -> dst is free, by src * ranks + dst

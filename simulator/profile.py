@@ -22,6 +22,13 @@ marked optional)::
        "op": str, "seconds": [float, ...], #   what it is; seconds per world rank (the mean of
        "threads": int,                    #   before and after), on this many torch threads;
        "before": [float, ...], "after": [float, ...]},  # optional: the two timings
+     "scheduler": {                       # optional: what the OS scheduler did with the node's ranks
+       "cores": int, "ranks": int,        #   the node's cores and ranks
+       "slice_s": float | null,           #   a busy rank's run on a core when all ranks are busy
+                                          #   (null: none was taken off its core)
+       "wait_s": float,                   #   its wait for a core then
+       "wake_sleeping_s": float,          #   how late a waiting rank got back beside busy ones,
+       "wake_spinning_s": float},         #   sleeping as a run waits, or yielding (medians)
      "share": [float, ...],               # per-rank compute rate while k = 1, 2, ... ranks of a node
                                           #   compute at once: time alone / time with k computing
                                           #   (so share[0] = 1), one entry per k = 1 .. ranks_per_node
@@ -193,6 +200,7 @@ class Profile:
         fields.update(self._placement(ranks, table["dp"]))
         if times != "concurrent":
             fields.update(share=tuple(self.data["share"]), comm_interference=self.data["comm_interference"])
+            fields.update(_slices(self.data.get("scheduler")))
         if table["dp"] > 1:
             fields.update(dp=table["dp"], **_ring(table))
         dispatch = self.data.get("dispatch")
@@ -305,6 +313,13 @@ def _ratio(layout: dict, times: str) -> float:
     ratios = [s[op][times] / s[op]["alone"] for s in layout["stages"] for op in ("F", "B", "I", "W")
               if times in s[op] and s[op]["alone"] > 0]
     return sum(ratios) / len(ratios) if ratios else float("nan")
+
+
+def _slices(found: dict | None) -> dict[str, Any]:
+    """Costs.cores and Costs.slice_s where the profile saw ranks taken off their cores."""
+    if not found or found.get("slice_s") is None:
+        return {}
+    return {"cores": int(found["cores"]), "slice_s": float(found["slice_s"])}
 
 
 def _no_constant(name: str):

@@ -88,6 +88,15 @@ def check_profile(data: Any, source: str) -> None:
     if c.get(data, "comm_interference", "", float) >= 1:
         c.fail("comm_interference", "must be below 1")
     _check_links(c, c.get(data, "links", "", dict))
+    if "scheduler" in data:
+        found = c.get(data, "scheduler", "", dict)
+        c.whole(found, "cores", "scheduler")
+        c.whole(found, "ranks", "scheduler")
+        c.number(found.get("slice_s", "missing"), "scheduler.slice_s", allow_null=True)
+        if found.get("slice_s") == 0:
+            c.fail("scheduler.slice_s", "must be > 0 or null")
+        for key in ("wait_s", "wake_sleeping_s", "wake_spinning_s"):
+            c.get(found, key, "scheduler", float)
     if "canary" in data:
         found = c.get(data, "canary", "", dict)
         c.get(found, "op", "canary", str)

@@ -20,11 +20,16 @@ pipeline communicator (:func:`private`), so its tags can never meet a run's tran
 * :func:`pingpong`: one-way times between pipeline neighbours over 8 bytes and sizes from
   a quarter of the smallest activation to twice the largest (:func:`ping_sizes`).
 * :func:`allreduce`: each stage's gradient all-reduce in its data-parallel group.
+* :func:`scheduler`: what the OS scheduler does when the node's ranks outnumber its cores:
+  how long a busy rank keeps a core, how long it waits for one, how late a waiting rank
+  gets back (sleeping with the run's backoff, or yielding). :mod:`simulator.slicing`
+  takes the cores and the slice.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 
@@ -35,7 +40,8 @@ from ..record.alone import idle_barrier, stage_inputs
 from ..record.plain import bare
 from .runtime import Runtime
 
-__all__ = ["private", "share", "interference", "pingpong", "ping_sizes", "allreduce", "turns", "SHARE_SPAN_S"]
+__all__ = ["private", "share", "interference", "pingpong", "ping_sizes", "allreduce", "turns", "scheduler",
+           "SHARE_SPAN_S"]
 
 SHARE_SPAN_S = 0.25  # each rank computes this long per k: many of the OS scheduler's time slices
 PING, PONG, EXCHANGE = 1, 2, 3  # tags on the probes' own communicator (:func:`private`)
@@ -158,3 +164,71 @@ def allreduce(runtime: Runtime, dp: MPI.Comm, rounds: int = 10) -> dict[int, flo
             samples.append(time.perf_counter() - start)
         times[s] = statistics.median(samples)
     return times
+
+
+GAP_S = 50e-6  # a busy loop's clock jumping further than this: the rank was off its core
+
+
+def _busy(span: float) -> tuple[list[float], list[float]]:
+    """Spin on the clock for ``span`` s; (slices, gaps): the runs on a core between waits
+    for one longer than GAP_S, and those waits. A loop iteration is well under a microsecond."""
+    slices, gaps = [], []
+    now = time.perf_counter()
+    end, began, last = now + span, now, now
+    while now < end:
+        now = time.perf_counter()
+        if now - last > GAP_S:
+            if began > end - span:  # the first run may have started before the loop: not whole
+                slices.append(last - began)
+            gaps.append(now - last)
+            began = now
+        last = now
+    return slices, gaps
+
+
+def _waiting(span: float, spin: bool, period: float = 3e-3) -> list[float]:
+    """Wait for a deadline every ``period`` as a run's waiting rank waits (yielding, or
+    sleeping with the run's backoff); how late the rank got back each time."""
+    from ..transport.progress import MAX_INTERVAL_S
+
+    late, end = [], time.perf_counter() + span
+    deadline = time.perf_counter() + period
+    while deadline < end:
+        interval = 20e-6
+        while (now := time.perf_counter()) < deadline:
+            if spin:
+                os.sched_yield()
+            else:
+                time.sleep(interval)
+                interval = min(2 * interval, MAX_INTERVAL_S)
+        late.append(now - deadline)
+        deadline += period
+    return late
+
+
+def scheduler(world: MPI.Comm, local: MPI.Comm, span: float = 0.4) -> dict:
+    """What the OS scheduler does with this node's ranks (every rank of the node takes part;
+    the dict on world rank 0): with all of them busy, how long a rank runs before it is
+    taken off its core (``slice_s``, median) and how long it then waits for one
+    (``wait_s``); and with one of them waiting for a deadline every 3 ms beside the
+    others busy, how late it gets back, sleeping with the run's backoff
+    (``wake_sleeping_s``) or yielding (``wake_spinning_s``), medians."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    found: dict = {"cores": cores, "ranks": local.Get_size()}
+    idle_barrier(world)
+    slices, gaps = _busy(span)
+    every = world.gather((slices, gaps), root=0)
+    for spin in (False, True):
+        idle_barrier(world)
+        late = _waiting(span, spin) if local.Get_rank() == local.Get_size() - 1 else _busy(span) and []
+        found["wake_spinning_s" if spin else "wake_sleeping_s"] = world.gather(late, root=0)
+    if world.Get_rank() != 0:
+        return {}
+    runs = [s for got, _ in every for s in got]
+    waits = [g for _, got in every for g in got]
+    found["slice_s"] = statistics.median(runs) if runs else None  # None: nobody was taken off a core
+    found["wait_s"] = statistics.median(waits) if waits else 0.0
+    for key in ("wake_sleeping_s", "wake_spinning_s"):
+        late = [x for part in found[key] for x in part]
+        found[key] = statistics.median(late) if late else 0.0
+    return found

@@ -25,8 +25,10 @@ interpreter and clock), not from a second copy of its set-up.
   each rank's optimizer step, read off the same runs' traces.
 * **The canary** (:mod:`executor.record.canary`), timed before the first run and after the
   last: a run with ``--costs`` times it again and reports the machine's drift since.
-* The node and the links (:mod:`executor.engine.probes`): ``share``,
-  ``comm_interference``, ping-pong links, and with ``--dp`` the gradient all-reduce.
+* The node and the links (:mod:`executor.engine.probes`): ``share`` (beside ranks that
+  wait as a run's do), ``comm_interference``, ping-pong links, with ``--dp`` the gradient
+  all-reduce, and what the OS scheduler does with the node's ranks (``scheduler``: the
+  cores, a busy rank's slice, its wait for a core, a waiting rank's lateness).
 
 It prints a one-screen summary (:meth:`simulator.Profile.summary`) and its wall time.
 """
@@ -197,6 +199,7 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
         pairs = probes.pingpong(comm, acts, world)
         comm.Free()
         reduce = _allreduce_tables(layouts, topology, local_rank, local_size, cfg.dp)
+        os_scheduler = probes.scheduler(world, local)
     finally:
         runtime.close()
         local.Free()
@@ -210,6 +213,7 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
                 "microbatches": sorted({m for _, m in layouts})} if ranks > 1 else None
     tables = [x.table(topology, _optimizer(pd.concat(x.traces)), reduce.get(key)) for key, x in layouts.items()]
     doc = _document(cfg, world, local_size, rates, interference, pairs, tables, first.device, before, after)
+    doc["scheduler"] = os_scheduler
     if dispatch is not None:
         doc["dispatch"] = dispatch
     from simulator.profile import Profile  # the reader checks what the writer wrote, and writes it

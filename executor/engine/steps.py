@@ -203,7 +203,7 @@ def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
         p.grad = None
     for stage in runtime.stages.values():
         stage.losses.clear()
-    _barrier(world, runtime.progress.spin)
+    _barrier(world, runtime.progress)
     with gc_paused():  # the cyclic collector would pause the rank mid-step; refcounts free everything
         runtime.recorder.begin_step()
         runtime.interpreter.run_step()
@@ -211,14 +211,13 @@ def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
     return sum(float(loss) for s in runtime.stages.values() for loss in s.losses) / cfg.microbatches
 
 
-def _barrier(world: MPI.Comm, spin: bool) -> None:
-    """A barrier that does not spin on an oversubscribed node (MPICH's Barrier polls)."""
-    if spin:
+def _barrier(world: MPI.Comm, progress) -> None:
+    """A barrier that waits as the run's waits do: MPICH's Barrier polls, which on an
+    oversubscribed node takes the core a late rank needs."""
+    if progress.spin:
         world.Barrier()
         return
-    request = world.Ibarrier()
-    while not request.Test():
-        time.sleep(20e-6)
+    progress.wait(progress.add(world.Ibarrier()))
 
 
 def _mean_loss(world: MPI.Comm, local: float, cfg: RunConfig) -> float:
