@@ -100,6 +100,8 @@ class RunConfig:
     """zb-auto: activations a stage may hold, in microbatches; None: 2 x ranks (ZB-2p)."""
     costs: str | None = None
     """costs.json of ``executor profile``: the table adds the step predicted from it before the run."""
+    cpu_times: bool = False
+    """Also record each compute op's thread CPU time (the profile does where ranks outnumber cores)."""
     canary: bool = False
     """With ``costs``: scale the profile's compute costs by the canary's drift since the
     profile (the canary is timed just before the timed steps)."""
@@ -236,6 +238,8 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--stall-rank", type=int, help="testing aid: this world rank hangs at the first op of step 2")
     p.add_argument("--costs", help="costs.json from 'executor profile': also predict the step from it "
                    "(and, for zb-auto, synthesize for its costs)")
+    p.add_argument("--cpu-times", action="store_true",
+                   help="also record each compute op's thread CPU time (summary.json: op_cpu_time)")
     p.add_argument("--canary", action="store_true",
                    help="with --costs: scale the profile's compute costs by the machine's drift since the profile "
                         "(a fixed op timed in the profile and again just before the timed steps)")

@@ -9,7 +9,8 @@ pipeline communicator (:func:`private`), so its tags can never meet a run's tran
   once, by throughput: F + B of the rank's first stage for about ``SHARE_SPAN_S``, alone
   over k at a time, normalised so that k = 1 is 1. A median of single ops would miss the
   sharing: with more ranks than cores the OS gives each a slice of milliseconds, and an
-  op that fits in one runs at full speed. The other ranks meanwhile wait as a run's
+  op that fits in one runs at full speed (normalised so that k = 1 is 1 only where the
+  node has a core a rank). The other ranks meanwhile wait as a run's
   waiting ranks do (the run's own progress policy: yielding where the node has a core a
   rank, else polling every 20 us): on an oversubscribed node each of their wake-ups takes
   a core from a computing rank for a moment, and a share measured beside sleeping ranks
@@ -93,7 +94,10 @@ def share(runtime: Runtime, plan, world: MPI.Comm, local: MPI.Comm, repeats: int
     stage.losses.clear()
     per_k = world.allgather(rates)  # small lists of floats
     rate = [statistics.median([r[k] for r in per_k if r[k] is not None]) for k in range(local.Get_size())]
-    return [r / rate[0] for r in rate]  # k = 1 is alone by definition: 1.0, not 1.0 +- noise
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if local.Get_size() <= cores:  # a rank computing beside yielding ones is alone: 1.0, not 1.0 +- noise
+        return [r / rate[0] for r in rate]
+    return rate  # beside ranks that poll for a core it is not: k = 1 runs slower than alone too
 
 
 def interference(runtime: Runtime, plan, comm: MPI.Comm, boundary_bytes: float, repeats: int) -> float:

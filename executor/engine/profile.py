@@ -92,7 +92,10 @@ def reference_names(ranks: int, chunks: int, m: int) -> tuple[str, str]:
 
 
 def _plans(cfg: RunConfig, world: MPI.Comm, ranks: int, chunks: int, m: int) -> tuple[Plan, Plan]:
-    """The layout's two reference runs, planned (so refused, if they cannot run, before any work)."""
+    """The layout's two reference runs, planned (so refused, if they cannot run, before any
+    work). Where ranks outnumber cores a run records each op's CPU time too
+    (:mod:`executor.record.cputime`): its own work, without the waits for a core that
+    :mod:`simulator.slicing` models; the profile then takes those."""
     steps = max(2, math.ceil(SAMPLES / m))
     return tuple(plan(replace(cfg, schedule=name, schedule_file=None, chunks=chunks, microbatches=m, steps=steps,
                               warmup=1, comm="async", predict=False, check=False, inflation=False, costs=None,
@@ -106,6 +109,7 @@ class _Layout:
     def __init__(self, fused: Plan, split: Plan):
         self.fused, self.split = fused, split
         self.traces: list[pd.DataFrame] = []  # every run's timed steps, step ids apart
+        self.cpu: list[pd.DataFrame] = []  # with cpu_times: every compute op's CPU time
         self.memory: dict[tuple[int, str], float] = {}
         self.alone: dict[tuple[int, str], float] = {}
 
@@ -121,6 +125,8 @@ class _Layout:
                 continue
             trace = result.trace
             self.traces.append(trace.assign(step=trace["step"] + steps_before + added))
+            if result.cpu is not None:
+                self.cpu.append(result.cpu)
             added += the_plan.cfg.steps
             if first_round:  # memory follows the op order alone: one metered step is the answer
                 kinds = ("F", "B") if k == 0 else ("I", "W")
@@ -132,9 +138,14 @@ class _Layout:
 
     def table(self, topology, optimizer_of: dict[int, float], allreduce: dict[int, float] | None) -> dict:
         """The layout's entry of costs.json."""
-        trace = pd.concat(self.traces, ignore_index=True)
-        timed = trace[trace["kind"].isin(KINDS)]
-        run = (timed["end"] - timed["start"]).groupby([timed["stage"], timed["kind"]]).agg(OP_STATISTIC)
+        if self.cpu:  # ranks outnumber cores: an op's own work, not its waits for a core
+            ops = pd.concat(self.cpu, ignore_index=True)
+            took = ops["seconds"]
+        else:
+            ops = pd.concat(self.traces, ignore_index=True)
+            ops = ops[ops["kind"].isin(KINDS)]
+            took = ops["end"] - ops["start"]
+        run = took.groupby([ops["stage"], ops["kind"]]).agg(OP_STATISTIC)
         p = self.fused
         act, grads = message_bytes(p)
         stages = []

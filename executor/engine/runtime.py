@@ -17,6 +17,7 @@ from mpi4py import MPI
 
 from ..compute.memory import MemoryMeter
 from ..compute.stage import SleepStage, Stage
+from ..record.cputime import CpuRecorder
 from ..record.timing import Recorder
 from ..transport.p2p import make_links
 from ..transport.parallel import GradReducer, Topology
@@ -129,7 +130,9 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
     weights = [p for group in layers.values() for layer in group for p in layer.parameters()]
     memory = MemoryMeter(weights + [t for t in (*data.inputs, *data.targets) if t is not None])
     stages = {s: _stage(plan, s, device, progress, memory, layers.get(s)) for s in held}
-    recorder = Recorder(cuda=device.type == "cuda" and cfg.compute == "real")
+    oversubscribed = local_size > len(os.sched_getaffinity(0))  # then an op's CPU time is its own work
+    recorder = (CpuRecorder() if device.type == "cpu" and cfg.compute == "real" and (cfg.cpu_times or oversubscribed)
+                else Recorder(cuda=device.type == "cuda" and cfg.compute == "real"))
     wire = Wire(device)
     window = cfg.recv_window or 2 * plan.ranks
     links = make_links(cfg.comm, topology.pipe, plan.schedule.stage_to_rank, plan.tags, plan.boundary,

@@ -67,6 +67,10 @@ class RunResult:
     """The watchdog's limit per timed step (s)."""
     canary: list | None = None
     """With --costs: every world rank's canary (s), timed just before the timed steps."""
+    cpu: pd.DataFrame | None = None
+    """World rank 0, with --cpu-times or where ranks outnumber cores: replica 0's compute
+    ops' thread CPU time (:mod:`executor.record.cputime`), columns rank, step, stage, mb,
+    kind, seconds."""
 
 
 def run(cfg: RunConfig, world: MPI.Comm | None = None) -> RunResult:
@@ -122,6 +126,11 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
     ok = not verdict.startswith("check FAILED")
     result = RunResult(the_plan, ok, verdict, loss, None, clock.error, alone=alone, watchdog_s=watchdog.limit,
                        canary=canary_now)
+    if hasattr(runtime.recorder, "cpu") and topology.replica == 0:  # every rank of a node alike
+        cpu = topology.pipe.gather([(topology.rank, *row) for row in runtime.recorder.cpu], root=0)
+        if cpu is not None:
+            result.cpu = pd.DataFrame([row for part in cpu for row in part],
+                                      columns=["rank", "step", "stage", "mb", "kind", "seconds"])
     if world.Get_rank() == 0:
         rows, memory, peaks = gathered
         result.trace = _frame(rows)

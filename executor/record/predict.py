@@ -37,8 +37,8 @@ from ..engine.plan import Plan
 from . import canary
 from .dispatch import host_times
 
-__all__ = ["Comparison", "ErrorSplit", "compare_run", "calibrate", "message_bytes", "measured", "predict_from_alone",
-           "profile_costs"]
+__all__ = ["Comparison", "ErrorSplit", "compare_run", "calibrate", "op_times", "message_bytes", "measured",
+           "predict_from_alone", "profile_costs"]
 
 _OPS = (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))
 
@@ -124,12 +124,25 @@ def _pct(predicted: float, actual: float) -> float:
     return 100.0 * (predicted - actual) / actual
 
 
-def calibrate(plan: Plan, trace: pd.DataFrame, base: simulator.Costs | None = None) -> simulator.Costs:
+def op_times(trace: pd.DataFrame, cpu: pd.DataFrame | None = None) -> pd.Series:
+    """Per (stage, kind) of F, B, I, W the run's op time (OP_STATISTIC): each op's CPU time
+    where the run recorded it for ranks that outnumber cores, else its wall time."""
+    if cpu is not None and len(cpu):
+        return cpu["seconds"].groupby([cpu["stage"], cpu["kind"]]).agg(OP_STATISTIC)
+    timed = trace[trace["kind"].isin([kind for _, kind in _OPS])]
+    return (timed["end"] - timed["start"]).groupby([timed["stage"], timed["kind"]]).agg(OP_STATISTIC)
+
+
+def calibrate(plan: Plan, trace: pd.DataFrame, base: simulator.Costs | None = None,
+              cpu: pd.DataFrame | None = None) -> simulator.Costs:
     """The run's own costs, read off its trace (see the module); ``base`` (the profile's
-    costs) gives node sharing and comm interference."""
+    costs) gives node sharing, comm interference and the node's cores; ``cpu`` (ranks that
+    outnumber cores) the ops' own work."""
     act, grads = message_bytes(plan)
     extra = {"act_bytes": act} if len(act) else {}
     costs = simulator.Costs.from_trace(trace, statistic=OP_STATISTIC, grad_bytes=grads, dp=plan.cfg.dp, **extra)
+    if cpu is not None and len(cpu):
+        costs = _with_ops(costs, op_times(trace, cpu), plan.schedule.num_stages)
     if (trace["stream"] != "compute").any():  # host time between ops needs ops between which to read it
         host = host_times(trace)
         costs = replace(costs, dispatch_compute=host["compute"], dispatch_send=host["send"],
@@ -138,19 +151,33 @@ def calibrate(plan: Plan, trace: pd.DataFrame, base: simulator.Costs | None = No
             costs = replace(costs, optimizer_time=[a + b for a, b in zip(host["optimizer"], host["step"])])
     if base is not None:
         costs = replace(costs, share=base.share, comm_interference=base.comm_interference,
-                        ranks_per_node=base.ranks_per_node, node_of=base.node_of)
+                        ranks_per_node=base.ranks_per_node, node_of=base.node_of, cores=base.cores,
+                        slice_s=base.slice_s)
     return costs
 
 
-def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None = None) -> Comparison:
+def _with_ops(costs: simulator.Costs, run: pd.Series, stages: int) -> simulator.Costs:
+    """``costs`` with t_f, t_i, t_w, t_b of every stage ``run`` has a time for."""
+    own = {}
+    for name, kind in _OPS:
+        values = list(costs.per_stage(name, stages) if name != "t_b" else costs.backward(stages))
+        for s in range(stages):
+            if (s, kind) in run.index:
+                values[s] = float(run[(s, kind)])
+        own[name] = values
+    return replace(costs, **own)
+
+
+def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None = None,
+                cpu: pd.DataFrame | None = None) -> Comparison:
     """Measured figures of ``trace`` against the fit and, with --costs, the profile."""
     profile = simulator.Profile.load(plan.cfg.costs) if plan.cfg.costs is not None else None
     base = profile_costs(plan, profile)
-    costs = calibrate(plan, trace, base)
+    costs = calibrate(plan, trace, base, cpu)
     predicted = simulator.simulate(plan.schedule, costs)
     times, bubbles, _ = measured(trace, plan.ranks)
     step = _median(times)
-    split = _split(plan, trace, profile, base, costs, predicted.makespan, step, canary_now) if profile else None
+    split = _split(plan, op_times(trace, cpu), profile, base, predicted.makespan, step, canary_now) if profile else None
     return Comparison(
         measured_step_time=step,
         predicted_step_time=predicted.makespan,
@@ -166,8 +193,8 @@ def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None 
     )
 
 
-def _split(plan: Plan, trace: pd.DataFrame, profile: simulator.Profile, raw: simulator.Costs,
-           fit: simulator.Costs, fit_step: float, step: float, canary_now: list[float] | None) -> ErrorSplit:
+def _split(plan: Plan, run: pd.Series, profile: simulator.Profile, raw: simulator.Costs, fit_step: float,
+           step: float, canary_now: list[float] | None) -> ErrorSplit:
     lowered = plan.schedule
     raw_step = simulator.simulate(lowered, raw).makespan
     drift = canary.drift(canary_now, profile.canary) if canary_now and profile.canary else None
@@ -176,20 +203,15 @@ def _split(plan: Plan, trace: pd.DataFrame, profile: simulator.Profile, raw: sim
     use_scaled = plan.cfg.canary and scaled_costs is not None
     used, used_step = (scaled_costs, scaled_step) if use_scaled else (raw, raw_step)
     stages = lowered.num_stages
-    timed = trace[trace["kind"].isin([kind for _, kind in _OPS])]
-    run = (timed["end"] - timed["start"]).groupby([timed["stage"], timed["kind"]]).agg(OP_STATISTIC)
-    rows, own = [], {}
+    rows = []
     for name, kind in _OPS:
         mine = used.per_stage(name, stages) if name != "t_b" else used.backward(stages)
-        values = list(mine)
         for s in range(stages):
             if (s, kind) in run.index:
                 got = float(run[(s, kind)])
                 rows.append({"stage": s, "kind": kind, "run_s": got, "profile_s": mine[s],
                              "ratio": got / mine[s] if mine[s] > 0 else None})
-                values[s] = got
-        own[name] = values
-    with_run_ops = simulator.simulate(lowered, replace(used, **own)).makespan
+    with_run_ops = simulator.simulate(lowered, _with_ops(used, run, stages)).makespan
     return ErrorSplit(
         profile_step_time=used_step, profile_error_pct=_pct(used_step, step),
         op_drift_pct=_pct(used_step, with_run_ops), remainder_pct=_pct(with_run_ops, fit_step),

@@ -141,6 +141,9 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
                       "latency": _number(costs.latency), "bandwidth": _number(costs.bandwidth),
                       "optimizer_time": costs.optimizer_time, "notes": list(costs.notes)},
         })
+    if result.cpu is not None and len(result.cpu):
+        per = result.cpu.groupby(["stage", "kind"])["seconds"].median()
+        out["op_cpu_time"] = [{"stage": int(s), "kind": k, "seconds": float(v)} for (s, k), v in per.items()]
     if cmp is not None and cmp.split is not None:
         out.update(_split(cmp.split))
     return out
@@ -171,7 +174,7 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
     cfg = result.plan.cfg  # named in plot titles and the Perfetto trace's metadata
     one.attrs.update(schedule=cfg.schedule_label, ranks=result.plan.ranks, microbatches=cfg.microbatches,
                      source="measured", comm=cfg.comm, compute=cfg.compute)
-    cmp = compare_run(result.plan, trace, result.canary) if predict else None
+    cmp = compare_run(result.plan, trace, result.canary, result.cpu) if predict else None
     summary = _summary(result, times, bubbles, cmp)
     text = json.dumps(summary, indent=2, default=str) + "\n"
     failed: list[str] = []
