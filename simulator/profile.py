@@ -45,6 +45,7 @@ marked optional)::
          "F": {"alone": float,            #   the op alone (the bare layers, other ranks asleep);
                "run": float,              #   optional: median in short real runs of reference
                                           #   schedules of this layout (what a run sees);
+               "run_mean": float,         #   optional: the mean of the same ops;
                "sequence": float,         #   optional: alone, within a whole step's ops in a
                                           #   pipeline order (profiles before "run");
                "concurrent": float},      #   optional: every rank of the node computing too

@@ -11,7 +11,7 @@ __all__ = ["ProfileError", "check_profile", "FORMAT", "VERSION", "OPS", "TIMES"]
 
 FORMAT, VERSION = "pipebubble-costs", 1
 OPS = ("F", "B", "I", "W")
-TIMES = ("alone", "run", "sequence", "concurrent")  # how an op was timed: alone is required, the rest optional
+TIMES = ("alone", "run", "run_mean", "sequence", "concurrent")  # how an op was timed: alone required, the rest optional
 _CONDITIONS = {"host": str, "ranks": int, "ranks_per_node": int, "threads": int, "dtype": str, "device": str,
                "torch": str, "mpi": str, "date": str, "model": dict}
 

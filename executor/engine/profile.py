@@ -145,12 +145,14 @@ class _Layout:
             ops = pd.concat(self.traces, ignore_index=True)
             ops = ops[ops["kind"].isin(KINDS)]
             took = ops["end"] - ops["start"]
-        run = took.groupby([ops["stage"], ops["kind"]]).agg(OP_STATISTIC)
+        grouped = took.groupby([ops["stage"], ops["kind"]])
+        run, mean = grouped.agg(OP_STATISTIC), grouped.mean()
         p = self.fused
         act, grads = message_bytes(p)
         stages = []
         for s in range(p.schedule.num_stages):
-            row = {kind: {"alone": float(self.alone[(s, kind)]), "run": float(run[(s, kind)])} for kind in KINDS}
+            row = {kind: {"alone": float(self.alone[(s, kind)]), "run": float(run[(s, kind)]),
+                          "run_mean": float(mean[(s, kind)])} for kind in KINDS}
             row["memory"] = {kind: float(self.memory.get((s, kind), 0.0)) for kind in KINDS}
             row["grad_bytes"] = grads[s]
             stages.append(row)
