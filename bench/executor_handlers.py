@@ -28,7 +28,8 @@ from executor.transport import p2p, progress, wire  # noqa: E402
 DEFAULT = ["--schedule", "zbv", "--microbatches", "16", "--steps", "10", "--no-predict", "--out", "out/handlers",
            "--force"]  # this bench's own scratch folder
 TIMED = [  # (class, method, label): indentation shows what runs inside what
-    (p2p.AsyncLinks, "send", "send"), (p2p.Links, "post_send", "  post_send"), (wire.Wire, "outgoing", "    outgoing"),
+    (p2p.AsyncLinks, "send", "send"), (p2p.Links, "stage", "  stage"), (wire.Wire, "stage_out", "    stage_out"),
+    (p2p.Links, "post_send", "  post_send"),
     (p2p.AsyncLinks, "recv", "recv"), (progress.Progress, "wait", "  wait"), (p2p.Links, "deliver", "  deliver"),
     (p2p.AsyncLinks, "_post_next", "  post next receive"), (p2p.Links, "post_recv", "    post_recv"),
     (wire.Wire, "spec", "buffer spec (sends and receives)"), (progress.Progress, "poke", "poke"),

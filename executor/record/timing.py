@@ -8,9 +8,20 @@ smallest rtt is kept, and that half round trip is the stated accuracy. (On one n
 ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes: the offsets come out near
 zero, which checks the method.)
 
-On a GPU, compute ops are timed with CUDA events; each step records one reference event
-right after a synchronise, so event times map onto the host clock as
-``host_ref + elapsed(ref, event)``.
+On a GPU, compute ops and staging copies are timed with CUDA events; each step records
+one reference event on an idle device and waits for it, reading the host clock just
+before the record and just after the wait: ``host_ref`` is the midpoint, and event times
+map onto the host clock as ``host_ref + elapsed(ref, event)``, wrong by at most half that
+bracket (:attr:`Recorder.mapping_errors`, one per step) plus the two clocks' drift over
+one step. The bracket costs one event round trip (tens of microseconds) before the
+step's start is stamped, outside every op.
+
+Staging copies (:mod:`executor.transport.wire`) are not ops: they are kept apart from the
+rows (:attr:`Recorder.copies`), so a SEND's row starts after its device-to-host copy and
+the copy has a span of its own. On a GPU the recorder also keeps each step's memory: the
+allocator's peak is reset at the step's start, the bytes allocated then are its baseline,
+and the peak is read at its end (:class:`DeviceMemory`; the optimizer step after it is
+not included).
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from schedules import Op
 
 from timeline import stream_of
 
-__all__ = ["ClockSync", "sync_clocks", "Recorder"]
+__all__ = ["ClockSync", "sync_clocks", "Recorder", "DeviceMemory"]
 
 _PING, _PONG = 901, 902
 
@@ -63,27 +74,70 @@ def sync_clocks(comm: MPI.Comm, rounds: int = 20) -> ClockSync:
     return ClockSync(offset=float(table[rank, 0]), error=float(table[:, 1].max()))
 
 
+class DeviceMemory:
+    """The CUDA caching allocator's counters for one device (the per-step bookkeeping of
+    :class:`Recorder` asks only these three things, so a test can hand it any counter)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def reset_peak(self) -> None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def allocated(self) -> int:
+        import torch
+
+        return torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        import torch
+
+        return torch.cuda.max_memory_allocated(self.device)
+
+
 class Recorder:
     """Rows (step, stage, mb, kind, stream, start, end) of one rank, times in local perf_counter.
 
     ``stamp``/``resolve`` time compute ops: host clock on CPU, CUDA events on a GPU.
+    ``memory`` (a :class:`DeviceMemory`, on a GPU) adds each step's baseline and peak.
     """
 
-    def __init__(self, cuda: bool = False):
+    def __init__(self, cuda: bool = False, memory: DeviceMemory | None = None):
         self._rows: list[tuple] = []
         self._raw: list[tuple] = []  # (step, op, start, end) not yet made rows
         self.step_starts: list[float] = []
         self._cuda = cuda
-        self._events: list[tuple] = []  # (stage, mb, kind, start_event, end_event)
+        self._events: list[tuple] = []  # (op, start_event, end_event)
+        self._copy_events: list[tuple] = []  # (stage, mb, kind, bytes, start_event, end_event)
         self._ref = None
+        self._host_ref = 0.0
+        self.copies: list[tuple] = []
+        """(step, stage, mb, kind, bytes, start, end) of each staging copy: kind D2H (before
+        a SEND) or H2D (after a RECV), times in local perf_counter."""
+        self.mapping_errors: list[float] = []
+        """On a GPU, per step: the bound on the event-to-host-clock mapping (s)."""
+        self.memory = memory
+        self.memory_steps: list[tuple[int, int]] = []
+        """With ``memory``, per step: (bytes allocated at its start, peak bytes during it)."""
+        self._baseline = 0
 
     def begin_step(self) -> float:
+        if self.memory is not None:
+            self.memory.reset_peak()
+            self._baseline = self.memory.allocated()
         if self._cuda:
             import torch
 
             torch.cuda.synchronize()
             self._ref = torch.cuda.Event(enable_timing=True)
+            before = time.perf_counter()
             self._ref.record()
+            self._ref.synchronize()  # the event has its time now: the host clock brackets it
+            after = time.perf_counter()
+            self._host_ref = (before + after) / 2
+            self.mapping_errors.append((after - before) / 2)
         start = time.perf_counter()
         self.step_starts.append(start)
         return start
@@ -97,6 +151,15 @@ class Recorder:
         self._flush()
         step = len(self.step_starts) - 1
         self._rows.append((step, stage, mb, kind, stream_of(kind), start, end))
+
+    def add_copy(self, kind: str, stage: int, mb: int, nbytes: int, span) -> None:
+        """A staging copy's span: (start, end) on the host clock, or two CUDA events
+        (made times at :meth:`end_step`)."""
+        start, end = span
+        if isinstance(start, float):
+            self.copies.append((len(self.step_starts) - 1, stage, mb, kind, nbytes, start, end))
+        else:
+            self._copy_events.append((stage, mb, kind, nbytes, start, end))
 
     @property
     def rows(self) -> list[tuple]:
@@ -141,18 +204,27 @@ class Recorder:
             self.add(op, start, end)
 
     def end_step(self) -> None:
-        """Resolve this step's CUDA events onto the host clock."""
-        if not self._cuda:
-            return
-        import torch
+        """Resolve this step's CUDA events onto the host clock; note its memory peak."""
+        if self._cuda:
+            import torch
 
-        torch.cuda.synchronize()
-        host_ref = self.step_starts[-1]
-        for op, start, end in self._events:
-            self.add(op, host_ref + self._ref.elapsed_time(start) / 1e3, host_ref + self._ref.elapsed_time(end) / 1e3)
-        self._events.clear()
+            torch.cuda.synchronize()
+            ref, host_ref = self._ref, self._host_ref
+            for op, start, end in self._events:
+                self.add(op, host_ref + ref.elapsed_time(start) / 1e3, host_ref + ref.elapsed_time(end) / 1e3)
+            step = len(self.step_starts) - 1
+            for stage, mb, kind, nbytes, start, end in self._copy_events:
+                self.copies.append((step, stage, mb, kind, nbytes, host_ref + ref.elapsed_time(start) / 1e3,
+                                    host_ref + ref.elapsed_time(end) / 1e3))
+            self._events.clear()
+            self._copy_events.clear()
+        if self.memory is not None:
+            self.memory_steps.append((self._baseline, self.memory.peak()))
 
     def clear(self) -> None:
         self._rows.clear()
         self._raw.clear()
         self.step_starts.clear()
+        self.copies.clear()
+        self.mapping_errors.clear()
+        self.memory_steps.clear()

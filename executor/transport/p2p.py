@@ -25,6 +25,13 @@ a SEND runs from its post to its completion (the send request complete: the data
 left the sender's buffer; the simulator's link delivered it); a RECV from the moment the
 rank reaches it (async) or posts it (blocking) to the moment its data is there. Under
 blocking every op of a batch starts at the batch's post and ends at its own completion.
+
+Staging on a GPU (:mod:`executor.transport.wire`) is no part of a row: a SEND's row starts
+once its device-to-host copy is done (so the link, a RECV's end minus its SEND's start,
+holds no compute and no copy), a RECV's row ends when its data is in host memory, and
+each copy is recorded as a span of its own (:meth:`Recorder.add_copy`, kinds D2H and
+H2D), which the host-time fit sees as time around the ops. Under blocking a SEND that
+staged after its batch was posted starts at the end of its own copy.
 """
 
 from __future__ import annotations
@@ -87,17 +94,25 @@ class Links:
                 found[i] = Route(key, self.peer(op), self.tags.tag(key), shape, dtype)
         return found
 
-    def post_send(self, route: Route, tensor: torch.Tensor, synchronous: bool) -> tuple[MPI.Request, torch.Tensor]:
-        data = self.wire.outgoing(tensor)
+    def stage(self, op: Op, tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The data MPI may read now, and whether a staging copy made it (recorded apart)."""
+        data, copy = self.wire.stage_out(tensor)
+        if copy is not None:
+            self.recorder.add_copy("D2H", op.stage, -1 if op.mb is None else op.mb, data.nbytes, copy)
+        return data, copy is not None
+
+    def post_send(self, route: Route, data: torch.Tensor, synchronous: bool) -> MPI.Request:
         post = self.comm.Issend if synchronous else self.comm.Isend
-        return post(self.wire.spec(data), route.peer, route.tag), data
+        return post(self.wire.spec(data), route.peer, route.tag)
 
     def post_recv(self, route: Route) -> tuple[MPI.Request, torch.Tensor]:
         buffer, spec = self.wire.buffer(route.shape, route.dtype)
         return self.comm.Irecv(spec, route.peer, route.tag), buffer
 
-    def deliver(self, route: Route, buffer: torch.Tensor) -> None:
-        tensor = self.wire.arrived(buffer)
+    def deliver(self, op: Op, route: Route, buffer: torch.Tensor) -> None:
+        tensor, copy = self.wire.stage_in(buffer)
+        if copy is not None:
+            self.recorder.add_copy("H2D", op.stage, -1 if op.mb is None else op.mb, buffer.nbytes, copy)
         if self.memory is not None:
             self.memory.hold(tensor)
         self.mailbox[route.key] = tensor
@@ -135,8 +150,9 @@ class AsyncLinks(Links):
             self._recvs[route] = (self.progress.add(request), buffer)
 
     def send(self, op: Op, route: Route, tensor: torch.Tensor) -> None:
+        data, _ = self.stage(op, tensor)
         start = time.perf_counter()
-        request, data = self.post_send(route, tensor, synchronous=False)
+        request = self.post_send(route, data, synchronous=False)
         self._sends.append((op, start, self.progress.add(request), data))  # `data` kept alive until done
 
     def recv(self, op: Op, route: Route) -> None:
@@ -144,7 +160,7 @@ class AsyncLinks(Links):
         pending, buffer = self._recvs.pop(route)
         done = self.progress.wait(pending)
         self.recorder.add(op, start, max(start, done))
-        self.deliver(route, buffer)
+        self.deliver(op, route, buffer)
         self._post_next()
 
     def end_step(self) -> None:
@@ -158,7 +174,7 @@ class AsyncLinks(Links):
 class BlockingLinks(Links):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._batch: list[tuple[Op, Route, Pending, torch.Tensor]] = []
+        self._batch: list[tuple[Op, Route, Pending, torch.Tensor, float]] = []  # ..., the row's start
         self._posted = 0.0
         self._closing: frozenset[Route] = frozenset()
 
@@ -169,15 +185,17 @@ class BlockingLinks(Links):
             self._closing = frozenset(routes[i] for i, op in enumerate(ops) if op.kind.is_comm and ends[i] == i + 1)
 
     def send(self, op: Op, route: Route, tensor: torch.Tensor) -> None:
+        data, copied = self.stage(op, tensor)
         self._open()
-        request, data = self.post_send(route, tensor, synchronous=True)
-        self._batch.append((op, route, self.progress.add(request), data))
+        start = time.perf_counter() if copied else self._posted
+        request = self.post_send(route, data, synchronous=True)
+        self._batch.append((op, route, self.progress.add(request), data, start))
         self._close_after(route)
 
     def recv(self, op: Op, route: Route) -> None:
         self._open()
         request, buffer = self.post_recv(route)
-        self._batch.append((op, route, self.progress.add(request), buffer))
+        self._batch.append((op, route, self.progress.add(request), buffer, self._posted))
         self._close_after(route)
 
     def _open(self) -> None:
@@ -192,11 +210,11 @@ class BlockingLinks(Links):
         """Wait for the whole batch, then hand the received data over."""
         if not self._batch:
             return
-        ends = self.progress.wait_all([pending for _, _, pending, _ in self._batch])
-        for (op, route, _, buffer), end in zip(self._batch, ends):
-            self.recorder.add(op, self._posted, end)
+        ends = self.progress.wait_all([pending for _, _, pending, _, _ in self._batch])
+        for (op, route, _, buffer, start), end in zip(self._batch, ends):
+            self.recorder.add(op, start, max(start, end))
             if _is_recv(op):
-                self.deliver(route, buffer)
+                self.deliver(op, route, buffer)
         self._batch.clear()
 
     def end_step(self) -> None:
