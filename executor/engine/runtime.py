@@ -18,10 +18,10 @@ from mpi4py import MPI
 from ..compute.memory import MemoryMeter
 from ..compute.stage import SleepStage, Stage
 from ..record.cputime import CpuRecorder
-from ..record.timing import Recorder
+from ..record.timing import DeviceMemory, Recorder
 from ..transport.p2p import make_links
 from ..transport.parallel import GradReducer, Topology
-from ..transport.progress import Progress, make_progress
+from ..transport.progress import Progress, check_thread_level, make_progress
 from ..transport.wire import Wire
 from .interpreter import Interpreter, Microbatches
 from .plan import Plan
@@ -125,6 +125,7 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
     device = _device(plan, local_rank)
     held = plan.schedule.stages_of(rank)
     progress = make_progress(cfg.progress, spin=local_size <= len(os.sched_getaffinity(0)))
+    check_thread_level(cfg.progress, device.type)
     layers = {s: _layers(plan, s, device) for s in held} if cfg.compute == "real" else {}
     data = _microbatches(plan, topology, held, device)
     weights = [p for group in layers.values() for layer in group for p in layer.parameters()]
@@ -132,8 +133,9 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
     stages = {s: _stage(plan, s, device, progress, memory, layers.get(s)) for s in held}
     oversubscribed = local_size > len(os.sched_getaffinity(0))  # then an op's CPU time is its own work
     recorder = (CpuRecorder() if device.type == "cpu" and cfg.compute == "real" and (cfg.cpu_times or oversubscribed)
-                else Recorder(cuda=device.type == "cuda" and cfg.compute == "real"))
-    wire = Wire(device)
+                else Recorder(cuda=device.type == "cuda" and cfg.compute == "real",
+                              memory=DeviceMemory(device) if device.type == "cuda" else None))
+    wire = Wire(device, poke=progress.poke if cfg.progress in ("idle", "hooks") else None)  # waits for the device
     window = cfg.recv_window or 2 * plan.ranks
     links = make_links(cfg.comm, topology.pipe, plan.schedule.stage_to_rank, plan.tags, plan.boundary,
                        wire, recorder, progress, memory, window=window)

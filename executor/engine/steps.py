@@ -37,7 +37,9 @@ from .plan import Plan, plan
 from .runtime import Runtime, build_runtime, node_layout
 from .watchdog import FACTOR, FIRST_FACTOR, FIRST_FLOOR_S, FIRST_STEPS_S, FLOOR_S, Watchdog
 
-__all__ = ["run", "RunResult", "execute"]
+__all__ = ["run", "RunResult", "execute", "STAGING_COLUMNS"]
+
+STAGING_COLUMNS = ["rank", "step", "stage", "mb", "kind", "bytes", "start", "end"]
 
 
 @dataclass
@@ -59,7 +61,16 @@ class RunResult:
     the step's start, -2 inside an overlapped pair, else the index in the rank's list
     after which it was taken), time (s from the rank's start of that step) and bytes."""
     cuda_peak: list | None = None
-    """World rank 0, on CUDA: per pipeline rank, torch.cuda.max_memory_allocated (bytes)."""
+    """World rank 0, on CUDA: per pipeline rank, torch.cuda.max_memory_allocated (bytes),
+    the highest over the timed steps (the peak is reset at each step's start)."""
+    device: list | None = None
+    """World rank 0, on CUDA: per pipeline rank, {"memory": [(bytes allocated at the step's
+    start, peak bytes during it) per timed step], "mapping_error": [the event-to-host
+    clock bound (s) per timed step]} (:class:`executor.record.timing.Recorder`)."""
+    staging: pd.DataFrame | None = None
+    """World rank 0, when transfers were staged: every copy of replica 0's timed steps,
+    columns :data:`STAGING_COLUMNS` (kind D2H before a SEND, H2D after a RECV; times from
+    the step's origin, like the trace's)."""
     alone: list | None = None
     """World rank 0, with --inflation: per world rank, {(stage, kind): median s} timed alone
     (the mean of the medians before and after the timed steps)."""
@@ -104,9 +115,7 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
                     alone = time_ops(runtime, the_plan, world, alone_repeats)
                 if cfg.costs is not None:  # the machine's speed now, against the profile's
                     canary_now = canary_in_turns(world)
-                runtime.recorder.clear()
-                if runtime.device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
+                runtime.recorder.clear()  # on a GPU the recorder resets the memory peak every step
             watchdog.arm(step)
             local = _step(runtime, world, cfg)
             watchdog.disarm()
@@ -121,8 +130,8 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
     finally:
         watchdog.close()
         runtime.close()
-    cuda = torch.cuda.max_memory_allocated(runtime.device) if runtime.device.type == "cuda" else None
-    gathered = _gather(runtime, topology.pipe, clock.offset, samples, cuda) if topology.replica == 0 else None
+    gathered = _gather(runtime, topology.pipe, clock.offset, samples, _device_record(runtime.recorder)) \
+        if topology.replica == 0 else None
     ok = not verdict.startswith("check FAILED")
     result = RunResult(the_plan, ok, verdict, loss, None, clock.error, alone=alone, watchdog_s=watchdog.limit,
                        canary=canary_now)
@@ -132,11 +141,22 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
             result.cpu = pd.DataFrame([row for part in cpu for row in part],
                                       columns=["rank", "step", "stage", "mb", "kind", "seconds"])
     if world.Get_rank() == 0:
-        rows, memory, peaks = gathered
+        rows, memory, devices, copies = gathered
         result.trace = _frame(rows)
         result.memory = pd.DataFrame(memory, columns=["step", "rank", "op", "time", "bytes"])
-        result.cuda_peak = peaks if cuda is not None else None
+        if copies:
+            result.staging = pd.DataFrame(copies, columns=STAGING_COLUMNS)
+        if devices[0] is not None:
+            result.device = devices
+            result.cuda_peak = [max((peak for _, peak in d["memory"]), default=0) for d in devices]
     return result
+
+
+def _device_record(recorder) -> dict | None:
+    """On a GPU, this rank's per-step (baseline, peak) bytes and clock-mapping bounds."""
+    if recorder.memory is None:
+        return None
+    return {"memory": list(recorder.memory_steps), "mapping_error": list(recorder.mapping_errors)}
 
 
 def _metered_step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig, watchdog: Watchdog, step: int) -> list:
@@ -269,22 +289,24 @@ def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan
 
 
 def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float, samples: list | None = None,
-            cuda_peak: int | None = None) -> tuple | None:
+            device: dict | None = None) -> tuple | None:
     """Replica 0's trace rows and memory samples on its pipeline rank 0, row times from
-    each step's origin on rank 0's clock (samples keep their own step's times); and the
-    ranks' CUDA peaks."""
+    each step's origin on rank 0's clock (samples keep their own step's times); the
+    ranks' device records (:func:`_device_record`); and the staging copies, timed as rows."""
     rec, rank = runtime.recorder, pipe.Get_rank()
     mine = [(rank, *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
     held = [(0, rank, op, t, b) for t, b, op in samples or []]
     starts = [t + offset for t in rec.step_starts]
-    gathered = pipe.gather((mine, held, starts, cuda_peak), root=0)
+    copies = [(rank, *c[:5], c[5] + offset, c[6] + offset) for c in rec.copies]
+    gathered = pipe.gather((mine, held, starts, device, copies), root=0)
     if gathered is None:
         return None
     origins = np.min([g[2] for g in gathered], axis=0)  # per step: earliest start over ranks
     rows = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] - origins[r[1]], r[7] - origins[r[1]])
             for g in gathered for r in g[0]]
     memory = [m for g in gathered for m in g[1]]
-    return rows, memory, [g[3] for g in gathered]
+    copies = [(*c[:6], c[6] - origins[c[1]], c[7] - origins[c[1]]) for g in gathered for c in g[4]]
+    return rows, memory, [g[3] for g in gathered], copies
 
 
 def _frame(rows: list) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """What rank 0 writes after a run: trace.csv, trace.json (Perfetto), gantt.png,
-summary.json, compare.png, and the predicted-against-measured table it prints.
+summary.json, compare.png (staging.csv where transfers were staged), and the
+predicted-against-measured table it prints.
 
 trace.csv, trace.json and gantt.png hold the median timed step (times from that step's
 origin), in the shared trace schema; trace_steps.csv holds every timed step (plus a
@@ -23,6 +24,7 @@ from timeline.gantt import plot_compare, plot_gantt
 from timeline.perfetto import write_perfetto
 
 from . import held
+from .device import device_keys
 from .predict import Comparison, ErrorSplit, compare_run, measured, predict_from_alone
 from ..engine.steps import RunResult
 
@@ -124,6 +126,7 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
         "progress": cfg.progress, "watchdog_s": result.watchdog_s,
     }
     out.update(_memory(result, cmp))
+    out.update(device_keys(result))  # thread level, boundary bytes; on a GPU per-step memory, staging, clock
     if result.alone is not None:
         out["op_inflation"] = inflation(result)
         if cmp is not None:  # the instrument's whole cost: measured over ops-alone prediction
@@ -195,6 +198,8 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
             pass
     attempt("trace.csv", lambda path: one.to_csv(path, index=False))
     attempt("trace_steps.csv", lambda path: trace.to_csv(path, index=False))  # every timed step, with a step column
+    if result.staging is not None:  # the staging copies of every timed step (a GPU without CUDA-aware MPI)
+        attempt("staging.csv", lambda path: result.staging.to_csv(path, index=False))
     attempt("trace.json", lambda path: write_perfetto(
         one, path, memory=held.memory_timeline(result.memory, one, result.plan.schedule.ops)))
     attempt("gantt.png", lambda path: plot_gantt(one, path))

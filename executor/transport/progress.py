@@ -9,8 +9,10 @@ default):
 
 ``idle`` (default): no thread. The main thread tests every outstanding request at each
     op boundary (:meth:`Progress.poke`, called by the interpreter), and inside an op only
-    where the host is idle while the device computes: a sleeping stage's slices (and on
-    a GPU the wait for the device). Real compute on a CPU runs bare: there the host is
+    where the host is idle while the device computes: a sleeping stage's slices, and on
+    a GPU the wait for the device before a send (:meth:`executor.transport.wire.Wire.wait`
+    polls an event and pokes; the host runs ahead of the device everywhere else, queueing
+    kernels, and a RECV's wait pokes anyway). Real compute on a CPU runs bare: there the host is
     the device, a transfer moved mid-op runs on the very core the op is timed on, and
     with MPICH's shared memory here the receiver pulls the data itself (a 16 MiB message
     completed 1.6 ms after its Isend while the sender made no MPI call for 20 ms; the
@@ -21,8 +23,12 @@ default):
 ``hooks``: ``idle``, and between the layers of a real stage too (in the forward
     directly, in the backward through a gradient hook on each layer's output): the
     earlier default, kept to compare against; registering the hooks costs compute time.
+    On a GPU these pokes come while the layers' kernels are being queued, all within the
+    op's first launches, not while they run; the backward's run on autograd's device
+    thread (:func:`check_thread_level`).
 ``boundary``: the same, at op boundaries only (no pokes inside an op): a transfer that
-    arrives mid-op waits for the op's end.
+    arrives mid-op waits for the op's end, and on a GPU the host blocks in the wait for
+    the device before a send.
 ``thread``: the earlier design, a daemon thread calling ``Testsome`` every ``interval``
     (200 us). Kept for comparison: its wake-ups take the GIL and the core from the compute
     it runs beside (worst op 1.41x its time alone here: bench/executor_overhead.py).
@@ -51,7 +57,8 @@ import time
 
 from mpi4py import MPI
 
-__all__ = ["Pending", "Progress", "ThreadProgress", "make_progress", "POLICIES", "MAX_INTERVAL_S"]
+__all__ = ["Pending", "Progress", "ThreadProgress", "make_progress", "check_thread_level", "POLICIES",
+           "MAX_INTERVAL_S"]
 
 MAX_INTERVAL_S = 500e-6  # the longest sleep between pokes of a waiting rank on an oversubscribed node
 
@@ -206,6 +213,17 @@ def make_progress(policy: str, spin: bool) -> Progress:
     if policy not in POLICIES:
         raise ValueError(f"unknown progress policy {policy!r}; expected one of {', '.join(POLICIES)}")
     return Progress(spin, pokes=policy in ("idle", "hooks", "boundary"))
+
+
+def check_thread_level(policy: str, device_type: str) -> None:
+    """Refuse a policy that would call MPI from a thread the MPI library does not allow.
+    Under ``hooks`` on a GPU the backward's pokes run on autograd's device thread (on a
+    CPU autograd runs a backward on the calling thread), while the main thread waits in
+    ``backward`` without calling MPI: calls from any thread, one at a time, which is
+    MPI_THREAD_SERIALIZED. mpi4py asks for THREAD_MULTIPLE by default."""
+    if policy == "hooks" and device_type == "cuda" and MPI.Query_thread() < MPI.THREAD_SERIALIZED:
+        raise RuntimeError("--progress hooks on a GPU calls MPI from autograd's device thread, which needs "
+                           "MPI_THREAD_SERIALIZED at least; this MPI was started with less")
 
 
 def _tight_timer_slack() -> None:
