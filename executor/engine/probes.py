@@ -20,6 +20,13 @@ pipeline communicator (:func:`private`), so its tags can never meet a run's tran
   flight over compute without, minus 1, median over ranks (never below 0).
 * :func:`pingpong`: one-way times between pipeline neighbours over 8 bytes and sizes from
   a quarter of the smallest activation to twice the largest (:func:`ping_sizes`).
+
+The interference and ping-pong messages live where a run's do (:func:`_buffer`: the run's
+:class:`~executor.transport.wire.Wire` makes them): pinned host memory where a GPU run
+stages, device memory under a CUDA-aware MPI. The staging copies themselves are not in
+the link: a run records them apart and a SEND's row starts after its copy
+(:mod:`executor.transport.p2p`), so the link the simulator fits to a run and the one
+measured here are the same MPI transfer.
 * :func:`allreduce`: each stage's gradient all-reduce in its data-parallel group.
 * :func:`scheduler`: what the OS scheduler does when the node's ranks outnumber its cores:
   how long a busy rank keeps a core, how long it waits for one, how late a waiting rank
@@ -35,6 +42,7 @@ import statistics
 import time
 
 import numpy as np
+import torch
 from mpi4py import MPI
 
 from ..record.alone import idle_barrier, stage_inputs
@@ -51,6 +59,13 @@ PING, PONG, EXCHANGE = 1, 2, 3  # tags on the probes' own communicator (:func:`p
 def private(comm: MPI.Comm) -> MPI.Comm:
     """A duplicate of ``comm``: a matching space of its own, so any tag is safe on it."""
     return comm.Dup()
+
+
+def _buffer(wire, n: int):
+    """An n-byte MPI buffer made as the run makes its receive buffers (host bytes without a wire)."""
+    if wire is None:
+        return np.zeros(n, dtype=np.uint8)
+    return wire.buffer((n,), torch.uint8)[1]
 
 
 def turns(world: MPI.Comm, work, together: bool):
@@ -109,7 +124,8 @@ def interference(runtime: Runtime, plan, comm: MPI.Comm, boundary_bytes: float, 
     stage, (x, target, grad) = _first_stage(runtime, plan)
     measure, progress = runtime.recorder.time_call, runtime.progress
     n = int(boundary_bytes)
-    out, into = np.ones(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8)
+    wire = runtime.interpreter.links.wire
+    out, into = _buffer(wire, n), _buffer(wire, n)
     plain, busy = [], []
     for _ in range(repeats):
         plain.append(measure(stage.forward, -2, x, target) + measure(stage.backward, -2, grad))
@@ -130,9 +146,10 @@ def ping_sizes(acts: list[float]) -> list[int]:
     return sorted({8, *(int(low * (high / low) ** (k / steps)) for k in range(steps + 1))})
 
 
-def pingpong(comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 20) -> list[dict]:
+def pingpong(comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 20, wire=None) -> list[dict]:
     """One-way times between pipeline neighbours r, r + 1 (each pair in turn, the other
-    ranks asleep), on every rank: [{"src", "dst", "samples": [(bytes, seconds), ...]}]."""
+    ranks asleep), on every rank: [{"src", "dst", "samples": [(bytes, seconds), ...]}];
+    the messages in buffers made by ``wire`` (the run's)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     sizes = ping_sizes(acts)
     pairs = []
@@ -141,7 +158,7 @@ def pingpong(comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 2
         if rank in (left, left + 1):
             peer = left + 1 if rank == left else left
             for n in sizes:
-                buf = np.zeros(n, dtype=np.uint8)
+                buf = _buffer(wire, n)
                 for k in range(rounds + 3):
                     start = time.perf_counter()
                     if rank == left:

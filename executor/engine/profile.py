@@ -209,7 +209,7 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
         comm = probes.private(topology.pipe)
         mine = probes.interference(runtime, first, comm, max(message_bytes(first)[0] or [0.0]), repeats)
         interference = statistics.median(world.allgather(mine))
-        pairs = probes.pingpong(comm, acts, world)
+        pairs = probes.pingpong(comm, acts, world, wire=runtime.interpreter.links.wire)
         comm.Free()
         reduce = _allreduce_tables(layouts, topology, local_rank, local_size, cfg.dp)
         os_scheduler = probes.scheduler(world, local)
