@@ -133,7 +133,7 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
     stages = {s: _stage(plan, s, device, progress, memory, layers.get(s)) for s in held}
     oversubscribed = local_size > len(os.sched_getaffinity(0))  # then an op's CPU time is its own work
     recorder = (CpuRecorder() if device.type == "cpu" and cfg.compute == "real" and (cfg.cpu_times or oversubscribed)
-                else Recorder(cuda=device.type == "cuda" and cfg.compute == "real",
+                else Recorder(cuda=device.type == "cuda" and cfg.compute == "real", device_clock=device.type == "cuda",
                               memory=DeviceMemory(device) if device.type == "cuda" else None))
     wire = Wire(device, poke=progress.poke if cfg.progress in ("idle", "hooks") else None)  # waits for the device
     window = cfg.recv_window or 2 * plan.ranks

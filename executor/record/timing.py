@@ -100,15 +100,18 @@ class DeviceMemory:
 class Recorder:
     """Rows (step, stage, mb, kind, stream, start, end) of one rank, times in local perf_counter.
 
-    ``stamp``/``resolve`` time compute ops: host clock on CPU, CUDA events on a GPU.
-    ``memory`` (a :class:`DeviceMemory`, on a GPU) adds each step's baseline and peak.
+    ``stamp``/``resolve`` time compute ops: host clock on CPU, CUDA events with ``cuda``
+    (real compute on a GPU). ``memory`` (a :class:`DeviceMemory`, on a GPU) adds each
+    step's baseline and peak; ``device_clock`` maps events onto the host clock every step
+    (staging copies are timed with events on a GPU even when compute sleeps).
     """
 
-    def __init__(self, cuda: bool = False, memory: DeviceMemory | None = None):
+    def __init__(self, cuda: bool = False, memory: DeviceMemory | None = None, device_clock: bool | None = None):
         self._rows: list[tuple] = []
         self._raw: list[tuple] = []  # (step, op, start, end) not yet made rows
         self.step_starts: list[float] = []
         self._cuda = cuda
+        self._clock = cuda if device_clock is None else device_clock
         self._events: list[tuple] = []  # (op, start_event, end_event)
         self._copy_events: list[tuple] = []  # (stage, mb, kind, bytes, start_event, end_event)
         self._ref = None
@@ -127,7 +130,7 @@ class Recorder:
         if self.memory is not None:
             self.memory.reset_peak()
             self._baseline = self.memory.allocated()
-        if self._cuda:
+        if self._clock:
             import torch
 
             torch.cuda.synchronize()
@@ -205,7 +208,7 @@ class Recorder:
 
     def end_step(self) -> None:
         """Resolve this step's CUDA events onto the host clock; note its memory peak."""
-        if self._cuda:
+        if self._clock:
             import torch
 
             torch.cuda.synchronize()
