@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -228,7 +229,10 @@ def test_dry_run_prints_the_whole_plan_and_runs_nothing(tmp_path):
 
 
 def test_without_a_gpu_the_script_refuses_in_one_line(tmp_path):
-    done = _script(str(tmp_path / "out"), PATH=f"{tmp_path}:/usr/bin:/bin")  # no nvidia-smi on this PATH
+    fake = tmp_path / "nvidia-smi"  # what nvidia-smi does where the driver finds no GPU
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    fake.chmod(0o755)
+    done = _script(str(tmp_path / "out"), PATH=f"{tmp_path}:{os.environ['PATH']}")
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "no GPU" in done.stderr
     assert not (tmp_path / "out").exists()
@@ -239,7 +243,8 @@ def test_smoke_run_on_cpu_writes_the_archive_and_the_table(tmp_path):
     """The script's whole flow on CPU run outputs: the transfer bench (staging forced), one
     check, one timed run and the summary step; two files come back."""
     out = tmp_path / "out"
-    done = _script("--smoke", "--only", "^(transfer|check-small-1f1b|small-1f1b)$", str(out), timeout=600)
+    done = _script("--smoke", "--only", "^(transfer|check-small-1f1b|small-1f1b)$", str(out), timeout=600,
+                   PYTHON=sys.executable)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.md", "gpu_check.tar.gz"]
     table = (out / "gpu_check.md").read_text()
