@@ -130,21 +130,12 @@ trap finish EXIT
 
 # --- install (the GPU machine: no network; its python3 holds torch, numpy, pandas, matplotlib)
 if ((!SMOKE)); then
-  step install setup - 120 - "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --prefix "$PREFIX" "$ROOT"/.whl/*.whl || exit 1
-  if ((!DRY)); then
-    SITE=$(dirname "$(dirname "$(find "$PREFIX" -path '*/mpi4py/__init__.py' | head -n 1)")")
-    LIBMPI=$(find "$PREFIX" -name libmpi.so.12 | head -n 1)
-    MPIEXEC=$(find "$PREFIX" -name mpiexec -type f | head -n 1)
-  else
-    SITE=$PREFIX/lib/python3.12/site-packages LIBMPI=$PREFIX/lib/libmpi.so.12
-  fi
-  # mpi4py loads libmpi by path (its wheel has no rpath); the pip-installed mpi4py shadows the machine's
-  export PYTHONPATH=$SITE:$PYTHONPATH MPI4PY_LIBMPI=$LIBMPI LD_LIBRARY_PATH=$(dirname "$LIBMPI")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export PATH=$(dirname "$MPIEXEC"):$PATH
-  ((DRY)) && echo "export PYTHONPATH=$PYTHONPATH MPI4PY_LIBMPI=$MPI4PY_LIBMPI LD_LIBRARY_PATH=$LD_LIBRARY_PATH PATH=$(dirname "$MPIEXEC"):\$PATH"
-  if ((!DRY)) && [[ ! -x $MPIEXEC || -z $LIBMPI ]]; then
-    echo "gpu_check: the wheels in .whl/ installed no mpiexec or libmpi under $PREFIX" >&2
+  source "$ROOT/bench/gpu_env.sh"
+  step install setup - 120 - "$PY" "${PIP_INSTALL[@]}" "$PREFIX" "$ROOT"/.whl/*.whl || exit 1
+  if ((DRY)); then
+    echo "wheels_env $PREFIX $ROOT  # bench/gpu_env.sh: PYTHONPATH, MPI4PY_LIBMPI, LD_LIBRARY_PATH, PATH; mpiexec"
+  elif ! wheels_env "$PREFIX" "$ROOT"; then
+    echo "gpu_check: the wheels in .whl/ installed no mpi4py, libmpi or mpiexec under $PREFIX" >&2
     exit 1
   fi
   step gpu setup - 30 - sh -c "nvidia-smi --query-gpu=name,driver_version,compute_mode,memory.total,pstate,clocks.sm,clocks.max.sm,temperature.gpu --format=csv >'$WORK/nvidia-smi.csv'"

@@ -34,12 +34,10 @@ echo "total $((total / 1024)) KiB in $(ls .whl/*.whl | wc -l) wheels (the call's
 if [[ ${1:-} == --rehearse ]]; then
   py=$2
   prefix=$(mktemp -d /tmp/pipebubble-rehearse.XXXXXX)
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$prefix" .whl/*.whl
-  site=$(dirname "$(dirname "$(find "$prefix" -path '*/mpi4py/__init__.py' | head -n 1)")")
-  libmpi=$(find "$prefix" -name libmpi.so.12 | head -n 1)
-  mpiexec=$(find "$prefix" -name mpiexec -type f | head -n 1)
-  PYTHONPATH=$site:$ROOT MPI4PY_LIBMPI=$libmpi LD_LIBRARY_PATH=$(dirname "$libmpi") PATH=$(dirname "$mpiexec"):$PATH \
-    timeout 60 "$mpiexec" -n 2 "$py" -c "
+  source "$ROOT/bench/gpu_env.sh"
+  "$py" "${PIP_INSTALL[@]}" "$prefix" .whl/*.whl
+  wheels_env "$prefix" "$ROOT"
+  timeout 60 "$MPIEXEC" -n 2 "$py" -c "
 import sys, mpi4py, simpy, schedules
 from mpi4py import MPI
 c = MPI.COMM_WORLD
