@@ -8,15 +8,18 @@
 #
 #   --dry-run    print every command of the plan, run none (no GPU needed)
 #   --smoke      rehearse the whole flow on this machine's CPU with tiny sizes and .venv
-#                ($PYTHON if set)
-#                (the numbers mean nothing; the flow, the files and the summary are real)
-#   --only REGEX run only the steps whose name matches (e.g. '^large-' for a second lease)
+#                ($PYTHON if set): the numbers mean nothing; the flow, the files and the
+#                summary are real
+#   --only REGEX run only the steps whose name matches, e.g. '^(profile|large-)' in a
+#                second lease (the install and preflight steps always run)
 #   --budget S   seconds for all the steps (default 390); a step that would start with
 #                less than 20 s left is skipped and listed as such; the summary and the
 #                archive come after, in a few seconds
 #
 # Before the GPU machine: bash bench/gpu_wheels.sh here fills .whl/ (mpich, mpi4py, simpy
-# for its Python 3.12); the call carries .whl. There the machine's own python3 (it holds a
+# for its Python 3.12). The call carries .whl, runs `bash bench/gpu_check.sh $OUT` (the two
+# files come back) and gives it about 480 s (timeout_s), so that the archive is written
+# even when the budget runs out. There the machine's own python3 (it holds a
 # CUDA torch) is used: the wheels go under /tmp/pipebubble with pip's --prefix (--target
 # drops the mpich wheel's lib/, where libmpi lives), the repository itself is on
 # PYTHONPATH, and mpiexec is the one the mpich wheel installs.
@@ -79,7 +82,7 @@ record() { ((DRY)) || printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/steps.
 step() {
   local name=$1 group=$2 size=$3 cap=$4 out=$5
   shift 5
-  if [[ -n $ONLY && ! $name =~ $ONLY ]]; then
+  if [[ -n $ONLY && $group != setup && ! $name =~ $ONLY ]]; then  # setup steps always run
     record "$name" "$group" "$size" skipped "not in --only" "$out" "-"
     return 0
   fi
@@ -138,7 +141,7 @@ if ((!SMOKE)); then
     echo "gpu_check: the wheels in .whl/ installed no mpi4py, libmpi or mpiexec under $PREFIX" >&2
     exit 1
   fi
-  step gpu setup - 30 - sh -c "nvidia-smi --query-gpu=name,driver_version,compute_mode,memory.total,pstate,clocks.sm,clocks.max.sm,temperature.gpu --format=csv >'$WORK/nvidia-smi.csv'"
+  step gpu setup - 30 - sh -c "nvidia-smi --query-gpu=name,driver_version,compute_mode,memory.total,pstate,clocks.sm,clocks.max.sm,temperature.gpu --format=csv >'$WORK/nvidia-smi.csv' || nvidia-smi"
   step machine-mpi4py setup - 30 - sh -c "env -u PYTHONPATH -u MPI4PY_LIBMPI -u LD_LIBRARY_PATH $PY -c \"import importlib.metadata as m; print('mpi4py', m.version('mpi4py'))\" >'$WORK/machine-mpi4py.txt' 2>&1; env -u PYTHONPATH -u MPI4PY_LIBMPI -u LD_LIBRARY_PATH $PY -c \"from mpi4py import MPI; print('loads', MPI.Get_library_version().splitlines()[0])\" >>'$WORK/machine-mpi4py.txt' 2>&1 || echo 'imports no MPI by itself' >>'$WORK/machine-mpi4py.txt'"
   step cuda setup - 60 - "$PY" -c "import torch, mpi4py, simpy; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), mpi4py.__file__)" \
     || { echo "gpu_check: torch sees no GPU or the wheels do not import; see logs/cuda.log" >&2; exit 1; }
