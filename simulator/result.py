@@ -119,7 +119,8 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
     it (raising :class:`schedules.ScheduleError`) under ``comm`` (default async).
 
     With ``costs.dp > 1`` the lists hold a REDUCE_GRAD per stage; a Lowered given must
-    match ``comm`` and that, else ValueError.
+    match ``comm`` and hold them, else ValueError (one holding them at dp = 1 reduces over
+    one replica, in no time).
     """
     costs = Costs() if costs is None else costs
     runs: list[tuple[Model, float]] = []  # the model run, and when it began
@@ -134,7 +135,9 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
 
     if isinstance(schedule, Lowered):
         lowered = schedule
-        if comm not in (None, lowered.comm) or lowered.reduce_grad != (costs.dp > 1):
+        # A Lowered may carry REDUCE_GRAD at dp = 1 (a schedule file written with them): an
+        # all-reduce over one replica moves nothing and takes no time. Missing ones are refused.
+        if comm not in (None, lowered.comm) or (costs.dp > 1 and not lowered.reduce_grad):
             raise ValueError(f"this Lowered is for comm={lowered.comm}, reduce_grad={lowered.reduce_grad}; "
                              f"asked comm={comm or lowered.comm}, dp={costs.dp}: validate the schedule for that")
         stuck = run(lowered.program, lowered.comm)

@@ -111,8 +111,10 @@ def share(runtime: Runtime, plan, world: MPI.Comm, local: MPI.Comm, repeats: int
     rate = [statistics.median([r[k] for r in per_k if r[k] is not None]) for k in range(local.Get_size())]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if local.Get_size() <= cores:  # a rank computing beside yielding ones is alone: 1.0, not 1.0 +- noise
-        return [r / rate[0] for r in rate]
-    return rate  # beside ranks that poll for a core it is not: k = 1 runs slower than alone too
+        rate = [r / rate[0] for r in rate]
+    # (beside ranks that poll for a core it is not: k = 1 runs slower than alone too.) No
+    # rank computes faster beside others than alone: a rate above 1 is noise.
+    return [min(1.0, r) for r in rate]
 
 
 def interference(runtime: Runtime, plan, comm: MPI.Comm, boundary_bytes: float, repeats: int) -> float:
