@@ -9,6 +9,8 @@ SIGKILL that ``subprocess.run`` sends on timeout would leave the ranks running.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,18 @@ from typing import Sequence
 
 __all__ = ["launch", "MPIEXEC", "TIMEOUT_S"]
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"  # the MPICH wheel's, installed beside this Python
+def _mpiexec() -> Path:
+    """``PIPEBUBBLE_MPIEXEC`` if set; else the MPICH wheel's, installed beside this Python;
+    else the first ``mpiexec`` on PATH (a machine whose Python is not ours: the GPU check)."""
+    named = os.environ.get("PIPEBUBBLE_MPIEXEC")
+    if named:
+        return Path(named)
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = shutil.which("mpiexec")
+    return beside if beside.exists() or not found else Path(found)
+
+
+MPIEXEC = _mpiexec()
 TIMEOUT_S = 150
 
 
