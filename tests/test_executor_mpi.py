@@ -125,7 +125,7 @@ def test_exception_on_one_rank_ends_the_job():
 
 BAD = [
     (3, ["--dp", "2"], "not divisible by --dp 2"),
-    (2, ["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "7"], "interleaved"),
+    (2, ["--schedule", "interleaved-1f1b", "--chunks", "2", "--microbatches", "7", "--batch", "448"], "interleaved"),
     (2, ["--layers", "1"], "fewer than its 2 model stages"),
     (2, ["--schedule-file", "tests/data/torch_ScheduleGPipe_p4_m8_compute_only.csv", "--microbatches", "8"],
      "names 4 ranks"),
