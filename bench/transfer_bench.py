@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from executor.engine.runtime import node_layout  # noqa: E402
-from executor.record.device import thread_level  # noqa: E402
+from executor.results.device import thread_level  # noqa: E402
 from executor.transport.wire import Wire, cuda_aware  # noqa: E402
 
 WARMUP = 3

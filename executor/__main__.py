@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import traceback
 
 from cliguard import EXIT_INTERRUPT
@@ -27,13 +28,15 @@ __all__ = ["main", "abort_on_failure"]
 def _abort(kind, value, tb) -> None:
     from mpi4py import MPI  # imported here: importing it starts MPI, after main() has set its options
 
-    from .engine.watchdog import abort_job
+    from .engine.watchdog import GRACE_S, abort_job
 
     rank = MPI.COMM_WORLD.Get_rank()
     if issubclass(kind, KeyboardInterrupt):  # mpiexec passes Ctrl-C to every rank: each ends itself,
         if rank == 0:                        # rank 0 says so, and the job's code is the shell's 130
             sys.stderr.write("executor: interrupted; ending every rank\n")
             sys.stderr.flush()
+        else:  # the first rank to exit ends the job: rank 0's line must reach mpiexec first
+            time.sleep(GRACE_S)
         os._exit(EXIT_INTERRUPT)  # no MPI_Abort (it prints a line of its own per job)
     text = "".join(traceback.format_exception(kind, value, tb))
     abort_job(f"executor: rank {rank} failed; aborting all ranks\n{text}", 1)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if _refuse_alike(world, reason, "executor"):
         return 2
     from .engine.steps import execute
-    from .record.report import format_inflation, format_table, write_outputs
+    from .results.report import format_inflation, format_table, write_outputs
 
     result = execute(the_plan, world)
     if world.Get_rank() == 0:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             summary, cmp, failed = write_outputs(result, out, predict=cfg.predict)
             if cmp is not None:
                 label = (f"{cfg.schedule_label}: p={the_plan.ranks} m={cfg.microbatches} dp={cfg.dp} "
-                         f"comm={cfg.comm} progress={cfg.progress} compute={cfg.compute} "
+                         f"comm={cfg.comm_mode} progress={cfg.progress} compute={cfg.compute} "
                          f"({cfg.steps} timed steps, median)")
                 print(format_table(label, cmp))
             else:
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _profile(argv: list[str]) -> int:
-    """``python -m executor profile``: see :mod:`executor.engine.profile`."""
+    """``python -m executor profile``: see :mod:`executor.results.profile`."""
     from pathlib import Path
 
     from mpi4py import MPI
@@ -160,7 +163,7 @@ def _profile(argv: list[str]) -> int:
         return 2
     from simulator import Profile  # its summary, the one screen a profile prints
 
-    from .engine.profile import plan_layouts, profile
+    from .results.profile import plan_layouts, profile
 
     try:  # every layout is planned (and so checked) on every rank alike before any work
         layouts = plan_layouts(cfg, world, options.chunks, options.microbatches)

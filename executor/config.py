@@ -2,7 +2,7 @@
 
 Every flag name is part of the contract of the executor issue; defaults suit a laptop CPU.
 Parsing touches no MPI: all checks that can be made from the arguments alone happen on
-every rank before any communication (see :mod:`executor.setup`).
+every rank before any communication (see :mod:`executor.engine.plan`).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class RunConfig:
     """auto (cuda when available), cpu or cuda."""
     dtype: str = "float32"
     """float32, float64 or bfloat16."""
-    comm: str = "async"
-    """async or blocking: the two semantics of schedules.lowering."""
+    comm_mode: str = "async"
+    """``--comm``: async or blocking, the two semantics of schedules.lowering."""
     compute: str = "real"
     """real, or sleep: timed sleeps instead of compute, activation-sized buffers still move."""
     t_f: float = 0.010
@@ -216,7 +216,8 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
                    help="auto: CUDA when a GPU is visible, else CPU (default %(default)s)")
     p.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default=d.dtype,
                    help="parameter and activation dtype (default %(default)s)")
-    p.add_argument("--comm", choices=("async", "blocking"), default=d.comm, help="communication semantics")
+    p.add_argument("--comm", dest="comm_mode", choices=("async", "blocking"), default=d.comm_mode,
+                   help="communication semantics")
     p.add_argument("--compute", choices=("real", "sleep"), default=d.compute, help="sleep: timed sleeps, real transfers")
     p.add_argument("--t-f", type=_millis, default=d.t_f, help="sleep per forward, ms (compute=sleep)")
     p.add_argument("--t-i", type=_millis, default=d.t_i, help="sleep per input-backward, ms")

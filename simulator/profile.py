@@ -69,7 +69,7 @@ the layout has them, else the ``sequence`` times, else the ``alone`` times, and
 one; ``times="concurrent"`` takes the concurrent times and no share table instead). An op
 in a run finds the caches as the other ops left them (other microbatches' activations,
 the other chunk's weights, the transfers' copies); an op repeated on one microbatch
-finds its own (:mod:`executor.engine.profile`). ``scale`` multiplies every compute time
+finds its own (:mod:`executor.results.profile`). ``scale`` multiplies every compute time
 (e.g. by the canary's drift since the profile: ``executor --canary``). act_memory is F's bytes and
 w_memory_fraction W's share of I + W, over all stages; the all-reduce times are fitted to
 the ring model of :class:`simulator.Costs` (dp_latency, dp_bandwidth); ``dispatch`` gives

@@ -46,12 +46,12 @@ def cases(world: int) -> list[tuple[str, RunConfig]]:
     comms = ("blocking", "async")
     for i, name in enumerate(("1f1b", "zb-h1", "interleaved-1f1b") if world == 4 else ()):
         chunks = 2 if name == "interleaved-1f1b" else None
-        cfg = replace(SMALL, schedule=name, chunks=chunks, dp=2, comm=comms[i % 2])
-        out.append((f"{name} p=2 x dp=2 {cfg.comm}", cfg))
+        cfg = replace(SMALL, schedule=name, chunks=chunks, dp=2, comm_mode=comms[i % 2])
+        out.append((f"{name} p=2 x dp=2 {cfg.comm_mode}", cfg))
     if world == 4:  # bfloat16 travels as raw bytes and is all-reduced in float32
-        out.append(("1f1b p=2 x dp=2 bfloat16", replace(SMALL, dp=2, dtype="bfloat16", comm="async")))
+        out.append(("1f1b p=2 x dp=2 bfloat16", replace(SMALL, dp=2, dtype="bfloat16", comm_mode="async")))
     # both semantics on every schedule would double the time: blocking takes every other case
-    return [(label, cfg if i % 2 == 0 or cfg.dp > 1 else replace(cfg, comm="blocking"))
+    return [(label, cfg if i % 2 == 0 or cfg.dp > 1 else replace(cfg, comm_mode="blocking"))
             for i, (label, cfg) in enumerate(out)]
 
 
@@ -63,7 +63,7 @@ def main() -> int:
         result = run(cfg, world)
         failed += not result.ok
         if world.Get_rank() == 0:
-            print(f"CASE {label} comm={cfg.comm} {'PASS' if result.ok else 'FAIL'} {result.message}", flush=True)
+            print(f"CASE {label} comm={cfg.comm_mode} {'PASS' if result.ok else 'FAIL'} {result.message}", flush=True)
     return 1 if failed else 0
 
 

@@ -22,10 +22,10 @@ from mpi4py import MPI
 
 import schedules
 from executor.config import RunConfig
-from executor.engine import profile as profile_module
+from executor.results import profile as profile_module
 from executor.engine.plan import plan, stage_shapes
 from executor.engine.steps import STAGING_COLUMNS, _device_record
-from executor.record.device import device_keys
+from executor.results.device import device_keys
 from executor.record.timing import Recorder
 from executor.transport import progress as progress_module
 from executor.transport.p2p import AsyncLinks, BlockingLinks

@@ -12,14 +12,14 @@ import schedules
 from executor.compute import oracle
 from executor.config import UsageError, parse_args
 from executor.compute.model import Workload, partition, stage_bounds
-from executor.record.predict import measured, message_bytes
+from executor.results.predict import measured
 from executor.engine.plan import plan
 from executor.compute.stage import SleepStage, Stage
 
 
 def test_defaults_and_millisecond_flags():
     cfg = parse_args(["--compute", "sleep", "--t-f", "12", "--t-i", "3", "--t-w", "4.5"])
-    assert (cfg.schedule, cfg.microbatches, cfg.comm) == ("1f1b", 8, "async")
+    assert (cfg.schedule, cfg.microbatches, cfg.comm_mode) == ("1f1b", 8, "async")
     assert (cfg.t_f, cfg.t_i, cfg.t_w) == pytest.approx((0.012, 0.003, 0.0045))
     assert str(cfg.out_dir(4)) == "out/run-1f1b-p4-m8"
 
@@ -153,7 +153,7 @@ def test_plan_knows_every_boundary_shape_without_messages():
     the_plan = plan(parse_args(["--model", "transformer", "--layers", "4", "--width", "16", "--batch", "8",
                                 "--seq-len", "5", "--microbatches", "4", "--compute", "sleep"]), 2)
     assert [shape for shape, _ in the_plan.boundary] == [(2, 5, 16), (2, 5, 16)]
-    act, grads = message_bytes(the_plan)
+    act, grads = the_plan.message_bytes()
     assert act == [2 * 5 * 16 * 4]
     assert len(grads) == 2 and grads[0] == grads[1] > 0
 

@@ -120,7 +120,7 @@ def test_unknown_policy_is_refused():
 @pytest.mark.parametrize("ranks,chunks,m", [(2, 1, 8), (2, 2, 16), (4, 2, 4), (3, 2, 1), (2, 3, 6)])
 def test_profile_reference_runs_time_every_kind_of_every_stage(ranks, chunks, m):
     import schedules
-    from executor.engine.profile import reference_names
+    from executor.results.profile import reference_names
 
     fused, split = reference_names(ranks, chunks, m)
     for name, kinds in ((fused, "FB"), (split, "FIW")):
@@ -132,7 +132,7 @@ def test_profile_reference_runs_time_every_kind_of_every_stage(ranks, chunks, m)
 
 def test_profile_refuses_a_layout_no_reference_schedule_builds():
     from executor.config import UsageError
-    from executor.engine.profile import reference_names
+    from executor.results.profile import reference_names
 
     assert reference_names(2, 2, 5) == ("looped-bfs", "zbv")  # torch's interleaving rule refuses m = 5
     with pytest.raises(UsageError, match="no reference schedule builds for ranks=2 chunks=3 microbatches=5"):
@@ -142,7 +142,7 @@ def test_profile_refuses_a_layout_no_reference_schedule_builds():
 def test_host_times_read_off_a_trace():
     import pandas as pd
 
-    from executor.record.dispatch import host_times
+    from executor.results.dispatch import host_times
 
     us = 1e-6
     rows = []  # rank 0: F, F (10 us apart); F, 2 SENDs, B (10 + 2 x 30 us); F, RECV (arrives late), F

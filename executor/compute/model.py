@@ -12,6 +12,7 @@ do by parameters or time), unless ``--balance`` fixes the layers per stage.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from dataclasses import dataclass
@@ -22,10 +23,14 @@ from torch import nn
 
 from ..config import RunConfig, UsageError
 
-__all__ = ["Workload", "build_workload", "partition", "stage_bounds", "DTYPES", "footprint", "check_fits",
-           "available_memory"]
+__all__ = ["Workload", "Boundary", "build_workload", "partition", "stage_bounds", "stage_shapes", "DTYPES", "footprint",
+           "check_fits", "available_memory"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+Boundary = tuple[tuple[int, ...], torch.dtype]
+"""Shape and dtype of one microbatch's activation leaving a stage."""
 
 
 @dataclass(frozen=True)
@@ -193,3 +198,27 @@ def stage_bounds(layers: Sequence[nn.Module], stages: int, balance: Sequence[int
         bounds.append((start, start + size))
         start += size
     return bounds
+
+
+def stage_shapes(workload: Workload, bounds: list[tuple[int, int]], rows: int) -> list[Boundary]:
+    """One microbatch through the stages. A meta-built model (--compute sleep) is run one
+    layer at a time on uninitialised CPU memory: only shapes matter, and a forward on the
+    meta device costs seconds of lazy imports per rank. It runs one row, dimension 0 being
+    the batch by the factory contract, and scales dimension 0 back up."""
+    x = workload.inputs[:rows]
+    meta = x.is_meta
+    if meta:
+        x = torch.zeros((1, *x.shape[1:]), dtype=x.dtype)
+    shapes = []
+    with torch.no_grad():
+        for start, stop in bounds:
+            for layer in workload.layers[start:stop]:
+                x = _materialised(layer)(x)
+            shape = (rows, *x.shape[1:]) if meta else tuple(x.shape)
+            shapes.append((tuple(shape), x.dtype))
+    return shapes
+
+
+def _materialised(layer: torch.nn.Module) -> torch.nn.Module:
+    is_meta = any(t.is_meta for t in [*layer.parameters(), *layer.buffers()])
+    return copy.deepcopy(layer).to_empty(device="cpu") if is_meta else layer

@@ -17,7 +17,6 @@ the watchdog which op the rank is in.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -31,15 +30,11 @@ from ..transport.p2p import Links, Route
 from ..transport.parallel import GradReducer
 from ..transport.progress import Progress
 
-__all__ = ["Interpreter", "Microbatches", "InjectedFailure"]
+__all__ = ["Interpreter", "Microbatches"]
 
 
 def _unmetered(i: int) -> None:
     """The memory sample of a step that is not metered."""
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by --fail-rank to test that a failure ends the whole job."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +48,13 @@ class Microbatches:
 class Interpreter:
     def __init__(self, ops: tuple[Op, ...], stages: dict, last_stage: int, data: Microbatches,
                  links: Links, reducer: GradReducer | None, recorder: Recorder, progress: Progress,
-                 memory: MemoryMeter, fail_at: int | None = None, stall: bool = False):
+                 memory: MemoryMeter):
         self.ops, self.stages, self.last, self.data = ops, stages, last_stage, data
         self.links, self.reducer, self.recorder = links, reducer, recorder
         self.progress, self.memory = progress, memory
         self.position = -1  # index of the op running now (read by the watchdog thread)
         self.steps_run = 0
-        self.stall = stall  # testing aid: sleep forever at the first op of the second step
-        self.stalling = False
+        self.why = ""  # what the watchdog should add to where a rank is stuck (executor.engine.faults)
         self.mailbox: dict[tuple[str, int, int], torch.Tensor] = links.mailbox
         handlers: dict[OpKind, Callable[[Op], None]] = {
             OpKind.F: self._forward,
@@ -82,9 +76,6 @@ class Interpreter:
         self.routes = links.routes(ops)
         self.program = [(op, partial(handlers[op.kind], self.routes[i]) if i in self.routes else handlers[op.kind],
                          op.kind.is_compute and op.pair is None) for i, op in enumerate(ops)]
-        if fail_at is not None:  # testing aid: that op's handler raises instead
-            self.program[fail_at] = (ops[fail_at], self._fail, False)
-        self.fail_at = fail_at
 
     def run_step(self) -> None:
         """Run every op of this rank once; afterwards all transfers and reductions are done."""
@@ -92,10 +83,6 @@ class Interpreter:
         sample = self.memory.sample if self.memory.on else _unmetered
         self.memory.begin_step()
         self.links.begin_step(self.ops, self.routes)
-        if self.stall and self.steps_run == 1:
-            self.position, self.stalling = 0, True
-            while True:  # --stall-rank: only the watchdog (or a signal) ends this
-                time.sleep(3600)
         for i, (op, handler, timed) in enumerate(self.program):
             self.position = i
             if timed:
@@ -113,9 +100,6 @@ class Interpreter:
             self.reducer.finish()
         if self.mailbox:
             raise RuntimeError(f"step ended with data nobody consumed: {sorted(self.mailbox)}")
-
-    def _fail(self, op: Op) -> None:
-        raise InjectedFailure(f"injected failure at op {self.fail_at} ({op}), as asked by --fail-rank")
 
     def _forward(self, op: Op) -> None:
         s, mb = op.stage, op.mb

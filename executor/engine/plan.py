@@ -9,7 +9,7 @@ meta device under --compute sleep), so no rank has to tell another what it will 
 
 from __future__ import annotations
 
-import copy
+import math
 import os
 from dataclasses import dataclass
 
@@ -19,16 +19,17 @@ from schedules import Schedule
 from schedules.synthesis import NAME as SYNTHESIZED
 
 from ..config import RunConfig, UsageError
-from ..compute.model import Workload, build_workload, check_fits, stage_bounds
+from ..compute.model import Boundary, Workload, build_workload, check_fits, stage_bounds, stage_shapes
 from ..transport.tags import TagPlan
 
-__all__ = ["Plan", "plan", "resolve_device", "stage_shapes"]
-
-Boundary = tuple[tuple[int, ...], torch.dtype]
+__all__ = ["RunPlan", "plan", "resolve_device", "stage_shapes"]
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunPlan:
+    """Everything one run is, decided before its first message (the planner's candidate
+    layouts are :class:`planner.search.Plan`: another thing)."""
+
     cfg: RunConfig
     schedule: schedules.Lowered
     """Validated and lowered (with REDUCE_GRAD when dp > 1): what the interpreter runs."""
@@ -42,6 +43,25 @@ class Plan:
     device: torch.device
     tags: TagPlan
     """MPI tags of the transfers, within TAG_UB (:mod:`executor.transport.tags`)."""
+
+    def message_bytes(self) -> tuple[list[float], list[float]]:
+        """Bytes crossing each stage boundary per microbatch, and gradient bytes per stage:
+        the one place both are counted (the profile, the fit and the report ask here)."""
+        act = [float(math.prod(shape) * dtype.itemsize) for shape, dtype in self.boundary[:-1]]
+        grads = [float(sum(p.numel() * p.element_size() for layer in self.workload.layers[start:stop]
+                           for p in layer.parameters())) for start, stop in self.bounds]
+        return act, grads
+
+    def profile_costs(self, profile=None, scale: float = 1.0):
+        """The :class:`simulator.Costs` of this run's layout from ``--costs costs.json`` (None
+        without it): the profile's stages cut as the run cuts them
+        (:func:`simulator.profile.recut`), compute times x ``scale``."""
+        if self.cfg.costs is None:
+            return None
+        import simulator  # only to predict
+
+        profile = profile or simulator.Profile.load(self.cfg.costs)
+        return profile.costs(self.schedule, dp=self.cfg.dp, scale=scale, layers=[b - a for a, b in self.bounds])
 
 
 def _schedule(cfg: RunConfig, world: int) -> tuple[Schedule, int]:
@@ -91,30 +111,6 @@ def resolve_device(cfg: RunConfig) -> torch.device:
     return torch.device("cuda")  # the index (local rank mod GPU count) is set after start-up
 
 
-def stage_shapes(workload: Workload, bounds: list[tuple[int, int]], rows: int) -> list[Boundary]:
-    """One microbatch through the stages. A meta-built model (--compute sleep) is run one
-    layer at a time on uninitialised CPU memory: only shapes matter, and a forward on the
-    meta device costs seconds of lazy imports per rank. It runs one row, dimension 0 being
-    the batch by the factory contract, and scales dimension 0 back up."""
-    x = workload.inputs[:rows]
-    meta = x.is_meta
-    if meta:
-        x = torch.zeros((1, *x.shape[1:]), dtype=x.dtype)
-    shapes = []
-    with torch.no_grad():
-        for start, stop in bounds:
-            for layer in workload.layers[start:stop]:
-                x = _materialised(layer)(x)
-            shape = (rows, *x.shape[1:]) if meta else tuple(x.shape)
-            shapes.append((tuple(shape), x.dtype))
-    return shapes
-
-
-def _materialised(layer: torch.nn.Module) -> torch.nn.Module:
-    is_meta = any(t.is_meta for t in [*layer.parameters(), *layer.buffers()])
-    return copy.deepcopy(layer).to_empty(device="cpu") if is_meta else layer
-
-
 def _tags(schedule: schedules.Lowered, tag_ub: int | None) -> TagPlan:
     if tag_ub is None:
         from mpi4py import MPI
@@ -128,7 +124,7 @@ def _tags(schedule: schedules.Lowered, tag_ub: int | None) -> TagPlan:
     return tags
 
 
-def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
+def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> RunPlan:
     """Check the arguments and work out the run; raise UsageError / ScheduleError.
 
     Cheap checks come first: the memory a built-in model needs against what this machine
@@ -153,17 +149,15 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> Plan:
                          f"{world // cfg.dp * (cfg.chunks or 1)} model stages ({world // cfg.dp} ranks x "
                          f"{cfg.chunks or 1} chunks)")
     schedule, ranks = _schedule(cfg, world)
-    lowered = schedules.validate(schedule, comm=cfg.comm, reduce_grad=cfg.dp > 1)
+    lowered = schedules.validate(schedule, comm=cfg.comm_mode, reduce_grad=cfg.dp > 1)
     bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)
     boundary = stage_shapes(workload, bounds, batch // parts)
-    the_plan = Plan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
+    the_plan = RunPlan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
     if cfg.costs is not None:  # a missing or foreign costs.json, or one without this layout: refused now
         from simulator.profile import ProfileError
 
-        from ..record.predict import profile_costs
-
         try:
-            profile_costs(the_plan)
+            the_plan.profile_costs()
         except ProfileError as err:
             raise UsageError(str(err)) from None
     return the_plan

@@ -117,11 +117,11 @@ def share(runtime: Runtime, plan, world: MPI.Comm, local: MPI.Comm, repeats: int
     return [min(1.0, r) for r in rate]
 
 
-def interference(runtime: Runtime, plan, comm: MPI.Comm, boundary_bytes: float, repeats: int) -> float:
+def interference(runtime: Runtime, plan, pipe_comm: MPI.Comm, boundary_bytes: float, repeats: int) -> float:
     """Compute with an own transfer in flight over compute without, minus 1 (this rank)."""
-    rank = comm.Get_rank()
+    rank = pipe_comm.Get_rank()
     peer = rank ^ 1
-    if peer >= comm.Get_size() or boundary_bytes <= 0:
+    if peer >= pipe_comm.Get_size() or boundary_bytes <= 0:
         return 0.0
     stage, (x, target, grad) = _first_stage(runtime, plan)
     measure, progress = runtime.recorder.time_call, runtime.progress
@@ -131,9 +131,9 @@ def interference(runtime: Runtime, plan, comm: MPI.Comm, boundary_bytes: float, 
     plain, busy = [], []
     for _ in range(repeats):
         plain.append(measure(stage.forward, -2, x, target) + measure(stage.backward, -2, grad))
-        comm.Barrier()
-        pending = [progress.add(comm.Irecv(into, source=peer, tag=EXCHANGE)),
-                   progress.add(comm.Isend(out, dest=peer, tag=EXCHANGE))]
+        pipe_comm.Barrier()
+        pending = [progress.add(pipe_comm.Irecv(into, source=peer, tag=EXCHANGE)),
+                   progress.add(pipe_comm.Isend(out, dest=peer, tag=EXCHANGE))]
         busy.append(measure(stage.forward, -2, x, target) + measure(stage.backward, -2, grad))
         progress.wait_all(pending)
     stage.losses.clear()
@@ -148,11 +148,11 @@ def ping_sizes(acts: list[float]) -> list[int]:
     return sorted({8, *(int(low * (high / low) ** (k / steps)) for k in range(steps + 1))})
 
 
-def pingpong(comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 20, wire=None) -> list[dict]:
+def pingpong(pipe_comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 20, wire=None) -> list[dict]:
     """One-way times between pipeline neighbours r, r + 1 (each pair in turn, the other
     ranks asleep), on every rank: [{"src", "dst", "samples": [(bytes, seconds), ...]}];
     the messages in buffers made by ``wire`` (the run's)."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank, size = pipe_comm.Get_rank(), pipe_comm.Get_size()
     sizes = ping_sizes(acts)
     pairs = []
     for left in range(size - 1):
@@ -164,13 +164,13 @@ def pingpong(comm: MPI.Comm, acts: list[float], world: MPI.Comm, rounds: int = 2
                 for k in range(rounds + 3):
                     start = time.perf_counter()
                     if rank == left:
-                        comm.Send(buf, dest=peer, tag=PING), comm.Recv(buf, source=peer, tag=PONG)
+                        pipe_comm.Send(buf, dest=peer, tag=PING), pipe_comm.Recv(buf, source=peer, tag=PONG)
                     else:
-                        comm.Recv(buf, source=peer, tag=PING), comm.Send(buf, dest=peer, tag=PONG)
+                        pipe_comm.Recv(buf, source=peer, tag=PING), pipe_comm.Send(buf, dest=peer, tag=PONG)
                     if k >= 3:
                         samples.append((float(n), (time.perf_counter() - start) / 2))
         idle_barrier(world)
-        pairs.append({"src": left, "dst": left + 1, "samples": comm.bcast(samples, root=left)})
+        pairs.append({"src": left, "dst": left + 1, "samples": pipe_comm.bcast(samples, root=left)})
     return pairs
 
 

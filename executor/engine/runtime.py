@@ -1,4 +1,4 @@
-"""One rank's working parts, made from a :class:`~executor.setup.Plan` after start-up.
+"""One rank's working parts, made from a :class:`~executor.engine.plan.RunPlan` after start-up.
 
 The device is the local rank modulo the node's GPU count; torch threads default to the
 node's cores divided by the ranks on it, so that oversubscribed CPU runs do not fight.
@@ -23,8 +23,9 @@ from ..transport.p2p import make_links
 from ..transport.parallel import GradReducer, Topology
 from ..transport.progress import Progress, check_thread_level, make_progress
 from ..transport.wire import Wire
+from .faults import inject
 from .interpreter import Interpreter, Microbatches
-from .plan import Plan
+from .plan import RunPlan
 
 __all__ = ["Runtime", "build_runtime", "node_layout"]
 
@@ -76,7 +77,7 @@ def node_layout(world: MPI.Comm) -> tuple[int, int]:
     return layout
 
 
-def _device(plan: Plan, local_rank: int) -> torch.device:
+def _device(plan: RunPlan, local_rank: int) -> torch.device:
     if plan.device.type != "cuda":
         return plan.device
     device = torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -84,12 +85,12 @@ def _device(plan: Plan, local_rank: int) -> torch.device:
     return device
 
 
-def _layers(plan: Plan, s: int, device: torch.device) -> list:
+def _layers(plan: RunPlan, s: int, device: torch.device) -> list:
     start, stop = plan.bounds[s]
     return [layer.to(device) for layer in plan.workload.layers[start:stop]]
 
 
-def _stage(plan: Plan, s: int, device: torch.device, progress: Progress, memory: MemoryMeter, layers: list | None):
+def _stage(plan: RunPlan, s: int, device: torch.device, progress: Progress, memory: MemoryMeter, layers: list | None):
     """Stage s of this rank. Pokes inside an op: a sleeping stage's slices under idle and
     hooks (the host is free while a device would compute), a real stage's layers under
     hooks only (:mod:`executor.transport.progress` says why)."""
@@ -106,7 +107,7 @@ def _stage(plan: Plan, s: int, device: torch.device, progress: Progress, memory:
                  poke=progress.poke if cfg.progress == "hooks" else None, memory=memory)
 
 
-def _microbatches(plan: Plan, topology: Topology, held: tuple[int, ...], device: torch.device) -> Microbatches:
+def _microbatches(plan: RunPlan, topology: Topology, held: tuple[int, ...], device: torch.device) -> Microbatches:
     cfg, w, last = plan.cfg, plan.workload, plan.schedule.num_stages - 1
 
     def split(t: torch.Tensor, needed: bool) -> tuple[torch.Tensor, ...]:
@@ -118,7 +119,7 @@ def _microbatches(plan: Plan, topology: Topology, held: tuple[int, ...], device:
     return Microbatches(split(w.inputs, 0 in held), split(w.targets, last in held))
 
 
-def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: int) -> Runtime:
+def build_runtime(plan: RunPlan, topology: Topology, local_rank: int, local_size: int) -> Runtime:
     cfg, rank = plan.cfg, topology.rank
     torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // local_size))
     keep_freed_memory()
@@ -137,15 +138,14 @@ def build_runtime(plan: Plan, topology: Topology, local_rank: int, local_size: i
                               memory=DeviceMemory(device) if device.type == "cuda" else None))
     wire = Wire(device, poke=progress.poke if cfg.progress in ("idle", "hooks") else None)  # waits for the device
     window = cfg.recv_window or 2 * plan.ranks
-    links = make_links(cfg.comm, topology.pipe, plan.schedule.stage_to_rank, plan.tags, plan.boundary,
+    links = make_links(cfg.comm_mode, topology.pipe_comm, plan.schedule.stage_to_rank, plan.tags, plan.boundary,
                        wire, recorder, progress, memory, window=window)
     params = {s: stage.parameters() for s, stage in stages.items()}
-    reducer = GradReducer(topology, params, wire, recorder, progress, cfg.comm == "async") if cfg.dp > 1 else None
+    reducer = GradReducer(topology, params, wire, recorder, progress, cfg.comm_mode == "async") if cfg.dp > 1 else None
     ops = plan.schedule.ops[rank]
     me = topology.world.Get_rank()
-    fail_at = len(ops) // 2 if cfg.fail_rank == me else None
-    interpreter = Interpreter(ops, stages, plan.schedule.num_stages - 1, data,
-                              links, reducer, recorder, progress, memory, fail_at, stall=cfg.stall_rank == me)
+    interpreter = Interpreter(ops, stages, plan.schedule.num_stages - 1, data, links, reducer, recorder, progress, memory)
+    inject(interpreter, fail=cfg.fail_rank == me, stall=cfg.stall_rank == me)
     flat = [p for group in params.values() for p in group]
     optimizer = torch.optim.SGD(flat, lr=cfg.lr) if flat else None
     return Runtime(device, stages, interpreter, recorder, progress, memory, optimizer)

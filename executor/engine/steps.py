@@ -31,9 +31,9 @@ from ..compute import oracle
 from ..config import RunConfig
 from ..record.alone import time_ops
 from ..record.canary import canary_in_turns
-from ..record.timing import sync_clocks
+from ..record.timing import Copy, Row, sync_clocks
 from ..transport.parallel import split_world
-from .plan import Plan, plan
+from .plan import RunPlan, plan
 from .runtime import Runtime, build_runtime, node_layout
 from .watchdog import FACTOR, FIRST_FACTOR, FIRST_FLOOR_S, FIRST_STEPS_S, FLOOR_S, Watchdog
 
@@ -42,19 +42,19 @@ __all__ = ["run", "RunResult", "execute", "STAGING_COLUMNS"]
 STAGING_COLUMNS = ["rank", "step", "stage", "mb", "kind", "bytes", "start", "end"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    plan: Plan
+    plan: RunPlan
     ok: bool
     """False when --check found a mismatch."""
     message: str
     """The --check verdict (one line), empty without --check."""
     loss: float
     """Mean loss over all microbatches of the last step."""
-    trace: pd.DataFrame | None
-    """World rank 0 only: replica 0's timed steps, the trace schema plus a ``step`` column."""
     clock_error: float
     """Bound on the clock alignment error across ranks (s)."""
+    trace: pd.DataFrame | None = None
+    """World rank 0 only: replica 0's timed steps, the trace schema plus a ``step`` column."""
     memory: pd.DataFrame | None = None
     """World rank 0 only: replica 0's activation bytes held (:mod:`executor.compute.memory`)
     in the metered step (untimed, after the warm-up), columns step (0), rank, op (-1 at
@@ -91,7 +91,7 @@ def run(cfg: RunConfig, world: MPI.Comm | None = None) -> RunResult:
     return execute(the_plan, world)
 
 
-def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunResult:
+def execute(the_plan: RunPlan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunResult:
     """Run a plan (every rank); ``alone_repeats``: rounds per op of ``--inflation``'s timing alone."""
     cfg = the_plan.cfg
     topology = split_world(world, the_plan.ranks, cfg.dp)
@@ -108,7 +108,7 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
         for step in range(cfg.warmup + cfg.steps):
             if step == cfg.warmup:
                 if cfg.warmup and cfg.timeout is None:
-                    watchdog.limit = _limit_after_warmup(runtime, the_plan, topology, clock.offset, world)
+                    watchdog.limit = _limit_after_warmup(runtime, world)
                 if not cfg.check:
                     samples = _metered_step(runtime, world, cfg, watchdog, step)
                 if cfg.inflation:
@@ -130,26 +130,13 @@ def execute(the_plan: Plan, world: MPI.Comm, *, alone_repeats: int = 20) -> RunR
     finally:
         watchdog.close()
         runtime.close()
-    gathered = _gather(runtime, topology.pipe, clock.offset, samples, _device_record(runtime.recorder)) \
-        if topology.replica == 0 else None
     ok = not verdict.startswith("check FAILED")
-    result = RunResult(the_plan, ok, verdict, loss, None, clock.error, alone=alone, watchdog_s=watchdog.limit,
-                       canary=canary_now)
-    if hasattr(runtime.recorder, "cpu") and topology.replica == 0:  # every rank of a node alike
-        cpu = topology.pipe.gather([(topology.rank, *row) for row in runtime.recorder.cpu], root=0)
-        if cpu is not None:
-            result.cpu = pd.DataFrame([row for part in cpu for row in part],
-                                      columns=["rank", "step", "stage", "mb", "kind", "seconds"])
-    if world.Get_rank() == 0:
-        rows, memory, devices, copies = gathered
-        result.trace = _frame(rows)
-        result.memory = pd.DataFrame(memory, columns=["step", "rank", "op", "time", "bytes"])
-        if copies:
-            result.staging = pd.DataFrame(copies, columns=STAGING_COLUMNS)
-        if devices[0] is not None:
-            result.device = devices
-            result.cuda_peak = [max((peak for _, peak in d["memory"]), default=0) for d in devices]
-    return result
+    mine = dict(plan=the_plan, ok=ok, message=verdict, loss=loss, clock_error=clock.error, alone=alone,
+                watchdog_s=watchdog.limit, canary=canary_now)
+    if topology.replica != 0:
+        return RunResult(**mine)
+    found = _gather(runtime, topology.pipe_comm, clock.offset, samples, _device_record(runtime.recorder))
+    return RunResult(**mine, **(found or {}))
 
 
 def _device_record(recorder) -> dict | None:
@@ -179,7 +166,7 @@ def _average(before: list | None, after: list | None) -> list | None:
     return [{key: (b[key] + a[key]) / 2 for key in b} for b, a in zip(before, after)]
 
 
-def _first_limit(runtime: Runtime, the_plan: Plan, world: MPI.Comm) -> float:
+def _first_limit(runtime: Runtime, the_plan: RunPlan, world: MPI.Comm) -> float:
     """FIRST_FACTOR x the step predicted before any step ran, at least FIRST_FLOOR_S (the
     same on every rank): from the profile with --costs; else from the sleeps, or from one
     F and one B of every stage timed now (bare, every rank at once, a scratch microbatch)."""
@@ -187,9 +174,8 @@ def _first_limit(runtime: Runtime, the_plan: Plan, world: MPI.Comm) -> float:
 
     from ..record.alone import stage_inputs
     from ..record.plain import bare, perf_call
-    from ..record.predict import profile_costs
 
-    costs = profile_costs(the_plan)
+    costs = the_plan.profile_costs()
     if costs is None:
         cfg, stages = the_plan.cfg, the_plan.schedule.num_stages
         if cfg.compute == "sleep":
@@ -211,19 +197,14 @@ def _first_limit(runtime: Runtime, the_plan: Plan, world: MPI.Comm) -> float:
     return max(FIRST_FLOOR_S, FIRST_FACTOR * simulator.simulate(the_plan.schedule, costs).makespan)
 
 
-def _limit_after_warmup(runtime: Runtime, the_plan: Plan, topology, offset: float, world: MPI.Comm) -> float:
-    """10 x the step the simulator predicts from the warm-up's own op costs, at least
-    FLOOR_S (the same on every rank)."""
-    import simulator
-
-    from ..record.predict import calibrate  # the simulator, only to predict
-
-    gathered = _gather(runtime, topology.pipe, offset) if topology.replica == 0 else None
-    limit = None
-    if world.Get_rank() == 0:
-        predicted = simulator.simulate(the_plan.schedule, calibrate(the_plan, _frame(gathered[0]))).makespan
-        limit = max(FACTOR * predicted, FLOOR_S)
-    return world.bcast(limit, root=0)
+def _limit_after_warmup(runtime: Runtime, world: MPI.Comm) -> float:
+    """FACTOR x the warm-up's last step as it ran (from its start to the last optimizer
+    step of any rank), at least FLOOR_S; the same on every rank. The first warm-up step
+    allocates and warms caches; the last one is what the timed steps will take."""
+    rec = runtime.recorder
+    mine = max((row.end for row in rec.rows if row.step == len(rec.step_starts) - 1), default=rec.step_starts[-1])
+    took = world.allreduce(mine - rec.step_starts[-1], op=MPI.MAX)
+    return max(FACTOR * took, FLOOR_S)
 
 
 def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
@@ -265,7 +246,7 @@ def _optimize(runtime: Runtime) -> None:
     runtime.recorder.add_row("OPTIMIZER", -1, -1, start, time.perf_counter())
 
 
-def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan: Plan) -> str:
+def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan: RunPlan) -> str:
     """Every rank compares its own stages; rank 0 names the first mismatch in model order."""
     want_loss, want_grads = want
     order = {name: i for i, name in enumerate(want_grads)}
@@ -288,28 +269,45 @@ def _check(runtime: Runtime, world: MPI.Comm, want: tuple, loss: float, the_plan
     return world.bcast(verdict, root=0)
 
 
-def _gather(runtime: Runtime, pipe: MPI.Comm, offset: float, samples: list | None = None,
-            device: dict | None = None) -> tuple | None:
-    """Replica 0's trace rows and memory samples on its pipeline rank 0, row times from
-    each step's origin on rank 0's clock (samples keep their own step's times); the
-    ranks' device records (:func:`_device_record`); and the staging copies, timed as rows."""
-    rec, rank = runtime.recorder, pipe.Get_rank()
-    mine = [(rank, *row[:5], row[5] + offset, row[6] + offset) for row in rec.rows]
-    held = [(0, rank, op, t, b) for t, b, op in samples or []]
-    starts = [t + offset for t in rec.step_starts]
-    copies = [(rank, *c[:5], c[5] + offset, c[6] + offset) for c in rec.copies]
-    gathered = pipe.gather((mine, held, starts, device, copies), root=0)
+def _gather(runtime: Runtime, pipe_comm: MPI.Comm, offset: float, samples: list | None = None,
+            device: dict | None = None) -> dict | None:
+    """Replica 0's records on its pipeline rank 0, as :class:`RunResult` fields (None on
+    the others): the trace (times from each step's origin, the earliest start of any rank,
+    on rank 0's clock), the metered step's memory samples (their own step's times), the
+    staging copies (timed as the rows), the ops' CPU times, the ranks' device records."""
+    rec, rank = runtime.recorder, pipe_comm.Get_rank()
+
+    def shifted(records: list) -> list:  # onto rank 0's clock
+        return [r._replace(start=r.start + offset, end=r.end + offset) for r in records]
+
+    part = (rank, shifted(rec.rows), [(0, rank, op, t, b) for t, b, op in samples or []],
+            [t + offset for t in rec.step_starts], device, shifted(rec.copies), getattr(rec, "cpu", None))
+    gathered = pipe_comm.gather(part, root=0)  # small named tuples and floats of our own making
     if gathered is None:
         return None
-    origins = np.min([g[2] for g in gathered], axis=0)  # per step: earliest start over ranks
-    rows = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] - origins[r[1]], r[7] - origins[r[1]])
-            for g in gathered for r in g[0]]
-    memory = [m for g in gathered for m in g[1]]
-    copies = [(*c[:6], c[6] - origins[c[1]], c[7] - origins[c[1]]) for g in gathered for c in g[4]]
-    return rows, memory, [g[3] for g in gathered], copies
+    origins = np.min([g[3] for g in gathered], axis=0)  # per step: the earliest start over ranks
+
+    def frame(index: int, fields: tuple[str, ...]) -> pd.DataFrame:
+        """Every rank's records ``index``, times from their step's origin."""
+        table = pd.DataFrame([(g[0], *r) for g in gathered for r in g[index]], columns=["rank", *fields])
+        if len(table):
+            origin = origins[table["step"].to_numpy()]
+            table["start"] -= origin
+            table["end"] -= origin
+        return table
+
+    trace, copies = frame(1, Row._fields), frame(5, Copy._fields)
+    found = {"trace": trace[TRACE_COLUMNS + ["step"]].sort_values(["step", "rank", "start"], kind="stable")
+             .reset_index(drop=True),
+             "memory": pd.DataFrame([m for g in gathered for m in g[2]], columns=["step", "rank", "op", "time", "bytes"]),
+             "staging": copies[STAGING_COLUMNS] if len(copies) else None}
+    if gathered[0][6] is not None:  # where ranks outnumber cores: each compute op's own work
+        found["cpu"] = pd.DataFrame([(g[0], *row) for g in gathered for row in g[6]],
+                                    columns=["rank", "step", "stage", "mb", "kind", "seconds"])
+    devices = [g[4] for g in gathered]
+    if devices[0] is not None:
+        found["device"] = devices
+        found["cuda_peak"] = [max((peak for _, peak in d["memory"]), default=0) for d in devices]
+    return found
 
 
-def _frame(rows: list) -> pd.DataFrame:
-    columns = ["rank", "step", "stage", "mb", "kind", "stream", "start", "end"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame[TRACE_COLUMNS + ["step"]].sort_values(["step", "rank", "start"], kind="stable").reset_index(drop=True)

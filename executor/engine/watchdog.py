@@ -88,8 +88,8 @@ class Watchdog:
             op = it.ops[i]
             where = f"op {i} ({op})"
             peer = it.links.waiting_for(op)
-            if it.stalling:
-                where += ", stalled on purpose by --stall-rank"
+            if it.why:
+                where += f", {it.why}"
             elif peer is not None:
                 where += f", waiting for pipeline rank {peer}"
         else:

@@ -22,9 +22,9 @@ from .plain import KINDS, SCRATCH_MB, bare, stage_inputs, time_stage
 __all__ = ["time_ops", "time_stage", "idle_barrier", "stage_inputs", "SCRATCH_MB", "KINDS"]
 
 
-def idle_barrier(comm: MPI.Comm) -> None:
+def idle_barrier(world: MPI.Comm) -> None:
     """A barrier that sleeps instead of spinning while it waits (MPICH's Barrier polls)."""
-    request = comm.Ibarrier()
+    request = world.Ibarrier()
     while not request.Test():
         time.sleep(1e-3)
 

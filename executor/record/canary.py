@@ -53,17 +53,17 @@ def time_canary(samples: int = SAMPLES) -> float:
     return statistics.median(times)
 
 
-def canary_in_turns(comm) -> list[float]:
+def canary_in_turns(world) -> list[float]:
     """Every rank's canary, timed in turn (the others asleep in a sleeping barrier); the
-    list, by rank, on every rank. Collective over ``comm``."""
+    list, by rank, on every rank. Collective over ``world``."""
     from .alone import idle_barrier  # MPI, imported on use
 
     mine = 0.0
-    for turn in range(comm.Get_size()):
-        if turn == comm.Get_rank():
+    for turn in range(world.Get_size()):
+        if turn == world.Get_rank():
             mine = time_canary()
-        idle_barrier(comm)
-    return comm.allgather(mine)  # floats made here
+        idle_barrier(world)
+    return world.allgather(mine)  # floats made here
 
 
 def drift(now: list[float], then: list[float]) -> float:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from ..compute.model import build_workload, stage_bounds
+from ..compute.model import build_workload, stage_bounds, stage_shapes
 from ..compute.stage import SleepStage, Stage
 from ..config import RunConfig, UsageError, build_parser
 
@@ -102,8 +102,6 @@ def time_stage(stage, measure, inputs: tuple, repeats: int, memory=None) -> dict
 def time_plain(cfg: RunConfig, ranks: int, chunks: int = 1, repeats: int = 40) -> list[dict[str, float]]:
     """Median seconds of F, B, I and W of every model stage of the run ``cfg`` at ``ranks``
     pipeline ranks and ``chunks`` stages a rank, timed in this process on bare layers."""
-    from ..engine.plan import stage_shapes  # the same shapes a run plans with (no MPI there)
-
     torch.set_num_threads(cfg.threads or 1)
     workload = build_workload(cfg)
     stages = ranks * chunks

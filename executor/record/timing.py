@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from mpi4py import MPI
@@ -35,7 +36,7 @@ from schedules import Op
 
 from timeline import stream_of
 
-__all__ = ["ClockSync", "sync_clocks", "Recorder", "DeviceMemory"]
+__all__ = ["ClockSync", "sync_clocks", "Recorder", "Row", "Copy", "DeviceMemory"]
 
 _PING, _PONG = 901, 902
 
@@ -48,29 +49,29 @@ class ClockSync:
     """Largest half round trip over ranks: the bound on any rank's offset error (s)."""
 
 
-def sync_clocks(comm: MPI.Comm, rounds: int = 20) -> ClockSync:
-    """Measure every rank's clock offset against rank 0 (collective over ``comm``)."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+def sync_clocks(world: MPI.Comm, rounds: int = 20) -> ClockSync:
+    """Measure every rank's clock offset against rank 0 (collective over ``world``)."""
+    rank, size = world.Get_rank(), world.Get_size()
     stamp = np.zeros(1)
     table = np.zeros((size, 2))  # per rank: offset, half round trip
-    comm.Barrier()
+    world.Barrier()
     if rank == 0:
         for peer in range(1, size):
             best = (np.inf, 0.0)
             for _ in range(rounds):
                 t0 = time.perf_counter()
-                comm.Send(stamp, dest=peer, tag=_PING)
-                comm.Recv(stamp, source=peer, tag=_PONG)
+                world.Send(stamp, dest=peer, tag=_PING)
+                world.Recv(stamp, source=peer, tag=_PONG)
                 t1 = time.perf_counter()
                 if t1 - t0 < best[0]:
                     best = (t1 - t0, t0 + (t1 - t0) / 2 - stamp[0])
             table[peer] = (best[1], best[0] / 2)
     else:
         for _ in range(rounds):
-            comm.Recv(stamp, source=0, tag=_PING)
+            world.Recv(stamp, source=0, tag=_PING)
             stamp[0] = time.perf_counter()
-            comm.Send(stamp, dest=0, tag=_PONG)
-    comm.Bcast(table, root=0)
+            world.Send(stamp, dest=0, tag=_PONG)
+    world.Bcast(table, root=0)
     return ClockSync(offset=float(table[rank, 0]), error=float(table[:, 1].max()))
 
 
@@ -97,8 +98,33 @@ class DeviceMemory:
         return torch.cuda.max_memory_allocated(self.device)
 
 
+class Row(NamedTuple):
+    """One op as it ran on one rank: the trace schema's columns but the rank, times in the
+    rank's own perf_counter seconds."""
+
+    step: int
+    stage: int
+    mb: int
+    kind: str
+    stream: str
+    start: float
+    end: float
+
+
+class Copy(NamedTuple):
+    """One staging copy on one rank (kind D2H before a SEND, H2D after a RECV)."""
+
+    step: int
+    stage: int
+    mb: int
+    kind: str
+    bytes: int
+    start: float
+    end: float
+
+
 class Recorder:
-    """Rows (step, stage, mb, kind, stream, start, end) of one rank, times in local perf_counter.
+    """:class:`Row` s of one rank, times in local perf_counter.
 
     ``stamp``/``resolve`` time compute ops: host clock on CPU, CUDA events with ``cuda``
     (real compute on a GPU). ``memory`` (a :class:`DeviceMemory`, on a GPU) adds each
@@ -107,8 +133,8 @@ class Recorder:
     """
 
     def __init__(self, cuda: bool = False, memory: DeviceMemory | None = None, device_clock: bool | None = None):
-        self._rows: list[tuple] = []
-        self._raw: list[tuple] = []  # (step, op, start, end) not yet made rows
+        self._rows: list[Row] = []
+        self._raw: list[tuple] = []  # (step, op, start, end) not yet made rows: the hot path only appends
         self.step_starts: list[float] = []
         self._cuda = cuda
         self._clock = cuda if device_clock is None else device_clock
@@ -116,9 +142,8 @@ class Recorder:
         self._copy_events: list[tuple] = []  # (stage, mb, kind, bytes, start_event, end_event)
         self._ref = None
         self._host_ref = 0.0
-        self.copies: list[tuple] = []
-        """(step, stage, mb, kind, bytes, start, end) of each staging copy: kind D2H (before
-        a SEND) or H2D (after a RECV), times in local perf_counter."""
+        self.copies: list[Copy] = []
+        """Each staging copy, times in local perf_counter."""
         self.mapping_errors: list[float] = []
         """On a GPU, per step: the bound on the event-to-host-clock mapping (s)."""
         self.memory = memory
@@ -153,27 +178,27 @@ class Recorder:
     def add_row(self, kind: str, stage: int, mb: int, start: float, end: float) -> None:
         self._flush()
         step = len(self.step_starts) - 1
-        self._rows.append((step, stage, mb, kind, stream_of(kind), start, end))
+        self._rows.append(Row(step, stage, mb, kind, stream_of(kind), start, end))
 
     def add_copy(self, kind: str, stage: int, mb: int, nbytes: int, span) -> None:
         """A staging copy's span: (start, end) on the host clock, or two CUDA events
         (made times at :meth:`end_step`)."""
         start, end = span
         if isinstance(start, float):
-            self.copies.append((len(self.step_starts) - 1, stage, mb, kind, nbytes, start, end))
+            self.copies.append(Copy(len(self.step_starts) - 1, stage, mb, kind, nbytes, start, end))
         else:
             self._copy_events.append((stage, mb, kind, nbytes, start, end))
 
     @property
-    def rows(self) -> list[tuple]:
-        """(step, stage, mb, kind, stream, start, end), one per op recorded."""
+    def rows(self) -> list[Row]:
+        """One per op recorded."""
         self._flush()
         return self._rows
 
     def _flush(self) -> None:
         for step, op, start, end in self._raw:
             kind = op.kind.value
-            self._rows.append((step, op.stage, -1 if op.mb is None else op.mb, kind, stream_of(kind), start, end))
+            self._rows.append(Row(step, op.stage, -1 if op.mb is None else op.mb, kind, stream_of(kind), start, end))
         self._raw.clear()
 
     def stamp(self):
@@ -217,7 +242,7 @@ class Recorder:
                 self.add(op, host_ref + ref.elapsed_time(start) / 1e3, host_ref + ref.elapsed_time(end) / 1e3)
             step = len(self.step_starts) - 1
             for stage, mb, kind, nbytes, start, end in self._copy_events:
-                self.copies.append((step, stage, mb, kind, nbytes, host_ref + ref.elapsed_time(start) / 1e3,
+                self.copies.append(Copy(step, stage, mb, kind, nbytes, host_ref + ref.elapsed_time(start) / 1e3,
                                     host_ref + ref.elapsed_time(end) / 1e3))
             self._events.clear()
             self._copy_events.clear()

@@ -72,10 +72,10 @@ class Route:
 class Links:
     """What both semantics share: peers, tags, buffers, and the mailbox receives land in."""
 
-    def __init__(self, comm: MPI.Comm, stage_to_rank: tuple[int, ...], tags: TagPlan,
+    def __init__(self, pipe_comm: MPI.Comm, stage_to_rank: tuple[int, ...], tags: TagPlan,
                  boundary: list[tuple[tuple[int, ...], torch.dtype]], wire: Wire, recorder: Recorder,
                  progress: Progress, memory=None):
-        self.comm, self.where, self.tags = comm, stage_to_rank, tags
+        self.pipe_comm, self.where, self.tags = pipe_comm, stage_to_rank, tags
         self.boundary = boundary  # boundary[s]: (shape, dtype) of stage s's output for one mb
         self.wire, self.recorder, self.progress = wire, recorder, progress
         self.memory = memory  # counts delivered buffers while they live (None: not measured)
@@ -102,12 +102,12 @@ class Links:
         return data, copy is not None
 
     def post_send(self, route: Route, data: torch.Tensor, synchronous: bool) -> MPI.Request:
-        post = self.comm.Issend if synchronous else self.comm.Isend
+        post = self.pipe_comm.Issend if synchronous else self.pipe_comm.Isend
         return post(self.wire.spec(data), route.peer, route.tag)
 
     def post_recv(self, route: Route) -> tuple[MPI.Request, torch.Tensor]:
         buffer, spec = self.wire.buffer(route.shape, route.dtype)
-        return self.comm.Irecv(spec, route.peer, route.tag), buffer
+        return self.pipe_comm.Irecv(spec, route.peer, route.tag), buffer
 
     def deliver(self, op: Op, route: Route, buffer: torch.Tensor) -> None:
         tensor, copy = self.wire.stage_in(buffer)

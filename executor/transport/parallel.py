@@ -32,9 +32,9 @@ __all__ = ["Topology", "split_world", "GradReducer"]
 @dataclass(frozen=True)
 class Topology:
     world: MPI.Comm
-    pipe: MPI.Comm
+    pipe_comm: MPI.Comm
     """This replica's pipeline communicator; its rank is the pipeline rank."""
-    dp: MPI.Comm
+    dp_comm: MPI.Comm
     """The communicator of this pipeline position across replicas."""
     replica: int
     ranks: int
@@ -44,7 +44,7 @@ class Topology:
 
     @property
     def rank(self) -> int:
-        return self.pipe.Get_rank()
+        return self.pipe_comm.Get_rank()
 
 
 def split_world(world: MPI.Comm, ranks: int, replicas: int) -> Topology:
@@ -61,7 +61,7 @@ class GradReducer:
 
     def __init__(self, topology: Topology, params: dict[int, list[torch.Tensor]], wire: Wire,
                  recorder: Recorder, progress: Progress, overlap: bool):
-        self.comm, self.replicas = topology.dp, topology.replicas
+        self.dp_comm, self.replicas = topology.dp_comm, topology.replicas
         self.params, self.wire, self.recorder, self.progress = params, wire, recorder, progress
         self.overlap = overlap  # async: complete before the optimizer; blocking: wait at once
         self._inflight: list[tuple[Op, float, Pending, torch.Tensor]] = []
@@ -85,7 +85,7 @@ class GradReducer:
         start = time.perf_counter()
         flat = self._pack(op.stage)
         spec = flat if flat.is_cuda else flat.numpy()  # typed, not bytes: MPI adds the values
-        request = self.comm.Iallreduce(MPI.IN_PLACE, spec, op=MPI.SUM)
+        request = self.dp_comm.Iallreduce(MPI.IN_PLACE, spec, op=MPI.SUM)
         self._inflight.append((op, start, self.progress.add(request), flat))
         if not self.overlap:
             self.finish()

@@ -6,7 +6,7 @@ trace.csv, trace.json and gantt.png hold the median timed step (times from that 
 origin), in the shared trace schema; trace_steps.csv holds every timed step (plus a
 ``step`` column), which is what calibration uses. trace.json's memory counter is the
 measured one (:mod:`executor.compute.memory`); summary.json sets each pipeline rank's
-measured peak beside the simulator's prediction (:mod:`executor.record.held`), and, with
+measured peak beside the simulator's prediction (:mod:`executor.results.held`), and, with
 --inflation, each op's in-run median over its median alone.
 """
 
@@ -104,7 +104,7 @@ def _memory(result: RunResult, cmp: Comparison | None) -> dict:
     if cmp is not None:
         grads = [math.prod(shape) * dtype.itemsize for shape, dtype in plan.boundary]
         out["predicted_peak_activation_bytes"] = held.predicted_peaks(
-            plan.schedule, cmp.costs, plan.cfg.comm, result.memory, grads)
+            plan.schedule, cmp.costs, result.memory, grads)
         sizes, share = held.per_microbatch(plan.schedule.ops, result.memory, plan.schedule.num_stages)
         out["measured_activation_bytes_per_microbatch"] = sizes
         out["measured_w_memory_fraction"] = share
@@ -117,7 +117,7 @@ def _summary(result: RunResult, times: list[float], bubbles: list[float], cmp: C
     plan, cfg = result.plan, result.plan.cfg
     out = {
         "schedule": cfg.schedule_label, "ranks": plan.ranks, "microbatches": cfg.microbatches,
-        "chunks": plan.schedule.chunks, "dp": cfg.dp, "comm": cfg.comm, "compute": cfg.compute,
+        "chunks": plan.schedule.chunks, "dp": cfg.dp, "comm": cfg.comm_mode, "compute": cfg.compute,
         "device": str(plan.device), "dtype": cfg.dtype, "model": cfg.model, "steps": cfg.steps,
         "warmup": cfg.warmup, "step_times": times, "bubble_fractions": bubbles,
         "measured_step_time": float(pd.Series(times).median()),
@@ -176,7 +176,7 @@ def write_outputs(result: RunResult, out: Path, predict: bool = True) -> tuple[d
     one = trace[trace["step"] == median_step][TRACE_COLUMNS].reset_index(drop=True)
     cfg = result.plan.cfg  # named in plot titles and the Perfetto trace's metadata
     one.attrs.update(schedule=cfg.schedule_label, ranks=result.plan.ranks, microbatches=cfg.microbatches,
-                     source="measured", comm=cfg.comm, compute=cfg.compute)
+                     source="measured", comm=cfg.comm_mode, compute=cfg.compute)
     cmp = compare_run(result.plan, trace, result.canary, result.cpu) if predict else None
     summary = _summary(result, times, bubbles, cmp)
     text = json.dumps(summary, indent=2, default=str) + "\n"

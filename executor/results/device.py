@@ -22,7 +22,6 @@ import statistics
 
 from mpi4py import MPI
 
-from .predict import message_bytes
 
 __all__ = ["device_keys", "thread_level"]
 
@@ -37,7 +36,7 @@ def thread_level() -> str:
 
 def device_keys(result) -> dict:
     """summary.json's keys for the device and transport of ``result`` (a RunResult)."""
-    out: dict = {"mpi_thread_level": thread_level(), "boundary_bytes": message_bytes(result.plan)[0]}
+    out: dict = {"mpi_thread_level": thread_level(), "boundary_bytes": result.plan.message_bytes()[0]}
     if result.device is not None:
         steps = [d["memory"] for d in result.device]
         out["cuda_step_baseline_bytes"] = [int(statistics.median(b for b, _ in s)) if s else None for s in steps]

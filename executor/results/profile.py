@@ -21,7 +21,7 @@ interpreter and clock), not from a second copy of its set-up.
   layers, the other ranks asleep, the first round's fused run, ``--inflation``'s
   yardstick), and the summary prints run over alone.
 * **Memory** per op (bytes F holds, B, I, W free) from each run's metered step.
-* **Host time** around ops (``dispatch``: :func:`executor.record.dispatch.host_times`) and
+* **Host time** around ops (``dispatch``: :func:`executor.results.dispatch.host_times`) and
   each rank's optimizer step, read off the same runs' traces.
 * **The canary** (:mod:`executor.record.canary`), timed before the first run and after the
   last: a run with ``--costs`` times it again and reports the machine's drift since.
@@ -54,15 +54,14 @@ from simulator.calibrate import OP_STATISTIC
 from ..compute.model import build_workload, check_fits
 from ..config import RunConfig, UsageError
 from ..record import canary
-from ..record.dispatch import host_times
-from ..record.held import op_bytes
+from .dispatch import host_times
+from .held import op_bytes
 from ..record.plain import KINDS
-from ..record.predict import message_bytes
 from ..transport.parallel import split_world
-from . import probes
-from .plan import Plan, plan
-from .runtime import build_runtime, node_layout
-from .steps import execute
+from ..engine import probes
+from ..engine.plan import RunPlan, plan
+from ..engine.runtime import build_runtime, node_layout
+from ..engine.steps import execute
 
 __all__ = ["profile", "PROFILE_MICROBATCHES", "REFERENCE", "reference_names", "ROUNDS", "SAMPLES"]
 
@@ -91,14 +90,14 @@ def reference_names(ranks: int, chunks: int, m: int) -> tuple[str, str]:
     return found[0], found[1]
 
 
-def _plans(cfg: RunConfig, world: MPI.Comm, ranks: int, chunks: int, m: int) -> tuple[Plan, Plan]:
+def _plans(cfg: RunConfig, world: MPI.Comm, ranks: int, chunks: int, m: int) -> tuple[RunPlan, RunPlan]:
     """The layout's two reference runs, planned (so refused, if they cannot run, before any
     work). Where ranks outnumber cores a run records each op's CPU time too
     (:mod:`executor.record.cputime`): its own work, without the waits for a core that
     :mod:`simulator.slicing` models; the profile then takes those."""
     steps = max(2, math.ceil(SAMPLES / m))
     return tuple(plan(replace(cfg, schedule=name, schedule_file=None, chunks=chunks, microbatches=m, steps=steps,
-                              warmup=1, comm="async", predict=False, check=False, inflation=False, costs=None,
+                              warmup=1, comm_mode="async", predict=False, check=False, inflation=False, costs=None,
                               out=None), world.Get_size())
                  for name in reference_names(ranks, chunks, m))
 
@@ -106,7 +105,7 @@ def _plans(cfg: RunConfig, world: MPI.Comm, ranks: int, chunks: int, m: int) -> 
 class _Layout:
     """What rank 0 gathers of one layout's runs."""
 
-    def __init__(self, fused: Plan, split: Plan):
+    def __init__(self, fused: RunPlan, split: RunPlan):
         self.fused, self.split = fused, split
         self.traces: list[pd.DataFrame] = []  # every run's timed steps, step ids apart
         self.cpu: list[pd.DataFrame] = []  # with cpu_times: every compute op's CPU time
@@ -148,7 +147,7 @@ class _Layout:
         grouped = took.groupby([ops["stage"], ops["kind"]])
         run, mean = grouped.agg(OP_STATISTIC), grouped.mean()
         p = self.fused
-        act, grads = message_bytes(p)
+        act, grads = p.message_bytes()
         stages = []
         for s in range(p.schedule.num_stages):
             row = {kind: {"alone": float(self.alone[(s, kind)]), "run": float(run[(s, kind)]),
@@ -205,12 +204,12 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
     local = world.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         rates = probes.share(runtime, first, world, local, repeats)
-        acts = [max(message_bytes(x.fused)[0] or [8.0]) for x in layouts.values()]
-        comm = probes.private(topology.pipe)
-        mine = probes.interference(runtime, first, comm, max(message_bytes(first)[0] or [0.0]), repeats)
+        acts = [max(x.fused.message_bytes()[0] or [8.0]) for x in layouts.values()]
+        pipe_comm = probes.private(topology.pipe_comm)
+        mine = probes.interference(runtime, first, pipe_comm, max(first.message_bytes()[0] or [0.0]), repeats)
         interference = statistics.median(world.allgather(mine))
-        pairs = probes.pingpong(comm, acts, world, wire=runtime.interpreter.links.wire)
-        comm.Free()
+        pairs = probes.pingpong(pipe_comm, acts, world, wire=runtime.interpreter.links.wire)
+        pipe_comm.Free()
         reduce = _allreduce_tables(layouts, topology, local_rank, local_size, cfg.dp)
         os_scheduler = probes.scheduler(world, local)
     finally:
@@ -244,10 +243,10 @@ def _allreduce_tables(layouts: dict, topology, local_rank: int, local_size: int,
     for key, layout in layouts.items():
         runtime = build_runtime(layout.fused, topology, local_rank, local_size)
         try:
-            mine = probes.allreduce(runtime, topology.dp)
+            mine = probes.allreduce(runtime, topology.dp_comm)
         finally:
             runtime.close()
-        parts = topology.pipe.gather(mine, root=0) if topology.replica == 0 else None
+        parts = topology.pipe_comm.gather(mine, root=0) if topology.replica == 0 else None
         if parts is not None:
             tables[key] = {s: t for part in parts for s, t in part.items()}
     return tables

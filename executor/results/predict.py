@@ -5,7 +5,7 @@ before the run; and where the profile's error comes from.
 The fit (:func:`calibrate`) reads every cost off the run's own trace: per stage and op
 kind the op time (:data:`simulator.OP_STATISTIC`, the statistic the profile keeps too),
 the links from matched SEND/RECV pairs, the optimizer and the host time around ops
-(:func:`executor.record.dispatch.host_times`); node sharing and comm interference come
+(:func:`executor.results.dispatch.host_times`); node sharing and comm interference come
 from the profile when there is one. The analytic bubble is :mod:`schedules.analytic` at
 the stage-mean t_f, t_i, t_w (None where it has no closed form).
 
@@ -33,12 +33,11 @@ import simulator
 from simulator.calibrate import OP_STATISTIC
 from timeline import bubble_of
 
-from ..engine.plan import Plan
-from . import canary
+from ..engine.plan import RunPlan
+from ..record import canary
 from .dispatch import host_times
 
-__all__ = ["Comparison", "ErrorSplit", "compare_run", "calibrate", "op_times", "message_bytes", "measured",
-           "predict_from_alone", "profile_costs"]
+__all__ = ["Comparison", "ErrorSplit", "compare_run", "calibrate", "op_times", "measured", "predict_from_alone"]
 
 _OPS = (("t_f", "F"), ("t_i", "I"), ("t_w", "W"), ("t_b", "B"))
 
@@ -96,17 +95,6 @@ class Comparison:
         return None if self.split is None else self.split.profile_error_pct
 
 
-def message_bytes(plan: Plan) -> tuple[list[float], list[float]]:
-    """Bytes crossing each stage boundary per microbatch, and gradient bytes per stage: the
-    one place both are counted (the profile, the fit and the report ask here)."""
-    act = [math.prod(shape) * dtype.itemsize for shape, dtype in plan.boundary[:-1]]
-    grads = []
-    for start, stop in plan.bounds:
-        params = [p for layer in plan.workload.layers[start:stop] for p in layer.parameters()]
-        grads.append(float(sum(p.numel() * p.element_size() for p in params)))
-    return [float(a) for a in act], grads
-
-
 def measured(trace: pd.DataFrame, ranks: int) -> tuple[list[float], list[float], int]:
     """Step times and bubble fractions of each timed step, and the median step's index."""
     steps = sorted(trace["step"].unique())
@@ -133,12 +121,12 @@ def op_times(trace: pd.DataFrame, cpu: pd.DataFrame | None = None) -> pd.Series:
     return (timed["end"] - timed["start"]).groupby([timed["stage"], timed["kind"]]).agg(OP_STATISTIC)
 
 
-def calibrate(plan: Plan, trace: pd.DataFrame, base: simulator.Costs | None = None,
+def calibrate(plan: RunPlan, trace: pd.DataFrame, base: simulator.Costs | None = None,
               cpu: pd.DataFrame | None = None) -> simulator.Costs:
     """The run's own costs, read off its trace (see the module); ``base`` (the profile's
     costs) gives node sharing, comm interference and the node's cores; ``cpu`` (ranks that
     outnumber cores) the ops' own work."""
-    act, grads = message_bytes(plan)
+    act, grads = plan.message_bytes()
     extra = {"act_bytes": act} if len(act) else {}
     costs = simulator.Costs.from_trace(trace, statistic=OP_STATISTIC, grad_bytes=grads, dp=plan.cfg.dp, **extra)
     if cpu is not None and len(cpu):
@@ -168,11 +156,11 @@ def _with_ops(costs: simulator.Costs, run: pd.Series, stages: int) -> simulator.
     return replace(costs, **own)
 
 
-def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None = None,
+def compare_run(plan: RunPlan, trace: pd.DataFrame, canary_now: list[float] | None = None,
                 cpu: pd.DataFrame | None = None) -> Comparison:
     """Measured figures of ``trace`` against the fit and, with --costs, the profile."""
     profile = simulator.Profile.load(plan.cfg.costs) if plan.cfg.costs is not None else None
-    base = profile_costs(plan, profile)
+    base = plan.profile_costs(profile)
     costs = calibrate(plan, trace, base, cpu)
     predicted = simulator.simulate(plan.schedule, costs)
     times, bubbles, _ = measured(trace, plan.ranks)
@@ -193,12 +181,12 @@ def compare_run(plan: Plan, trace: pd.DataFrame, canary_now: list[float] | None 
     )
 
 
-def _split(plan: Plan, run: pd.Series, profile: simulator.Profile, raw: simulator.Costs, fit_step: float,
+def _split(plan: RunPlan, run: pd.Series, profile: simulator.Profile, raw: simulator.Costs, fit_step: float,
            step: float, canary_now: list[float] | None) -> ErrorSplit:
     lowered = plan.schedule
     raw_step = simulator.simulate(lowered, raw).makespan
     drift = canary.drift(canary_now, profile.canary) if canary_now and profile.canary else None
-    scaled_costs = profile_costs(plan, profile, scale=drift) if drift else None
+    scaled_costs = plan.profile_costs(profile, scale=drift) if drift else None
     scaled_step = simulator.simulate(lowered, scaled_costs).makespan if scaled_costs else None
     use_scaled = plan.cfg.canary and scaled_costs is not None
     used, used_step = (scaled_costs, scaled_step) if use_scaled else (raw, raw_step)
@@ -221,7 +209,7 @@ def _split(plan: Plan, run: pd.Series, profile: simulator.Profile, raw: simulato
         scaled=use_scaled)
 
 
-def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) -> float:
+def predict_from_alone(plan: RunPlan, costs: simulator.Costs, alone: list[dict]) -> float:
     """Step time the simulator predicts from the ops timed alone (replica 0's ranks:
     F, I, W, and B as the fused backward it is), with the links and optimizer time of
     ``costs``."""
@@ -229,12 +217,3 @@ def predict_from_alone(plan: Plan, costs: simulator.Costs, alone: list[dict]) ->
     stages = range(plan.schedule.num_stages)
     timed = replace(costs, **{name: [table[(s, kind)] for s in stages] for name, kind in _OPS})
     return simulator.simulate(plan.schedule, timed).makespan
-
-
-def profile_costs(plan: Plan, profile: simulator.Profile | None = None, scale: float = 1.0) -> simulator.Costs | None:
-    """The Costs of this run's layout from ``--costs costs.json`` (None without it), its
-    stages cut as the run cuts them (:func:`simulator.profile.recut`), compute times x ``scale``."""
-    if plan.cfg.costs is None:
-        return None
-    profile = profile or simulator.Profile.load(plan.cfg.costs)
-    return profile.costs(plan.schedule, dp=plan.cfg.dp, scale=scale, layers=[b - a for a, b in plan.bounds])

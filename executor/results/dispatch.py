@@ -39,14 +39,14 @@ def host_times(trace: pd.DataFrame) -> dict[str, float]:
     for (_, rank), rows in trace.groupby(["step" if "step" in trace else "rank", "rank"]):
         rows = rows.sort_values("start", kind="stable")
         compute = rows[(rows["stream"] == "compute") & (rows["kind"] != "OPTIMIZER")]
-        comm = rows[rows["kind"].isin(_SENDS + _RECVS)]
+        comm_rows = rows[rows["kind"].isin(_SENDS + _RECVS)]
         ends, starts = compute["end"].to_numpy(), compute["start"].to_numpy()
         steps = rows[rows["kind"] == "OPTIMIZER"]
         if len(steps) and len(compute):
             optimizer.setdefault(rank, []).append(float(steps["end"].iloc[0] - steps["start"].iloc[0]))
             outside.setdefault(rank, []).append(float(rows["start"].min() + steps["start"].iloc[0] - ends.max()))
         for a_end, b_start in zip(ends[:-1], starts[1:]):
-            between = comm[(comm["start"] >= a_end) & (comm["start"] < b_start)]
+            between = comm_rows[(comm_rows["start"] >= a_end) & (comm_rows["start"] < b_start)]
             gaps.append((a_end, list(zip(between["kind"], between["start"], between["end"])), b_start))
     alone = [b - a for a, between, b in gaps if not between]
     compute_s = float(statistics.median(alone)) if alone else 0.0

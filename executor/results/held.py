@@ -72,12 +72,11 @@ def op_bytes(ops: tuple, memory: pd.DataFrame) -> dict[tuple[int, str], float]:
     return {key: float(statistics.median(values)) for key, values in seen.items()}
 
 
-def predicted_peaks(lowered, costs: simulator.Costs, comm: str, memory: pd.DataFrame,
-                    grad_bytes: list[float]) -> list[float]:
+def predicted_peaks(lowered, costs: simulator.Costs, memory: pd.DataFrame, grad_bytes: list[float]) -> list[float]:
     """The simulator's peak per rank; ``grad_bytes[s]``: one received output gradient of stage s."""
     sizes, share = per_microbatch(lowered.ops, memory, lowered.num_stages)
     share = min(1.0, share)
-    result = simulator.simulate(lowered, replace(costs, act_memory=sizes, w_memory_fraction=share), comm)
+    result = simulator.simulate(lowered, replace(costs, act_memory=sizes, w_memory_fraction=share))
     peaks = peak_memory(result.trace, lowered.num_ranks, sizes, share, grad_memory=grad_bytes)
     return [p.bytes for p in peaks]
 
