@@ -9,9 +9,9 @@ of ours that is handed the run's configuration: a local holding the
 it. Consecutive calls in one file are one visit. It prints the route (file by file, in
 order), the files visited, how many times the route came back to each, and every step
 from a file of a higher layer back down and up again ("back up a layer": a file of a
-lower layer calling into a higher one). Layers, bottom to top: compute, record,
-transport, engine, results, and the command line (``executor/__main__.py``,
-``executor/config.py``).
+lower layer calling into a higher one). Layers, bottom to top: the options
+(``executor/config.py``), compute, record, transport, engine, results, and the command
+line (``executor/__main__.py``, ``executor/demo.py``, ``executor/launch.py``).
 """
 
 from __future__ import annotations
@@ -31,12 +31,15 @@ DEFAULT = ["--schedule", "1f1b", "--microbatches", "4", "--width", "64", "--batc
 
 
 def layer(path: str) -> int:
-    """0 .. 4 for the executor's folders, 5 for the command line (the package's own files)."""
+    """1 .. 5 for the executor's folders, 0 for ``executor/config.py`` (the options every
+    layer reads), 6 for the command line (the package's other own files)."""
     parts = Path(path).parts
+    if parts[-1] == "config.py":
+        return 0
     for i, name in enumerate(LAYERS):
         if name in parts:
-            return i
-    return len(LAYERS)
+            return i + 1
+    return len(LAYERS) + 1
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ simulator treats this as processor sharing: see :mod:`simulator.sharing`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 from schedules import analytic
@@ -159,6 +159,25 @@ class Costs:
         check_finite("w_memory_fraction", self.w_memory_fraction)
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")
+
+    def scaled(self, factor: float) -> Costs:
+        """These costs with every compute time (ops, optimizer, the host time around ops)
+        times ``factor``; links and memory unchanged. E.g. by the machine's drift since a
+        profile was taken (``executor --canary``)."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"a scale factor must be a finite number > 0, got {factor!r}")
+        if factor == 1.0:
+            return self
+
+        def times(value):
+            return tuple(v * factor for v in value) if isinstance(value, Sequence) else value * factor
+
+        fields = {name: times(getattr(self, name)) for name in ("t_f", "t_i", "t_w", "optimizer_time")}
+        if self.t_b is not None:
+            fields["t_b"] = times(self.t_b)
+        fields.update({name: getattr(self, name) * factor for name in ("dispatch_compute", "dispatch_send",
+                                                                        "dispatch_recv")})
+        return replace(self, **fields)
 
     def time_sliced(self, num_ranks: int) -> bool:
         """Whether some node's ranks outnumber its ``cores`` (then :mod:`simulator.slicing`)."""

@@ -214,11 +214,10 @@ class Profile:
                 runs = table["optimizer"] if times == "run" else dispatch.get("optimizer", ())
                 if len(runs) == ranks:
                     fields["optimizer_time"] = [a + b for a, b in zip(runs, step)]
-        if scale != 1.0:
-            fields.update(_scaled(fields, scale))
         c = self.conditions
         note = f"from {self.source}: {c['host']}, {c['date']}, times {times}"
-        return Costs(**fields, notes=(note + (f", scaled x{scale:.4f}" if scale != 1.0 else ""),))
+        costs = Costs(**fields, notes=(note + (f", scaled x{scale:.4f}" if scale != 1.0 else ""),))
+        return costs.scaled(scale)
 
     @property
     def canary(self) -> list[float] | None:
@@ -292,21 +291,6 @@ def recut(table: dict[str, Any], layers: Sequence[int], source: str = "costs.jso
     boundary = [crossing[ends.index(c)] if c in ends else crossing[min(owner[c - 1], len(crossing) - 1)]
                 for c in cuts]
     return {**table, "stages": stages, "boundary_bytes": boundary, "layers": list(layers)}
-
-
-_SCALED = ("t_f", "t_i", "t_w", "t_b", "optimizer_time", "dispatch_compute", "dispatch_send", "dispatch_recv")
-
-
-def _scaled(fields: dict[str, Any], scale: float) -> dict[str, Any]:
-    """The compute times of ``fields`` (not links, not memory) times ``scale``."""
-    out = {}
-    for name in _SCALED:
-        value = fields.get(name)
-        if isinstance(value, (list, tuple)):
-            out[name] = [v * scale for v in value]
-        elif value is not None:
-            out[name] = value * scale
-    return out
 
 
 def _ratio(layout: dict, times: str) -> float:

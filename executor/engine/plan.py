@@ -136,8 +136,8 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> RunPlan:
             raise UsageError(f"{flag} {rank} is not a rank of the world (0..{world - 1})")
     if world % cfg.dp:
         raise UsageError(f"world size {world} is not divisible by --dp {cfg.dp}")
-    check_fits(cfg, int(os.environ.get("MPI_LOCALNRANKS", world)))  # hydra's ranks on this node
     device = resolve_device(cfg)
+    check_fits(cfg, int(os.environ.get("MPI_LOCALNRANKS", world)))  # hydra's ranks on this node
     workload = build_workload(cfg, meta=cfg.compute == "sleep")
     batch, parts = workload.inputs.shape[0], cfg.dp * cfg.microbatches
     if batch % parts:

@@ -186,7 +186,7 @@ def _split(plan: RunPlan, run: pd.Series, profile: simulator.Profile, raw: simul
     lowered = plan.schedule
     raw_step = simulator.simulate(lowered, raw).makespan
     drift = canary.drift(canary_now, profile.canary) if canary_now and profile.canary else None
-    scaled_costs = plan.profile_costs(profile, scale=drift) if drift else None
+    scaled_costs = raw.scaled(drift) if drift else None
     scaled_step = simulator.simulate(lowered, scaled_costs).makespan if scaled_costs else None
     use_scaled = plan.cfg.canary and scaled_costs is not None
     used, used_step = (scaled_costs, scaled_step) if use_scaled else (raw, raw_step)
