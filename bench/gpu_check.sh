@@ -162,7 +162,7 @@ done
 step profile profile large 150 profile "$MPIEXEC" -n 2 "$PY" -m executor profile "${DEVICE[@]}" --timeout 60 \
   "${LARGE[@]}" --chunks 1,2 --microbatches $M --repeats $REPEATS --out "$WORK/profile"
 COSTS=()
-if ((DRY)) || [[ -f $WORK/profile/costs.json ]]; then COSTS=(--costs "$WORK/profile/costs.json"); fi
+if ((DRY)) || [[ -f $WORK/profile/costs.json ]]; then COSTS=(--costs "$WORK/profile/costs.json" --canary); fi
 NAMES=$(python3 -c "import schedules; print(' '.join(schedules.names()))" 2>/dev/null \
   || "$PY" -c "import schedules; print(' '.join(schedules.names()))")
 for s in $NAMES; do

@@ -116,7 +116,8 @@ def _tail_error(log: Path) -> str:
     return (hits or lines or ["empty log"])[-1][:160].replace("|", "/")
 
 
-RUN_HEAD = ("| run | size | m | step ms | fit ms | fit err % | profile ms | profile err % | bubble meas / fit "
+RUN_HEAD = ("| run | size | m | step ms | fit ms | fit err % | profile ms | profile err % raw / x canary "
+            "| bubble meas / fit "
             "| in-run / alone | link fit (bench MPI GB/s) | staging GB/s | CUDA peak over baseline MiB "
             "| meter peak MiB | clock err us (MPI + device) |")
 
@@ -133,7 +134,9 @@ def run_row(step: dict, work: Path, transfer: dict | None) -> str:
         name = f"{name} (exit {step['status']}: {_tail_error(work / step['log'])})"
     cells = [name, size, str(summary.get("microbatches", "-")), _num(summary.get("measured_step_time"), 1e3),
              _num(summary.get("predicted_step_time"), 1e3), _num(summary.get("error_pct"), 1, 2, True),
-             _num(summary.get("profile_predicted_step_time"), 1e3), _num(summary.get("profile_error_pct"), 1, 2, True),
+             _num(summary.get("profile_predicted_step_time_raw", summary.get("profile_predicted_step_time")), 1e3),
+             f"{_num(summary.get('profile_error_pct_raw', summary.get('profile_error_pct')), 1, 2, True)} / "
+             f"{_num(summary.get('canary_error_pct'), 1, 2, True)}",
              f"{_num(summary.get('measured_bubble_fraction'))} / {_num(summary.get('predicted_bubble_fraction'))}",
              _inflation(summary), _link(summary, transfer), _staging(summary),
              _per_rank(summary.get("cuda_step_peak_above_baseline_bytes"), 1 / MIB, 2),
