@@ -88,19 +88,37 @@ _NONE: tuple[Op, ...] = ()
 Transfers = list[tuple[Op, ...]]  # per op of one rank: its RECVs (or its SENDs), often ()
 
 
-def _transfers(schedule: Schedule, rank: int) -> tuple[Transfers, Transfers]:
-    """For each op of ``rank``: the RECVs that bring its inputs from other ranks and the
-    SENDs that take its outputs to other ranks (one each for F, B, I; two for a pair)."""
+def _edge_table(schedule: Schedule) -> dict[OpKind, list[tuple[OpKind | None, OpKind | None]]]:
+    """Per kind (F, B, I) and stage: the kinds of the RECV and the SEND an op of that stage
+    needs (None: the neighbour stage is on the same rank, handed over locally). Built once
+    for the whole schedule, since a stage's rank is ``stage_to_rank[stage]``: a table per
+    rank would cost ranks x stages, the square of the rank count."""
     where = schedule.stage_to_rank
     last = schedule.num_stages - 1
-    # Per stage: is the neighbour upstream / downstream on another rank? Then, per kind and
-    # stage, the kinds of the RECV and the SEND an op needs (None: handed over locally),
-    # looked up once per op instead of re-derived, since this loop runs over every op.
-    prev = [s > 0 and where[s - 1] != rank for s in range(last + 1)]
-    after = [s < last and where[s + 1] != rank for s in range(last + 1)]
+    prev = [s > 0 and where[s - 1] != where[s] for s in range(last + 1)]
+    after = [s < last and where[s + 1] != where[s] for s in range(last + 1)]
     forward = [(RECV_F if p else None, SEND_F if n else None) for p, n in zip(prev, after)]
     backward = [(RECV_B if n else None, SEND_B if p else None) for p, n in zip(prev, after)]
-    table = {F: forward, B: backward, I: backward}
+    return {F: forward, B: backward, I: backward}
+
+
+def _off_rank(kind: OpKind, stage: int, rank: int, where: tuple[int, ...]) -> tuple[OpKind | None, OpKind | None]:
+    """The table's entry for an op standing on a rank that does not hold its stage (the
+    validator refuses such a schedule before lowering; :func:`lower` called on its own
+    still treats neighbours on ``rank`` as local, as it always has)."""
+    prev = stage > 0 and where[stage - 1] != rank
+    after = stage < len(where) - 1 and where[stage + 1] != rank
+    if kind is F:
+        return RECV_F if prev else None, SEND_F if after else None
+    return RECV_B if after else None, SEND_B if prev else None
+
+
+def _transfers(schedule: Schedule, rank: int, table=None) -> tuple[Transfers, Transfers]:
+    """For each op of ``rank``: the RECVs that bring its inputs from other ranks and the
+    SENDs that take its outputs to other ranks (one each for F, B, I; two for a pair).
+    ``table``: :func:`_edge_table` of the schedule, made once for all ranks."""
+    where = schedule.stage_to_rank
+    table = _edge_table(schedule) if table is None else table
 
     def edges(op: Op) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
         kinds = table.get(op.kind)
@@ -109,7 +127,7 @@ def _transfers(schedule: Schedule, rank: int) -> tuple[Transfers, Transfers]:
                 (fr, fs), (br, bs) = edges(op.pair[0]), edges(op.pair[1])
                 return fr + br, fs + bs
             return _NONE, _NONE
-        recv, send = kinds[op.stage]
+        recv, send = kinds[op.stage] if where[op.stage] == rank else _off_rank(op.kind, op.stage, rank, where)
         return ((Op(recv, op.stage, op.mb),) if recv is not None else _NONE,
                 (Op(send, op.stage, op.mb),) if send is not None else _NONE)
 
@@ -181,7 +199,8 @@ def lower(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) ->
     with gc_paused():
         lowered = schedule
         if not schedule.has_comms:
-            edges = [_transfers(schedule, rank) for rank in range(schedule.num_ranks)]
+            table = _edge_table(schedule)
+            edges = [_transfers(schedule, rank, table) for rank in range(schedule.num_ranks)]
             recvs, sends = [r for r, _ in edges], [s for _, s in edges]
             plan = plan_blocking(schedule, recvs, sends) if comm == "blocking" else None
             if plan is None:  # async, or a compute order that no placement can run
