@@ -102,3 +102,48 @@ def test_list_shows_every_schedule_with_formula_and_constraints() -> None:
         assert f"\n{name} " in "\n" + done.stdout
     assert done.stdout.count("constraints:") == len(schedules.names()) + 1
     assert "(p-1)(t_f+t_i-2t_w)" in done.stdout and ">= 2 * ranks" in done.stdout
+
+
+class _EveryRank(schedules.synthesis._Greedy):
+    """The heuristic's definition: at each instant, step every free rank in rank order."""
+
+    def run(self):
+        import heapq
+
+        total, done = 3 * self.m * self.stages, 0
+        while done < total:
+            if not self.events:
+                raise ScheduleError("stuck")
+            now = heapq.heappop(self.events)
+            self.due.pop(now)
+            for rank in range(self.p):
+                if self.clock[rank] <= now and self._step(rank, now):
+                    done += 1
+        return self.ops
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stepping_only_the_ranks_an_instant_concerns_gives_the_same_order(seed: int) -> None:
+    """The run steps only ranks whose op ended or whose input arrived (linear in ops, where
+    stepping all took ranks per instant: zb-auto at p = 500, m = 8 went from 57 s to 0.4 s)."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(20):
+        p, m = rng.randint(1, 9), rng.randint(1, 20)
+        vee = rng.random() < 0.4
+        where = tuple(s if s < p else 2 * p - 1 - s for s in range(2 * p)) if vee else tuple(range(p))
+        timing = schedules.synthesis.Timing(*(rng.choice([1.0, rng.uniform(0.2, 3)]) for _ in range(3)),
+                                            rng.choice([0.0, rng.uniform(0, 1)]))
+        limit, share = rng.uniform(1, 3 * p), rng.choice([0.5, rng.random()])
+        cap = rng.choice([None, rng.randint(1, 2 * p)]) if vee else None
+        for eager, fill, diagonal in ((True, True, True), (False, False, False), (True, False, True)):
+            runs = [kind(p, m, where, timing, limit, share, eager, fill, diagonal, cap) for kind in
+                    (schedules.synthesis._Greedy, _EveryRank)]
+            outcome = []
+            for run in runs:
+                try:
+                    outcome.append(run.run())
+                except ScheduleError:
+                    outcome.append("stuck")
+            assert outcome[0] == outcome[1], (p, m, vee, timing, limit, share, cap, eager, fill, diagonal)
