@@ -1,55 +1,79 @@
 """What every pipebubble command line does at its edges, written once.
 
-Two rules from the README's contract live here:
+Three rules from the README's contract live here:
 
 * **Outputs are claimed before any work starts.** :func:`claim_file` and
   :func:`claim_dir` check that a path can be written (by writing a probe, which is the
   only test that also holds for root, read-only mounts and ``/proc``), and refuse to
   replace what is there unless ``--force`` is given. A default output (one the user did
   not name) goes into a new folder of its own, :func:`fresh_dir`, with a ``latest`` link
-  beside it, so nothing is ever overwritten without ``--force``.
+  beside it, so nothing is ever overwritten without ``--force``. :func:`save_all` writes
+  the outputs at the end, each through a temporary file renamed into place (a failed
+  write leaves no half file and keeps what was there); one that still fails goes to a
+  fresh temporary folder, the others are written anyway, and the error says where each went.
+* **Sizes are checked against the machine.** :func:`memory_available` is what this
+  process may still allocate, :func:`usable_cores` the cores it may run on; the bounds
+  themselves (bytes per op, per trace row, ...) are measured where the ops are made.
 * **One error path.** :func:`run_cli` turns :class:`UsageError` (and the errors a
-  user's own file or flag can cause: ``OSError``, ``KeyError``, ``OverflowError``,
-  ``MemoryError``) into one line on stderr and an exit code: 2 for bad input, 1 for a
-  failure while running, 130 for Ctrl-C.
+  user's own file or flag can cause: ``OSError``, ``OverflowError``, ``MemoryError``)
+  into one line on stderr and an exit code: 2 for bad input, 1 for a failure while
+  running, 130 for Ctrl-C, 141 (silently) when stdout is closed early (``| head``). A
+  loader turns a ``KeyError`` of a user's file into a ``ValueError`` naming the file and
+  the field, since a ``KeyError`` anywhere else is a bug and keeps its traceback. :class:`Parser` is argparse reporting through the same path, and it
+  refuses a flag given twice (``--ranks 4 --ranks 8``: which one was meant?).
 
 This package imports nothing of ours, so every other package may use it.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["UsageError", "claim_file", "claim_dir", "fresh_dir", "run_cli", "first_line", "EXIT_USAGE",
-           "EXIT_FAILURE", "EXIT_INTERRUPT"]
+__all__ = ["UsageError", "claim_file", "claim_dir", "fresh_dir", "run_cli", "first_line", "Parser", "save_all",
+           "SaveError", "memory_available", "usable_cores", "EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPT"]
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPT = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a pipeline cut short
 
 
 class UsageError(ValueError):
     """Bad input: reported in one line, exit code 2, before any work starts."""
 
 
+class SaveError(OSError):
+    """An output could not be written where asked; the message says where it went instead."""
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    if not text:
+        return "out of memory" if isinstance(err, MemoryError) else type(err).__name__
+    return text.splitlines()[0]
 
 
-def _probe_dir(folder: Path, flag: str) -> None:
-    """Write and remove a probe file in ``folder``: the only writability test that holds for root."""
+def _why(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def _probe_dir(folder: Path, flag: str, named: Path) -> None:
+    """Write and remove a probe file in ``folder``: the only writability test that holds
+    for root. Errors name ``named``, the path the user gave."""
     probe = folder / f".pipebubble-probe-{os.getpid()}"
     try:
         with open(probe, "x"):
             pass
         probe.unlink()
     except OSError as err:
-        raise UsageError(f"{flag} {str(folder)!r}: cannot write there ({err.strerror or err})") from None
+        raise UsageError(f"{flag} {str(named)!r}: cannot write there ({_why(err)})") from None
 
 
 def claim_file(path: str | os.PathLike, *, force: bool = False, flag: str = "--out") -> Path:
@@ -59,6 +83,8 @@ def claim_file(path: str | os.PathLike, *, force: bool = False, flag: str = "--o
     ``force``; a folder in its place is always refused.
     """
     target = Path(path)
+    if str(path) == "":
+        raise UsageError(f"{flag} is empty; give a file name")
     if target.is_dir():
         raise UsageError(f"{flag} {str(target)!r} is a folder; give a file name")
     if target.exists() and not force:
@@ -67,15 +93,15 @@ def claim_file(path: str | os.PathLike, *, force: bool = False, flag: str = "--o
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"{flag} {str(target)!r}: cannot create {str(parent)!r} ({err.strerror or err})") from None
+        raise UsageError(f"{flag} {str(target)!r}: cannot write there: cannot create folder {str(parent)!r} "
+                         f"({_why(err)})") from None
     if target.exists():  # forced: it must be writable in place
         try:
             with open(target, "a"):
                 pass
         except OSError as err:
-            raise UsageError(f"{flag} {str(target)!r}: cannot write it ({err.strerror or err})") from None
-    else:
-        _probe_dir(parent, flag)
+            raise UsageError(f"{flag} {str(target)!r}: cannot write it ({_why(err)})") from None
+    _probe_dir(parent, flag, target)  # the temporary file save_all renames into place goes here
     return target
 
 
@@ -86,6 +112,8 @@ def claim_dir(path: str | os.PathLike, *, force: bool = False, flag: str = "--ou
     its files are replaced one by one, and files this run does not write stay).
     """
     target = Path(path)
+    if str(path) == "":
+        raise UsageError(f"{flag} is empty; give a folder name")
     if target.exists() and not target.is_dir():
         raise UsageError(f"{flag} {str(target)!r} is a file, not a folder")
     if target.is_dir() and any(target.iterdir()) and not force:
@@ -93,8 +121,8 @@ def claim_dir(path: str | os.PathLike, *, force: bool = False, flag: str = "--ou
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"{flag} {str(target)!r}: cannot create it ({err.strerror or err})") from None
-    _probe_dir(target, flag)
+        raise UsageError(f"{flag} {str(target)!r}: cannot create it ({_why(err)})") from None
+    _probe_dir(target, flag, target)
     return target
 
 
@@ -122,23 +150,191 @@ def fresh_dir(parent: str | os.PathLike, stem: str, *, flag: str = "--out") -> P
     return folder
 
 
+# ---- writing at the end -------------------------------------------------------------------
+
+Writer = Callable[[Path], object]  # writes the output to the path it is given
+
+
+def _write_via_temp(path: Path, write: Writer) -> None:
+    """``write`` into a temporary file beside ``path`` (same name at the end, so a writer
+    that reads the format off the suffix still does), then rename it over ``path``."""
+    temp = path.parent / f".part-{os.getpid()}-{path.name}"
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def save_all(outputs: Sequence[tuple[str, Path, Writer]]) -> list[Path]:
+    """Write each ``(flag, path, write)`` of a run that is done; return the paths written.
+
+    Every output is attempted even if an earlier one fails. One that cannot be written
+    where asked (disk full, folder removed meanwhile) is written into a fresh temporary
+    folder instead; then :class:`SaveError` names, in one line, each that failed, why,
+    and where it is now (or that it is lost). ``MemoryError`` and ``KeyboardInterrupt``
+    are not caught.
+    """
+    written: list[Path] = []
+    failed: list[str] = []
+    rescue: Path | None = None
+    for flag, path, write in outputs:
+        try:
+            _write_via_temp(Path(path), write)
+            written.append(Path(path))
+            continue
+        except OSError as err:
+            why = _why(err)
+        try:
+            rescue = rescue or Path(tempfile.mkdtemp(prefix="pipebubble-saved-"))
+            _write_via_temp(rescue / Path(path).name, write)
+            failed.append(f"{flag} {str(path)!r} ({why}): saved instead to {str(rescue / Path(path).name)!r}")
+        except OSError as again:
+            failed.append(f"{flag} {str(path)!r} ({why}): not saved ({_why(again)} in the temporary folder too)")
+    if failed:
+        kept = f"; written: {', '.join(map(str, written))}" if written else ""
+        raise SaveError(f"could not write {'; '.join(failed)}{kept}")
+    return written
+
+
+# ---- the machine --------------------------------------------------------------------------
+
+def _meminfo(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                name, _, value = line.partition(":")
+                if name == key:
+                    return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under a cgroup v2 memory limit, None without one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(0, int(limit) - used)
+
+
+def _address_room() -> int | None:
+    """Bytes of address space left under ``ulimit -v`` (RLIMIT_AS), None without one."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    size = _status("VmSize")
+    return max(0, soft - (size or 0))
+
+
+def _status(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_available() -> int:
+    """Bytes this process may still allocate: the kernel's MemAvailable (memory that can be
+    had without swapping), less where a cgroup limit or ``ulimit -v`` leaves less."""
+    available = _meminfo("MemAvailable")
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            available = 1 << 62  # nothing to go by: sizes are then bounded by allocation failures
+    return min(x for x in (available, _cgroup_room(), _address_room()) if x is not None)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, less where a cgroup quota allows fewer."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+# ---- the command line ---------------------------------------------------------------------
+
+class _StoreOnce(argparse.Action):
+    """argparse's plain ``store``, refusing a second occurrence of the same flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(parser, "given", None) if option_string is not None else None  # flags only
+        if given is not None and self.dest in given:
+            raise argparse.ArgumentError(self, f"given twice ({given[self.dest]!r}, then {values!r}); give it once")
+        if given is not None:
+            given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`UsageError` (one line through :func:`run_cli`),
+    that refuses a value flag given twice, and that records in :attr:`given` the value
+    flags the user wrote (``dest -> value``; not positionals, not ``store_true``), so that
+    a command can refuse a flag another input overrides instead of ignoring it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self.given: dict[str, object] = {}
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = {}
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see --help)")
+
+
 def run_cli(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Run a command's ``body(argv)`` and turn the errors a user can cause into one line.
+    """Run a command's ``body(argv)`` and turn the errors a user can cause into one line,
+    ``{prog}: error: ...`` (``error: ...`` when ``prog`` is empty).
 
     Exit codes: what ``body`` returns; 2 for :class:`UsageError` and any other
     ``ValueError`` (bad input); 1 for ``OSError``, ``MemoryError`` and ``OverflowError``
-    raised while running; 130 for Ctrl-C. An exception of any other type is a bug, or a
-    user's own code raising: its traceback is kept.
+    raised while running; 130 for Ctrl-C; 141, silently, when stdout was closed before
+    the output was all written. An exception of any other type is a bug, or a user's own
+    code raising: its traceback is kept.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    lead = f"{prog}: error: " if prog else "error: "
     try:
         return body(argv)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog or 'pipebubble'}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPT
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_PIPE
     except ValueError as err:  # UsageError, ScheduleError and the like
-        print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
+        print(f"{lead}{first_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, MemoryError, OverflowError) as err:
-        print(f"{prog}: error: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
+        print(f"{lead}{type(err).__name__}: {first_line(err)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _drop_stdout() -> None:
+    """The reader went away: point stdout at /dev/null so the exit's flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

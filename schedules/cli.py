@@ -8,45 +8,49 @@
 
 The schedule is validated under ``--comm`` before it is printed. The bubble fraction is
 this project's definition, 1 - busy / (p * makespan): the share of rank-time spent idle
-(uniform unit costs t_f = t_i = t_w = 1, free communication). Usage errors print one line
-on stderr and exit with status 2.
+(uniform unit costs t_f = t_i = t_w = 1, free communication).
+
+Bad input prints one line on stderr and exits with status 2 before any work: a flag the
+schedule does not use (``--ranks`` beside ``--file``, ``--t-f`` for a built schedule), a
+size this machine cannot hold (:mod:`schedules.bounds`), a ``--csv`` path that cannot be
+written or already exists (``--force`` replaces it). A failure while running exits 1,
+Ctrl-C 130 (:func:`cliguard.run_cli`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
+from cliguard import Parser, claim_file, run_cli, save_all
+
 from . import analytic
+from .bounds import BYTES_PER_OP, GRID_BYTES_PER_CELL, check_fits, lowered_ops
 from .csvio import load_csv, write_csv
 from .dryrun import dry_run
 from .grid import format_grid
 from .ir import COMMS, OpKind, Schedule, ScheduleError
 from .lowered import Lowered
-from .registry import build, names, spec
+from .registry import build, default_chunks, names, spec
 from .synthesis import NAME as SYNTHESIZED, SUMMARY as SYNTHESIS_SUMMARY, synthesize
 from .validate import validate
 
 __all__ = ["main", "parser"]
 
-USAGE_ERROR = 2
 _UNIT = {OpKind.F: 1.0, OpKind.I: 1.0, OpKind.W: 1.0, OpKind.B: 2.0, OpKind.OVERLAP_F_B: 3.0}  # B = I + W
+_SIZE = ("ranks", "microbatches", "chunks")
+_SYNTHESIS = ("t_f", "t_i", "t_w", "t_comm", "memory_limit")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = _Parser(
+def parser() -> Parser:
+    ap = Parser(
         prog="python -m schedules",
         description="Print a pipeline schedule as a step x rank grid with its bubble fraction "
         "(share of rank-time idle, unit costs, free communication).",
     )
     ap.add_argument("name", nargs="?", help=f"schedule to build: {', '.join(names() + [SYNTHESIZED])}")
-    ap.add_argument("--file", help="load a schedule from a torch-format CSV instead of building one (--ranks etc. then unused)")
+    ap.add_argument("--file", help="load a schedule from a torch-format CSV instead of building one "
+                    "(then --ranks, --microbatches, --chunks and the zb-auto flags are refused: the file sets them)")
     ap.add_argument("--list", action="store_true", help="list every schedule with its formula and constraints, and exit")
     ap.add_argument("--ranks", type=int, default=4, help="pipeline ranks p (default 4)")
     ap.add_argument("--microbatches", type=int, default=8, help="microbatches m per step (default 8)")
@@ -55,7 +59,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--comms", action="store_true", help="show (and write) the lowered schedule with SEND/RECV")
     ap.add_argument("--comm", choices=COMMS, default="async",
                     help="communication semantics to validate under (default async)")
-    ap.add_argument("--csv", metavar="OUT", help="also write the schedule to OUT in torch's CSV format")
+    ap.add_argument("--csv", metavar="OUT", help="also write the schedule to OUT in torch's CSV format "
+                    "(refused if OUT exists, unless --force)")
+    ap.add_argument("--force", action="store_true", help="let --csv replace an existing file")
     add_synthesis_flags(ap)
     return ap
 
@@ -73,13 +79,50 @@ def add_synthesis_flags(ap: argparse.ArgumentParser, costs: bool = True) -> None
                          "ZB-2p; ranks gives ZB-1p)")
 
 
-def _load(args: argparse.Namespace) -> Schedule:
+def _check_flags(args: argparse.Namespace, given: dict) -> None:
+    """Refuse a flag the chosen schedule would ignore (cheap checks, before anything is built)."""
+    if args.list:
+        extra = [f for f in given if f != "list"] + (["name"] if args.name is not None else [])
+        if extra:
+            raise ScheduleError(f"--list takes no other argument (got {_flag(extra[0])})")
+        return
     if args.file is not None:
         if args.name is not None:
             raise ScheduleError(f"give a schedule name or --file, not both (got {args.name!r} and --file)")
-        return load_csv(args.file)
+        unused = [f for f in _SIZE + _SYNTHESIS if f in given]
+        if unused:
+            raise ScheduleError(f"{_flag(unused[0])} is set by the schedule file; drop it")
+        return
     if args.name is None:
         raise ScheduleError("name a schedule, or give --file or --list")
+    if args.name == SYNTHESIZED:
+        if "chunks" in given:
+            raise ScheduleError(f"{SYNTHESIZED} has one stage per rank; drop --chunks")
+        return
+    spec(args.name)  # an unknown name fails here
+    unused = [f for f in _SYNTHESIS if f in given]
+    if unused:
+        raise ScheduleError(f"{_flag(unused[0])} is a {SYNTHESIZED} flag; {args.name} does not use it")
+
+
+def _flag(dest: str) -> str:
+    return "a schedule name" if dest == "name" else "--" + dest.replace("_", "-")
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    """Whether this machine holds the built schedule and its grid (a file is checked as it loads)."""
+    if args.list or args.file is not None:
+        return
+    chunks = 1 if args.name == SYNTHESIZED else args.chunks or default_chunks(args.name)
+    if min(args.ranks, args.microbatches, chunks) < 1:
+        return  # the builder says why, in its own words
+    check_fits(f"{args.name} with ranks={args.ranks}, microbatches={args.microbatches}, chunks={chunks} and its grid",
+               lowered_ops(args.ranks * chunks, args.microbatches), BYTES_PER_OP + GRID_BYTES_PER_CELL)
+
+
+def _load(args: argparse.Namespace) -> Schedule:
+    if args.file is not None:
+        return load_csv(args.file)
     if args.name == SYNTHESIZED:
         return synthesize(args.ranks, args.microbatches, args.t_f, args.t_i, args.t_w,
                           t_comm=args.t_comm or 0.0, memory_limit=args.memory_limit)
@@ -120,31 +163,39 @@ def _dry_run_line(lowered: Lowered, comm: str) -> str:
     return f"unit-cost dry run ({comm}, free communication): makespan {span:g}, bubble fraction {bubble:.4f}"
 
 
-def run(args: argparse.Namespace) -> str:
-    """Everything but the printing, so that errors surface before any output."""
+def run(args: argparse.Namespace) -> tuple[str, Schedule | None]:
+    """Everything but the printing and the writing, so that errors surface before any
+    output: the text to print and the lists to write to ``--csv`` (None: --list)."""
     if args.list:
-        return listing()
+        return listing(), None
     schedule = _load(args)
+    if args.file is not None:  # the grid of a file's lists: ranks x its longest list (x 3 once lowered)
+        longest = max(len(rank_ops) for rank_ops in schedule.ops) * (3 if args.comms and not schedule.has_comms else 1)
+        check_fits(f"the grid of {args.file!r} ({schedule.num_ranks} ranks x up to {longest} steps)",
+                   schedule.num_ranks * longest, GRID_BYTES_PER_CELL, unit="cell")
     lowered = validate(schedule, comm=args.comm)
     shown = lowered.program if args.comms else schedule.compute_only()
-    if args.csv is not None:
-        try:
-            write_csv(shown, args.csv)
-        except OSError as err:
-            raise ScheduleError(f"cannot write {args.csv!r}: {err.strerror}") from None
     title = (f"{schedule.name}: {schedule.num_ranks} ranks, {schedule.num_microbatches} microbatches, "
              f"{schedule.num_stages} stages, {shown.num_ops()} ops")
     return "\n".join([title, format_grid(shown), _analytic_line(schedule, args.file is not None),
-                      _dry_run_line(lowered, args.comm)])
+                      _dry_run_line(lowered, args.comm)]), shown
+
+
+def _main(argv: Sequence[str]) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    _check_flags(args, ap.given)
+    _check_size(args)
+    target = claim_file(args.csv, force=args.force, flag="--csv") if args.csv is not None else None
+    text, shown = run(args)
+    try:
+        if target is not None:
+            save_all([("--csv", target, lambda path: write_csv(shown, path))])
+    finally:
+        print(text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)  # argparse itself exits 2 on bad flags
-    try:
-        text = run(args)
-    except ScheduleError as err:
-        # Validation messages carry a grid below their first line; the CLI promises one line.
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return USAGE_ERROR
-    print(text)
-    return 0
+    """Exit codes: 0 done, 2 bad input (one line), 1 a failure while running, 130 Ctrl-C."""
+    return run_cli("", _main, argv)

@@ -5,17 +5,30 @@ are torch's idle steps and are dropped, since this IR states order, not time. Bo
 forms load: "compute_only" (no SEND/RECV) and "compute_comms"; overlapped pairs are
 written as torch writes them, ``(0F7;7B3)OVERLAP_F_B``. Stages, microbatches and the
 stage -> rank placement are inferred from the cells.
+
+A file is refused, in one line naming the file and the cell or row, when it cannot be
+a schedule: a cell that is no action, a stage on two ranks, stage numbers with a gap, a
+blank row between ranks (it would be a rank with nothing to do), or a file larger than
+this machine can hold once lowered (:mod:`schedules.bounds`: every op takes at least
+four bytes of the file, a cell and its comma, so the file's size bounds its ops before
+anything is read). Blank lines at the end are ignored.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
+from .bounds import BYTES_PER_OP, check_fits, max_ops
 from .ir import Op, Schedule, ScheduleError
 from .lowered import Lowered
 
 __all__ = ["load_csv", "write_csv"]
+
+_BYTES_PER_CELL = 4  # the shortest action, "0F0", and the comma or newline after it
+_LOWERED_PER_OP = 3  # the lowering adds at most a RECV and a SEND per compute op
 
 
 def _parse_cell(text: str, where: str) -> Op:
@@ -25,24 +38,49 @@ def _parse_cell(text: str, where: str) -> Op:
         raise ScheduleError(f"{where}: {err}") from None
 
 
-def load_csv(path, name: str | None = None) -> Schedule:
-    """Read a torch-format CSV into a Schedule (not yet validated: call ``validate``)."""
-    path = Path(path)
+def _read_text(path: Path, bytes_per_op: int) -> str:
+    """The file's text, once its size is known to fit (a pipe or device is read up to
+    what would fit, then refused if there is more)."""
+    fits = max(1, max_ops(bytes_per_op) // _LOWERED_PER_OP) * _BYTES_PER_CELL
     try:
         with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
+            size = os.fstat(handle.fileno()).st_size
+            if size > fits:  # a regular file: refused before it is read
+                check_fits(f"schedule file {str(path)!r} ({size} bytes)",
+                           _LOWERED_PER_OP * (size // _BYTES_PER_CELL + 1), bytes_per_op)
+            text = handle.read(fits + 1)
+    except IsADirectoryError:
+        raise ScheduleError(f"cannot read schedule file {str(path)!r}: it is a folder") from None
     except OSError as err:
-        raise ScheduleError(f"cannot read schedule file {str(path)!r}: {err.strerror}") from None
-    except (UnicodeDecodeError, csv.Error) as err:
+        raise ScheduleError(f"cannot read schedule file {str(path)!r}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
         raise ScheduleError(f"{path}: not a CSV schedule ({err})") from None
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()  # trailing blank lines
-    if not rows:
+    if len(text) > fits:
+        check_fits(f"schedule file {str(path)!r} (more than {fits} characters)",
+                   _LOWERED_PER_OP * (len(text) // _BYTES_PER_CELL + 1), bytes_per_op)
+    return text
+
+
+def _rows(text: str, path: Path) -> list[list[Op]]:
+    """The ops of each row, blank rows at the end dropped."""
+    try:
+        rows = [[_parse_cell(cell.strip(), f"{path}: rank {rank}, column {col + 1}")
+                 for col, cell in enumerate(row) if cell.strip()]
+                for rank, row in enumerate(csv.reader(io.StringIO(text, newline="")))]
+    except csv.Error as err:
+        raise ScheduleError(f"{path}: not a CSV schedule ({err})") from None
+    while rows and not rows[-1]:
+        rows.pop()
+    return rows
+
+
+def load_csv(path, name: str | None = None, *, bytes_per_op: int = BYTES_PER_OP) -> Schedule:
+    """Read a torch-format CSV into a Schedule (not yet validated: call ``validate``).
+    The file must fit in memory once lowered at ``bytes_per_op`` (:mod:`schedules.bounds`)."""
+    path = Path(path)
+    ops = _rows(_read_text(path, bytes_per_op), path)
+    if not ops:
         raise ScheduleError(f"{path}: no ranks (the file has no rows)")
-    ops = [
-        [_parse_cell(cell.strip(), f"{path}: rank {rank}, column {col + 1}") for col, cell in enumerate(row) if cell.strip()]
-        for rank, row in enumerate(rows)
-    ]
     placed: dict[int, int] = {}
     for rank, rank_ops in enumerate(ops):
         for op in (part for whole in rank_ops for part in whole.parts):
@@ -52,10 +90,17 @@ def load_csv(path, name: str | None = None) -> Schedule:
     if not placed:
         raise ScheduleError(f"{path}: no actions in any cell")
     num_stages = max(placed) + 1
-    missing = [s for s in range(num_stages) if s not in placed]
-    if missing:
-        raise ScheduleError(f"{path}: stage {missing[0]} appears on no rank (stages 0..{num_stages - 1} are named)")
-    num_microbatches = 1 + max(part.mb for rank_ops in ops for op in rank_ops for part in op.parts if part.mb is not None)
+    if len(placed) < num_stages:  # a gap: find the first, counting only up to the stages named
+        missing = next(s for s in range(len(placed) + 1) if s not in placed)
+        raise ScheduleError(f"{path}: stage {missing} appears on no rank (stages 0..{num_stages - 1} are named)")
+    idle = next((rank for rank, rank_ops in enumerate(ops) if not rank_ops), None)
+    if idle is not None:
+        raise ScheduleError(f"{path}: row {idle + 1} is blank but more ranks follow: it would be a rank "
+                            f"with nothing to do; remove it")
+    num_microbatches = 1 + max((part.mb for rank_ops in ops for op in rank_ops for part in op.parts
+                                if part.mb is not None), default=-1)
+    if num_microbatches == 0:
+        raise ScheduleError(f"{path}: no action names a microbatch (only REDUCE_GRAD)")
     stage_to_rank = tuple(placed[s] for s in range(num_stages))
     return Schedule(name or path.stem, len(ops), num_microbatches, num_stages, stage_to_rank, ops)
 

@@ -17,10 +17,14 @@ def format_grid(schedule: Schedule | Lowered, mark: tuple[int, int] | None = Non
     Steps are positions in each rank's list, not time: schedules state order only.
 
     ``mark=(rank, step)`` brackets that cell with ``>> <<``; ``window=k`` shows only the
-    k steps either side of the mark, so a 100k-op schedule still yields a readable error.
+    k steps and the k ranks either side of the mark, so a schedule of 100k ops or 100k
+    ranks still yields a readable error (in time and memory of the window, not of the grid).
     """
     ops = schedule.ops
-    depth = max((len(r) for r in ops), default=0)
+    ranks = range(schedule.num_ranks)
+    if mark is not None and window is not None:
+        ranks = range(max(0, mark[0] - window), min(schedule.num_ranks, mark[0] + window + 1))
+    depth = max((len(ops[r]) for r in ranks), default=0)
     first, stop = 0, depth
     if mark is not None and window is not None:
         first, stop = max(0, mark[1] - window), min(depth, mark[1] + window + 1)
@@ -29,9 +33,9 @@ def format_grid(schedule: Schedule | Lowered, mark: tuple[int, int] | None = Non
         text = str(ops[rank][step]) if step < len(ops[rank]) else ""
         return f">>{text}<<" if mark == (rank, step) else text
 
-    rows = [[cell(r, s) for r in range(schedule.num_ranks)] for s in range(first, stop)]
-    header = [f"rank {r}" for r in range(schedule.num_ranks)]
-    widths = [max([len(header[r])] + [len(row[r]) for row in rows]) for r in range(schedule.num_ranks)]
+    rows = [[cell(r, s) for r in ranks] for s in range(first, stop)]
+    header = [f"rank {r}" for r in ranks]
+    widths = [max([len(header[c])] + [len(row[c]) for row in rows]) for c in range(len(ranks))]
     step_w = max(4, len(str(stop)))
     lines = ["step".rjust(step_w) + " | " + " | ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines.append("-" * len(lines[0]))

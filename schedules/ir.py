@@ -64,8 +64,11 @@ COMM_KINDS = frozenset({OpKind.SEND_F, OpKind.RECV_F, OpKind.SEND_B, OpKind.RECV
 _FOREIGN = ("UNSHARD", "RESHARD")
 _SIMPLE = [k.value for k in OpKind if k is not OpKind.OVERLAP_F_B] + list(_FOREIGN)
 # Longest names first so that "SEND_F" is not read as "S" + ...
-_ACTION = re.compile(r"^(\d+)(" + "|".join(sorted(_SIMPLE, key=len, reverse=True)) + r")(\d*)$")
-_PAIR = re.compile(r"^\(([^;()]*);([^;()]*)\)OVERLAP_F_B$")
+# ASCII digits only: \d would also take other scripts' digits, which int() reads but
+# str() never writes back. \Z, not $, which also matches before a final newline.
+_ACTION = re.compile(r"([0-9]+)(" + "|".join(sorted(_SIMPLE, key=len, reverse=True)) + r")([0-9]*)\Z")
+_PAIR = re.compile(r"\(([^;()]*);([^;()]*)\)OVERLAP_F_B\Z")
+_DIGITS = 18  # stage and microbatch numbers: up to 10**18, far past any schedule a machine holds
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -110,14 +113,18 @@ class Op:
 
     @classmethod
     def parse(cls, text: str) -> Op:
-        """Read one action in torch's syntax, e.g. ``2F0``, ``3RECV_B1``, ``(0F7;7B3)OVERLAP_F_B``."""
+        """Read one action in torch's syntax, e.g. ``2F0``, ``3RECV_B1``, ``(0F7;7B3)OVERLAP_F_B``.
+        Anything else raises :class:`ScheduleError` naming the text."""
         pair = _PAIR.match(text.strip())
         if pair is not None:
             return cls.overlap(cls.parse(pair.group(1)), cls.parse(pair.group(2)))
         match = _ACTION.match(text.strip())
         if match is None:
-            raise ScheduleError(f"cannot parse action {text.strip()!r}: expected e.g. '2F0', '1SEND_B3'")
+            raise ScheduleError(f"cannot parse action {_clip(text.strip())}: expected e.g. '2F0', '1SEND_B3'")
         stage, name, mb = match.groups()
+        if len(stage) > _DIGITS or len(mb) > _DIGITS:
+            raise ScheduleError(f"action {_clip(text.strip())}: stage and microbatch numbers have at most "
+                                f"{_DIGITS} digits")
         if name in _FOREIGN:
             raise ScheduleError(f"action {text.strip()!r}: {name} is not part of this IR (pipeline ops only)")
         kind = OpKind(name)
@@ -128,6 +135,11 @@ class Op:
         if not mb:
             raise ScheduleError(f"action {text.strip()!r}: {name} needs a microbatch index")
         return cls(kind, int(stage), int(mb))
+
+
+def _clip(text: str, most: int = 40) -> str:
+    """``repr`` of a user's text, cut short: an error line stays one readable line."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + f"... ({len(text)} characters)"
 
 
 # The slot descriptors Op.__init__ sets (they exist once the slots class is made).

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from .bounds import BYTES_PER_OP, check_fits, lowered_ops, number
 from .ir import Schedule, ScheduleError, gc_paused
 
 __all__ = ["register", "build", "names", "Builder", "Spec", "spec", "default_chunks", "accepts"]
@@ -91,8 +92,11 @@ def accepts(name: str, ranks: int, microbatches: int, chunks: int | None = None)
     return entry.chunks_ok(chunks) and entry.microbatches_ok(ranks, microbatches)
 
 
-def build(name: str, ranks: int, microbatches: int, chunks: int | None = None) -> Schedule:
-    """Build the named schedule; arguments are checked before any work is done."""
+def build(name: str, ranks: int, microbatches: int, chunks: int | None = None, *,
+          bytes_per_op: int = BYTES_PER_OP) -> Schedule:
+    """Build the named schedule; arguments are checked before any work is done: the cheap
+    rules first, then whether this machine holds the lowered schedule at ``bytes_per_op``
+    (default: what a validation keeps; see :mod:`schedules.bounds`)."""
     entry = spec(name)
     for label, value in (("ranks", ranks), ("microbatches", microbatches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -103,5 +107,7 @@ def build(name: str, ranks: int, microbatches: int, chunks: int | None = None) -
         raise ScheduleError(f"{name}: {entry.chunk_rule}, got chunks={chunks!r}")
     if not entry.microbatches_ok(ranks, microbatches):
         raise ScheduleError(f"{name}: {entry.microbatch_rule}, got ranks={ranks}, microbatches={microbatches}")
+    check_fits(f"{name} with ranks={number(ranks)}, microbatches={number(microbatches)}, chunks={number(chunks)}",
+               lowered_ops(ranks * chunks, microbatches), bytes_per_op)
     with gc_paused():
         return entry.builder(ranks, microbatches, chunks)

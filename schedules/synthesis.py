@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Sequence
 
+from .bounds import BYTES_PER_OP, check_fits, lowered_ops
 from .ir import Op, OpKind, Schedule, ScheduleError
 
 __all__ = ["synthesize", "greedy", "Timing", "NAME", "SUMMARY"]
@@ -233,10 +234,12 @@ def greedy(ranks: int, microbatches: int, where: Sequence[int], timing: Timing, 
 
 
 def synthesize(ranks: int, microbatches: int, t_f: float, t_i: float, t_w: float, t_comm: float = 0.0,
-               memory_limit: float | None = None, w_memory_fraction: float = 0.5) -> Schedule:
+               memory_limit: float | None = None, w_memory_fraction: float = 0.5, *,
+               bytes_per_op: int = BYTES_PER_OP) -> Schedule:
     """The zero-bubble paper's automatic schedule for these costs: a compute-only Schedule
     named ``zb-auto`` (one stage per rank). ``memory_limit`` (default 2p, the paper's
-    ZB-2p) is in one microbatch's activations on one stage; p gives ZB-1p."""
+    ZB-2p) is in one microbatch's activations on one stage; p gives ZB-1p. Arguments are
+    checked before any work, the size as in :func:`schedules.build`."""
     for label, value in (("ranks", ranks), ("microbatches", microbatches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ScheduleError(f"{label} must be a whole number >= 1, got {value!r}")
@@ -250,6 +253,8 @@ def synthesize(ranks: int, microbatches: int, t_f: float, t_i: float, t_w: float
     _check("w_memory_fraction", w_memory_fraction)
     if w_memory_fraction > 1:
         raise ScheduleError(f"w_memory_fraction must be within [0, 1], got {w_memory_fraction!r}")
+    check_fits(f"{NAME} with ranks={ranks}, microbatches={microbatches}", lowered_ops(ranks, microbatches),
+               bytes_per_op)
     where = tuple(range(ranks))
     ops = greedy(ranks, microbatches, where, Timing(t_f, t_i, t_w, t_comm), limit, w_memory_fraction)
     return Schedule(NAME, ranks, microbatches, ranks, where, ops)

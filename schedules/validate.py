@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .bounds import number
 from .dryrun import Deadlock, dry_run
 from .grid import format_grid
 from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError, gc_paused
@@ -130,6 +131,8 @@ def _check_complete(schedule: Schedule, seen: dict[int, int], key_of: _Keys) -> 
     I and W, never both), and a REDUCE_GRAD follows every backward of its stage."""
     where, row = schedule.stage_to_rank, key_of.row
     of_f, of_b, of_i, of_w = (key_of.offset[kind] for kind in (F, B, I, W))
+    if schedule.num_stages * schedule.num_microbatches > len(seen):
+        raise _first_missing_forward(schedule, seen, key_of)  # without a loop over every (stage, mb)
     for s in range(schedule.num_stages):
         at = where[s]
         reduce_step = seen.get(key_of(OpKind.REDUCE_GRAD, s, None))
@@ -147,6 +150,20 @@ def _check_complete(schedule: Schedule, seen: dict[int, int], key_of: _Keys) -> 
             done = full if full is not None else weight
             if reduce_step is not None and reduce_step < done:
                 raise _fail(schedule, at, reduce_step, f"REDUCE_GRAD runs before the backward of microbatch {mb} finished")
+
+
+def _first_missing_forward(schedule: Schedule, seen: dict[int, int], key_of: _Keys) -> ScheduleError:
+    """More (stage, mb) pairs than ops (a file naming microbatch 10**12, say): some forward
+    is missing. The first, found in O(ops) from the forwards there are."""
+    m, row, base = schedule.num_microbatches, key_of.row, key_of.offset[F]
+    done: list[set[int]] = [set() for _ in range(schedule.num_stages)]
+    for key in seen:
+        if base <= key < base + schedule.num_stages * row:
+            done[(key - base) // row].add((key - base) % row)
+    s = next(s for s, mbs in enumerate(done) if len(mbs) < m)
+    mb = next(mb for mb in range(len(done[s]) + 1) if mb not in done[s])
+    return _missing(schedule, schedule.stage_to_rank[s], f"forward {s}F{mb} is missing (microbatches 0..{number(m - 1)} "
+                    f"are named, {number(len(seen))} ops in all)")
 
 
 def _missing(schedule: Schedule, rank: int, rule: str) -> ScheduleError:
