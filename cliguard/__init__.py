@@ -28,8 +28,10 @@ This package imports nothing of ours, so every other package may use it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import resource
+import stat
 import sys
 import tempfile
 import time
@@ -37,7 +39,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = ["UsageError", "claim_file", "claim_dir", "fresh_dir", "run_cli", "first_line", "Parser", "save_all",
-           "SaveError", "memory_available", "usable_cores", "EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPT"]
+           "SaveError", "memory_available", "usable_cores", "too_large", "read_input", "short_number", "launch", "EXIT_USAGE", "EXIT_FAILURE",
+           "EXIT_INTERRUPT"]
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -254,12 +257,69 @@ def memory_available() -> int:
     return min(x for x in (available, _cgroup_room(), _address_room()) if x is not None)
 
 
+def short_number(n: int) -> str:
+    """An integer in at most a dozen characters, whatever its size (a user may type 10**40)."""
+    if n < 10 ** 12:
+        return str(n)
+    return f"{n:.2e}" if n < 10 ** 300 else f"10^{len(str(n)) - 1}"
+
+
+def _gib(n: int) -> str:
+    return f"{short_number(n // 2 ** 30) if n >= 2 ** 40 else f'{n / 2 ** 30:.1f}'} GiB"
+
+
+def too_large(what: str, count: int, bytes_each: int, *, unit: str = "op", measured_by: str) -> str | None:
+    """None if ``count`` items of ``bytes_each`` fit in :func:`memory_available`; else the
+    one-line refusal, naming the size, the bound and the command that measured the figure."""
+    need, have = count * bytes_each, memory_available()
+    if need <= have:
+        return None
+    return (f"{what}: too large for this machine: about {short_number(count)} {unit}s need {_gib(need)} at {bytes_each} "
+            f"bytes a{'n' if unit[0] in 'aeiou' else ''} {unit} (measured: {measured_by}), and {_gib(have)} is "
+            f"available, room for about {short_number(have // bytes_each)}")
+
+
+def read_input(path: str | os.PathLike, what: str, bytes_per_byte: int, *, measured_by: str,
+               kind: str | None = None) -> str:
+    """The text of a user's input file, refused in one line (:class:`UsageError` naming
+    ``what`` and the path) if it cannot be read, is not UTF-8 text, or holds more than this
+    machine can parse at ``bytes_per_byte`` of memory per byte of it: a regular file by its
+    size before it is read, a pipe or device by reading only that much. A pipe with no
+    writer reads as empty instead of waiting for one. ``kind`` names what text that is not
+    UTF-8 is not (default ``a {what}``)."""
+    label = f"{what} {str(path)!r}"
+    most = max(1, memory_available() // bytes_per_byte)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without a writer opens at once
+    except OSError as err:
+        raise UsageError(f"cannot read {label}: {_why(err)}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"cannot read {label}: it is a folder")
+        os.set_blocking(fd, True)
+        if stat.S_ISREG(info.st_mode) and info.st_size > most:
+            raise UsageError(too_large(label, info.st_size, bytes_per_byte, unit="byte", measured_by=measured_by))
+        with os.fdopen(fd, encoding="utf-8", newline="", closefd=False) as handle:
+            text = handle.read(most + 1)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not {kind or 'a ' + what} (not UTF-8 text: {err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {label}: {_why(err)}") from None
+    finally:
+        os.close(fd)
+    if len(text) > most:
+        raise UsageError(too_large(f"{label} (more than {most} characters)", len(text), bytes_per_byte, unit="byte",
+                                   measured_by=measured_by))
+    return text
+
+
 def usable_cores() -> int:
     """Cores this process may run on: its CPU affinity, less where a cgroup quota allows fewer."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+        cores = os.cpushort_number() or 1
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
         if quota != "max":
@@ -303,9 +363,10 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-def run_cli(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None) -> int:
+def run_cli(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str] | None = None, *,
+            name_errors: bool = True) -> int:
     """Run a command's ``body(argv)`` and turn the errors a user can cause into one line,
-    ``{prog}: error: ...`` (``error: ...`` when ``prog`` is empty).
+    ``{prog}: error: ...`` (``error: ...`` without ``name_errors``).
 
     Exit codes: what ``body`` returns; 2 for :class:`UsageError` and any other
     ``ValueError`` (bad input); 1 for ``OSError``, ``MemoryError`` and ``OverflowError``
@@ -314,11 +375,11 @@ def run_cli(prog: str, body: Callable[[Sequence[str]], int], argv: Sequence[str]
     code raising: its traceback is kept.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    lead = f"{prog}: error: " if prog else "error: "
+    lead = f"{prog}: error: " if name_errors else "error: "
     try:
         return body(argv)
     except KeyboardInterrupt:
-        print(f"{prog or 'pipebubble'}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPT
     except BrokenPipeError:
         _drop_stdout()
@@ -338,3 +399,15 @@ def _drop_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def launch(prog: str, module: str) -> int:
+    """What a ``__main__.py`` runs: import ``module`` and return its ``main()``. A Ctrl-C
+    while the modules load (a second or more with torch or pandas) is one line and 130
+    as well, not a traceback."""
+    try:
+        main = importlib.import_module(module).main
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPT
+    return main()

@@ -20,9 +20,7 @@ grid, the simulator) checks its own figure before calling them.
 
 from __future__ import annotations
 
-import math
-
-from cliguard import memory_available
+from cliguard import memory_available, short_number as number, too_large
 
 from .ir import ScheduleError
 
@@ -50,27 +48,11 @@ def max_ops(bytes_per_op: int = BYTES_PER_OP) -> int:
     return memory_available() // bytes_per_op
 
 
-def _gib(n: int) -> str:
-    return f"{number(n // 2 ** 30) if n >= 2 ** 40 else f'{n / 2 ** 30:.1f}'} GiB"
-
-
-def check_fits(what: str, ops: int, bytes_per_op: int = BYTES_PER_OP, unit: str = "op") -> None:
+def check_fits(what: str, ops: int, bytes_per_op: int = BYTES_PER_OP, unit: str = "op",
+               measured_by: str = "python -m schedules.bounds") -> None:
     """Raise :class:`ScheduleError` in one line if ``ops`` items at ``bytes_per_op`` each
     need more memory than this process may still allocate. The line names the size, the
-    bound and where the figure comes from."""
-    need = ops * bytes_per_op
-    have = memory_available()
-    if need <= have:
-        return
-    held = have // bytes_per_op
-    raise ScheduleError(
-        f"{what}: too large for this machine: about {number(ops)} {unit}s need {_gib(need)} at {bytes_per_op} "
-        f"bytes a{'n' if unit[0] in 'aeiou' else ''} {unit} (measured: python -m schedules.bounds), and "
-        f"{_gib(have)} is available, room for about {number(held)}")
-
-
-def number(n: int) -> str:
-    """An integer in at most a dozen characters, whatever its size (a user may type 10**40)."""
-    if n < 10 ** 12:
-        return str(n)
-    return f"{n:.2e}" if n < 10 ** 300 else f"10^{int(math.log10(n))}"
+    bound and the command that measured the figure (:func:`cliguard.too_large`)."""
+    refusal = too_large(what, ops, bytes_per_op, unit=unit, measured_by=measured_by)
+    if refusal is not None:
+        raise ScheduleError(refusal)

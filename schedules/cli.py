@@ -25,7 +25,7 @@ from typing import Sequence
 from cliguard import Parser, claim_file, run_cli, save_all
 
 from . import analytic
-from .bounds import BYTES_PER_OP, GRID_BYTES_PER_CELL, check_fits, lowered_ops
+from .bounds import BYTES_PER_OP, GRID_BYTES_PER_CELL, check_fits, lowered_ops, number
 from .csvio import load_csv, write_csv
 from .dryrun import dry_run
 from .grid import format_grid
@@ -116,7 +116,8 @@ def _check_size(args: argparse.Namespace) -> None:
     chunks = 1 if args.name == SYNTHESIZED else args.chunks or default_chunks(args.name)
     if min(args.ranks, args.microbatches, chunks) < 1:
         return  # the builder says why, in its own words
-    check_fits(f"{args.name} with ranks={args.ranks}, microbatches={args.microbatches}, chunks={chunks} and its grid",
+    check_fits(f"{args.name} with ranks={number(args.ranks)}, microbatches={number(args.microbatches)}, "
+               f"chunks={number(chunks)} and its grid",
                lowered_ops(args.ranks * chunks, args.microbatches), BYTES_PER_OP + GRID_BYTES_PER_CELL)
 
 
@@ -198,4 +199,4 @@ def _main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input (one line), 1 a failure while running, 130 Ctrl-C."""
-    return run_cli("", _main, argv)
+    return run_cli("python -m schedules", _main, argv, name_errors=False)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
-from .bounds import BYTES_PER_OP, check_fits, max_ops
+from cliguard import UsageError, read_input
+
+from .bounds import BYTES_PER_OP
 from .ir import Op, Schedule, ScheduleError
 from .lowered import Lowered
 
@@ -39,26 +40,13 @@ def _parse_cell(text: str, where: str) -> Op:
 
 
 def _read_text(path: Path, bytes_per_op: int) -> str:
-    """The file's text, once its size is known to fit (a pipe or device is read up to
-    what would fit, then refused if there is more)."""
-    fits = max(1, max_ops(bytes_per_op) // _LOWERED_PER_OP) * _BYTES_PER_CELL
+    """The file's text, refused before it is read if it could hold more ops than fit."""
     try:
-        with path.open(newline="") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > fits:  # a regular file: refused before it is read
-                check_fits(f"schedule file {str(path)!r} ({size} bytes)",
-                           _LOWERED_PER_OP * (size // _BYTES_PER_CELL + 1), bytes_per_op)
-            text = handle.read(fits + 1)
-    except IsADirectoryError:
-        raise ScheduleError(f"cannot read schedule file {str(path)!r}: it is a folder") from None
-    except OSError as err:
-        raise ScheduleError(f"cannot read schedule file {str(path)!r}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise ScheduleError(f"{path}: not a CSV schedule ({err})") from None
-    if len(text) > fits:
-        check_fits(f"schedule file {str(path)!r} (more than {fits} characters)",
-                   _LOWERED_PER_OP * (len(text) // _BYTES_PER_CELL + 1), bytes_per_op)
-    return text
+        return read_input(path, "schedule file", _LOWERED_PER_OP * bytes_per_op // _BYTES_PER_CELL + 1,
+                          measured_by=f"python -m schedules.bounds; an op takes {_BYTES_PER_CELL} bytes of the file "
+                          f"or more and makes at most {_LOWERED_PER_OP} once lowered", kind="a CSV schedule")
+    except UsageError as err:
+        raise ScheduleError(str(err)) from None
 
 
 def _rows(text: str, path: Path) -> list[list[Op]]:

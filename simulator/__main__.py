@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from cliguard import launch
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launch("python -m simulator", "simulator.cli"))

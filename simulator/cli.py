@@ -6,7 +6,13 @@
     python -m simulator --schedule zb-auto --ranks 8 --microbatches 24 --t-f 18.5 --t-i 18.1 --t-w 9.3 --t-comm 0.6 --memory-limit 16
     python -m simulator sweep --schedules all --ranks 2,4,8 --microbatches 4,8,16,32 --out table.csv
 
-Bad input prints one line on stderr and exits with code 2.
+Bad input prints one line on stderr and exits with code 2 before any work: values the
+costs refuse, a flag the schedule does not use (``--ranks`` beside ``--schedule-file``,
+``--memory-limit`` for a built schedule), a size this machine cannot hold
+(:mod:`simulator.bounds`), an output path that cannot be written or already exists
+(``--force`` replaces it), an input file that is no schedule, trace or costs.json. A
+failure while running exits 1 (an output that could not be written at the end is saved
+to a temporary folder, named in the error), Ctrl-C 130 (:func:`cliguard.run_cli`).
 """
 
 from __future__ import annotations
@@ -14,32 +20,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import io
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import schedules
+from cliguard import Parser, UsageError, claim_file, read_input, run_cli, save_all
+from schedules.bounds import number
 from schedules.cli import SYNTHESIZED, add_synthesis_flags
 from schedules.ir import gc_paused
 
+from .bounds import BYTES_PER_OP, OUTPUT_BYTES_PER_OP, TRACE_BYTES_PER_BYTE, check_run
 from .costs import Costs
 from .profile import Profile
 from .result import SimResult, simulate
 
 __all__ = ["main", "Parser", "add_cost_flags", "costs_from_args", "CostSource", "format_summary", "UsageError"]
 
-
-class UsageError(Exception):
-    """Bad input from the command line: reported in one line, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors reach :func:`main`, which reports them in one line."""
-
-    def error(self, message: str):
-        raise UsageError(message)
+PROG = "python -m simulator"
 
 
 def _number_list(text: str) -> float | list[float]:
@@ -112,15 +112,7 @@ def costs_from_args(args: argparse.Namespace) -> CostSource:
     if args.costs:
         profile = Profile.load(args.costs)
     if args.costs_from:
-        import pandas as pd  # only here: loading it takes longer than a whole simulation
-
-        from timeline import check_trace
-
-        try:
-            measured = pd.read_csv(args.costs_from)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise UsageError(f"cannot read trace {args.costs_from!r}: {err}") from None
-        base = Costs.from_trace(check_trace(measured), act_bytes=args.act_bytes)
+        base = _calibrated(args.costs_from, args.act_bytes)
     fields = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in _COST_FLAGS.items()}
     for name in ("bandwidth", "latency", "dp", "optimizer_time", "w_memory_fraction", "ranks_per_node",
                  "comm_interference"):
@@ -130,26 +122,103 @@ def costs_from_args(args: argparse.Namespace) -> CostSource:
     return CostSource(base, profile, {k: v for k, v in fields.items() if v is not None})
 
 
+def _calibrated(path: str, act_bytes) -> Costs:
+    """Costs calibrated from the measured trace at ``path``; any fault of the file is a
+    :class:`UsageError` naming it."""
+    import pandas as pd  # only here: loading it takes longer than a whole simulation
+
+    from timeline import check_trace
+
+    text = read_input(path, "trace", TRACE_BYTES_PER_BYTE, measured_by="python -m simulator.bounds",
+                      kind="a trace CSV")
+    try:
+        measured = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
+        raise UsageError(f"cannot read trace {path!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    try:
+        return Costs.from_trace(check_trace(measured), act_bytes=act_bytes)
+    except (ValueError, KeyError) as err:
+        raise UsageError(f"trace {path!r}: {str(err).strip(chr(39))}") from None
+
+
 def _parser() -> Parser:
-    parser = Parser(prog="python -m simulator", description="Simulate one step of a pipeline schedule "
+    parser = Parser(prog=PROG, description="Simulate one step of a pipeline schedule "
                     "(subcommand: `python -m simulator sweep --help`).")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--schedule", choices=schedules.names() + [SYNTHESIZED],
                       help="built-in schedule, or zb-auto: synthesized for --t-f/--t-i/--t-w/--t-comm under --memory-limit")
-    what.add_argument("--schedule-file", metavar="X.csv", help="schedule in torch's CSV format")
+    what.add_argument("--schedule-file", metavar="X.csv", help="schedule in torch's CSV format (it sets ranks, "
+                      "microbatches and chunks: those flags are then refused)")
     parser.add_argument("--ranks", type=int, default=4, help="pipeline ranks p (default 4)")
     parser.add_argument("--microbatches", type=int, default=8, help="microbatches m (default 8)")
     parser.add_argument("--chunks", type=int, default=None, help="model stages per rank (default: the schedule's)")
     add_cost_flags(parser)
     add_synthesis_flags(parser, costs=False)  # zb-auto; --t-comm is also the link latency unless --latency
-    parser.add_argument("--gantt", metavar="OUT.png", help="write a Gantt chart (PNG or SVG)")
+    parser.add_argument("--gantt", metavar="OUT.png", help="write a Gantt chart (PNG, SVG, PDF, ...)")
     parser.add_argument("--trace", metavar="OUT.json", help="write a Perfetto / chrome://tracing trace")
     parser.add_argument("--csv", metavar="OUT.csv", help="write the trace as CSV (shared schema)")
+    parser.add_argument("--force", action="store_true", help="let --gantt, --trace and --csv replace existing files")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 
 
-def _schedule(args: argparse.Namespace, costs: Costs | None) -> schedules.Schedule:
+_OUTPUTS = {"gantt": "--gantt", "trace": "--trace", "csv": "--csv"}
+_SIZE = ("ranks", "microbatches", "chunks")
+_SYNTHESIS = ("t_comm", "memory_limit")  # zb-auto's own (--t-f etc. are costs for every schedule)
+
+
+def _check_flags(args: argparse.Namespace, given: dict) -> None:
+    """Refuse a flag the schedule would ignore, and a --comm it does not know (cheap checks,
+    before anything is read or built)."""
+    if args.schedule_file:
+        unused = [f for f in _SIZE + _SYNTHESIS if f in given]
+        reason = "is set by the schedule file"
+    elif args.schedule == SYNTHESIZED:
+        unused, reason = [f for f in ("chunks",) if f in given], f"does not apply: {SYNTHESIZED} has one stage per rank"
+    else:
+        unused, reason = [f for f in _SYNTHESIS if f in given], f"is a {SYNTHESIZED} flag; {args.schedule} does not use it"
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} {reason}; drop it")
+    if args.comm not in schedules.COMMS:
+        raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
+
+
+def _outputs(args: argparse.Namespace) -> list[str]:
+    """The output flags given, each path checked for clashes and (--gantt) a format."""
+    given = [flag for dest, flag in _OUTPUTS.items() if getattr(args, dest) is not None]
+    seen: dict[Path, str] = {}
+    for flag in given:
+        path = Path(getattr(args, flag[2:])).resolve()
+        if path in seen:
+            raise UsageError(f"{seen[path]} and {flag} name the same file {str(path)!r}")
+        seen[path] = flag
+    if args.gantt:  # "" is claimed (and refused) below
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        if Path(args.gantt).suffix.lower().lstrip(".") not in formats:
+            raise UsageError(f"--gantt {args.gantt!r}: name a picture file ending in one of "
+                             f"{', '.join('.' + f for f in sorted(formats))}")
+    return given
+
+
+def _check_size(args: argparse.Namespace, outputs: list[str]) -> int:
+    """Whether this machine holds the run and its outputs (a built schedule's size from its
+    flags; a file's, as it loads); the bytes per op the run needs."""
+    per_op = BYTES_PER_OP + sum(OUTPUT_BYTES_PER_OP[flag] for flag in outputs)
+    if args.schedule_file:
+        return per_op
+    chunks = 1 if args.schedule == SYNTHESIZED else args.chunks or schedules.default_chunks(args.schedule)
+    if min(args.ranks, args.microbatches, chunks, args.dp or 1) < 1:
+        return per_op  # the builder (or Costs) says why, in its own words
+    check_run(f"{args.schedule} with ranks={number(args.ranks)}, microbatches="
+              f"{number(args.microbatches)}, chunks={number(chunks)}"
+              + (f", dp={number(args.dp)}" if args.dp else ""),
+              args.ranks * chunks, args.microbatches, args.ranks * (args.dp or 1), outputs)
+    return per_op
+
+
+def _schedule(args: argparse.Namespace, costs: Costs | None, per_op: int = BYTES_PER_OP) -> schedules.Schedule:
     if args.schedule == SYNTHESIZED:
         times = [costs.t_f, costs.t_i, costs.t_w]
         if any(not isinstance(t, float) for t in times):
@@ -157,10 +226,12 @@ def _schedule(args: argparse.Namespace, costs: Costs | None) -> schedules.Schedu
                 raise UsageError("zb-auto takes one --t-f, --t-i and --t-w for every stage, not per-stage lists")
             times = [sum(t) / len(t) if isinstance(t, tuple) else t for t in times]  # a profile's stages: their mean
         return schedules.synthesize(args.ranks, args.microbatches, *times, t_comm=args.t_comm or 0.0,
-                                    memory_limit=args.memory_limit, w_memory_fraction=costs.w_memory_fraction)
+                                    memory_limit=args.memory_limit, w_memory_fraction=costs.w_memory_fraction,
+                                    bytes_per_op=per_op)
     if args.schedule_file:
-        return schedules.load_csv(args.schedule_file)
-    return schedules.build(args.schedule, ranks=args.ranks, microbatches=args.microbatches, chunks=args.chunks)
+        return schedules.load_csv(args.schedule_file, bytes_per_op=per_op)
+    return schedules.build(args.schedule, ranks=args.ranks, microbatches=args.microbatches, chunks=args.chunks,
+                           bytes_per_op=per_op)
 
 
 def format_summary(result: SimResult) -> str:
@@ -178,45 +249,53 @@ def format_summary(result: SimResult) -> str:
     return "\n".join(lines)
 
 
-def _write_outputs(result: SimResult, args: argparse.Namespace) -> None:
-    if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        result.trace.to_csv(args.csv, index=False)
-    if args.gantt:
+def _writers(result: SimResult) -> dict[str, object]:
+    """Per output flag: a function writing it to the path it is given."""
+
+    def gantt(path: Path) -> None:
         from timeline.gantt import plot_gantt
 
-        plot_gantt(result.trace, args.gantt)
-    if args.trace:
+        plot_gantt(result.trace, path)
+
+    def trace(path: Path) -> None:
         from .chrome import to_chrome_trace
 
-        to_chrome_trace(result.trace, args.trace, result.costs.act_memory, result.costs.w_memory_fraction)
+        to_chrome_trace(result.trace, path, result.costs.act_memory, result.costs.w_memory_fraction)
+
+    return {"--csv": lambda path: result.trace.to_csv(path, index=False), "--gantt": gantt, "--trace": trace}
 
 
 def _run(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.comm not in schedules.COMMS:
-        raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_flags(args, parser.given)
+    outputs = _outputs(args)
+    per_op = _check_size(args, outputs)
     # Between build and summary the only objects made are Ops, ints and floats, by the
     # hundred thousand and without cycles: a collection would only walk them again. They
     # live until the process exits, so they are then frozen out of the collector's sight
     # (also of the last collection at exit).
     with gc_paused():
         source = costs_from_args(args)
+        targets = {flag: claim_file(getattr(args, flag[2:]), force=args.force, flag=flag) for flag in outputs}
         if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
             costs = source.layout(args.ranks, 1, args.microbatches)
             if args.t_comm is not None and args.latency is None:
                 costs = dataclasses.replace(costs, latency=args.t_comm)
-            schedule = _schedule(args, costs)
+            schedule = _schedule(args, costs, per_op)
         else:
-            schedule = _schedule(args, None)
+            schedule = _schedule(args, None, per_op)
             costs = source(schedule)
         result = simulate(schedule, costs, comm=args.comm)
         gc.freeze()
-    _write_outputs(result, args)
-    if args.json:
-        print(json.dumps(result.summary(), default=_json_number))
-    else:
-        print(format_summary(result))
+    write = _writers(result)
+    try:  # every output is attempted, the summary printed, whatever fails
+        save_all([(flag, targets[flag], write[flag]) for flag in outputs])
+    finally:
+        if args.json:
+            print(json.dumps(result.summary(), default=_json_number))
+        else:
+            print(format_summary(result))
     return 0
 
 
@@ -224,15 +303,14 @@ def _json_number(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["sweep"]:
-            from .sweep import sweep_main
+def _main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["sweep"]:
+        from .sweep import sweep_main
 
-            return sweep_main(argv[1:])
-        return _run(argv)
-    except (UsageError, ValueError) as err:  # ScheduleError is a ValueError
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"python -m simulator: error: {first}", file=sys.stderr)
-        return 2
+        return sweep_main(argv[1:])
+    return _run(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad input (one line), 1 a failure while running, 130 Ctrl-C."""
+    return run_cli(PROG, _main, argv)

@@ -24,11 +24,14 @@ simulator treats this as processor sharing: see :mod:`simulator.sharing`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 from schedules import analytic
+from schedules.bounds import check_fits
 
+from .bounds import BYTES_PER_OP
 from .costs_check import check_finite, check_number, values_of
 
 if TYPE_CHECKING:
@@ -225,6 +228,10 @@ class Costs:
         per = self.ranks_per_node or 1
         return [w // per for w in range(world)]
 
+    def crowd(self, num_ranks: int) -> int:
+        """The most world ranks on one node."""
+        return max(Counter(self.nodes(num_ranks)).values())
+
     def rate(self, busy: int) -> float:
         """Per-rank compute rate while ``busy`` ranks of one node compute."""
         return float(self.share[busy - 1]) if self.share else 1.0
@@ -277,8 +284,9 @@ class Costs:
             self.per_stage(name, num_stages)
         self.backward(num_stages)
         self.optimizer(0, num_ranks)
-        nodes = self.nodes(num_ranks)
-        crowd = max(nodes.count(n) for n in set(nodes))
+        check_fits(f"{num_ranks} ranks x dp {self.dp}", num_ranks * self.dp, BYTES_PER_OP, unit="world rank",
+                   measured_by="python -m simulator.bounds")
+        crowd = self.crowd(num_ranks)
         if self.share and len(self.share) < crowd:
             raise ValueError(f"Costs.share has {len(self.share)} entries but a node holds {crowd} ranks; "
                              f"give one rate per k = 1 .. {crowd}")

@@ -24,6 +24,7 @@ off its end, so ops keep their own times and the host time shows as time between
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
@@ -129,9 +130,24 @@ def encode(schedule: Schedule, costs: Costs, blocking: bool = False) -> Encoded:
         first_of_pair = np.zeros(len(code), dtype=bool) if paired is None else paired & (kind == _ROW[OpKind.F])
         pre, post = _dispatch(code, bounds, first_of_pair, costs)
         cost = cost + pre + post
+    _check_span(cost, costs, schedule.num_ranks)
     ends = [batch_ends(rank_ops) for rank_ops in rows] if blocking else None
     return Encoded(kind, stage, mb, rank, per_rank(code), per_rank(key), per_rank(cost), per_rank(dest), ends, free,
                    pre, post)
+
+
+def _check_span(cost: np.ndarray, costs: Costs, num_ranks: int) -> None:
+    """Refuse costs whose step time a float cannot hold. Every op one after another, at the
+    slowest compute rate, then the longest optimizer step, is a bound on any makespan; a
+    finite bound keeps every time the model computes finite (t_f = 1e308 would otherwise
+    run to inf and print a makespan of inf, or look like a deadlock)."""
+    with np.errstate(over="ignore"):
+        total = float(cost.sum())
+    slowest = min([costs.rate(k) for k in range(1, len(costs.share) + 1)] or [1.0]) * (1 - costs.comm_interference)
+    bound = total / slowest + max(costs.optimizer(r, num_ranks) for r in range(num_ranks))
+    if not math.isfinite(bound):
+        raise ValueError(f"Costs: the op times add up past what a float holds ({bound} s over {len(cost)} ops, "
+                         f"the most is about 1.8e308): scale the times or sizes down")
 
 
 def _dispatch(code: np.ndarray, bounds, first_of_pair: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray]:

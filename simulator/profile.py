@@ -85,8 +85,10 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from cliguard import UsageError, read_input
 from schedules import Schedule
 
+from .bounds import JSON_BYTES_PER_BYTE
 from .costs import Costs
 from .fit import fit_link
 from .profile_check import DISPATCH, FORMAT, OPS, TIMES, VERSION, ProfileError, check_profile
@@ -104,14 +106,19 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
+        """Read and check a costs.json; any fault of the file raises :class:`ProfileError`
+        naming it (and the key, where one is to blame)."""
         try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise ProfileError(f"cannot read costs file {str(path)!r}: {err.strerror or err}") from None
+            text = read_input(path, "costs file", JSON_BYTES_PER_BYTE, measured_by="python -m simulator.bounds",
+                              kind="a costs.json")
+        except UsageError as err:
+            raise ProfileError(str(err)) from None
         try:
             data = json.loads(text, parse_constant=_no_constant)
-        except ValueError as err:  # JSONDecodeError, NaN/Infinity
-            raise ProfileError(f"{path} is not a costs.json: {err}") from None
+        except ValueError as err:  # JSONDecodeError, NaN/Infinity, an integer of 5000 digits
+            raise ProfileError(f"{path} is not a costs.json: {str(err).splitlines()[0]}") from None
+        except RecursionError:
+            raise ProfileError(f"{path} is not a costs.json: nested deeper than Python can read") from None
         return cls(data, str(path))
 
     def save(self, path: str | Path) -> None:
@@ -216,7 +223,10 @@ class Profile:
                     fields["optimizer_time"] = [a + b for a, b in zip(runs, step)]
         c = self.conditions
         note = f"from {self.source}: {c['host']}, {c['date']}, times {times}"
-        costs = Costs(**fields, notes=(note + (f", scaled x{scale:.4f}" if scale != 1.0 else ""),))
+        try:
+            costs = Costs(**fields, notes=(note + (f", scaled x{scale:.4f}" if scale != 1.0 else ""),))
+        except ValueError as err:  # a value the format allows but the costs do not (a share of 0 ...)
+            raise ProfileError(f"{self.source}: {err}") from None
         return costs.scaled(scale)
 
     @property

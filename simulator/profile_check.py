@@ -53,6 +53,15 @@ class _Checker:
             self.fail(f"{where}.{key}", f"has {len(values)} values; expected {length}")
         return values
 
+    def known(self, obj: Any, keys, where: str) -> None:
+        """Refuse keys the format does not have: a typo (``"latncy"``) would otherwise
+        leave a default in place without a word."""
+        if isinstance(obj, dict):
+            extra = [key for key in obj if key not in keys]
+            if extra:
+                self.fail(f"{where}.{extra[0]}" if where else str(extra[0]),
+                          f"is not a key of the format (it has: {', '.join(keys)})")
+
     def whole(self, obj: dict, key: str, where: str, least: int = 1) -> int:
         value = self.get(obj, key, where, int)
         if value < least:
@@ -61,6 +70,15 @@ class _Checker:
 
 
 DISPATCH = ("compute", "send", "recv")  # host seconds around ops: Costs.dispatch_<key>
+# The keys of each object of the format (see simulator.profile), for Checker.known.
+_TOP = ("format", "version", "conditions", "canary", "scheduler", "share", "comm_interference", "links", "layouts",
+        "dispatch")
+_CANARY = ("op", "seconds", "threads", "before", "after")
+_SCHEDULER = ("cores", "ranks", "slice_s", "wait_s", "wake_sleeping_s", "wake_spinning_s")
+_LINKS, _PAIR = ("latency", "bandwidth", "pairs"), ("src", "dst", "latency", "bandwidth", "bytes", "seconds")
+_DISPATCH = DISPATCH + ("schedules", "microbatches", "optimizer", "step")
+_LAYOUT = ("ranks", "chunks", "microbatches", "dp", "stages", "layers", "boundary_bytes", "optimizer", "allreduce")
+_STAGE = OPS + ("memory", "grad_bytes")
 
 
 def _dp(data: dict) -> int:
@@ -77,7 +95,9 @@ def check_profile(data: Any, source: str) -> None:
         c.fail("format", f"must be {FORMAT!r}: not a costs.json written by `python -m executor profile`")
     if data.get("version") != VERSION:
         c.fail("version", f"is {data.get('version')!r}; this simulator reads version {VERSION}")
+    c.known(data, _TOP, "")
     conditions = c.get(data, "conditions", "", dict)
+    c.known(conditions, (*_CONDITIONS, "node_of"), "conditions")
     for key, kind in _CONDITIONS.items():
         c.get(conditions, key, "conditions", kind)
     if "node_of" in conditions:
@@ -90,6 +110,7 @@ def check_profile(data: Any, source: str) -> None:
     _check_links(c, c.get(data, "links", "", dict))
     if "scheduler" in data:
         found = c.get(data, "scheduler", "", dict)
+        c.known(found, _SCHEDULER, "scheduler")
         c.whole(found, "cores", "scheduler")
         c.whole(found, "ranks", "scheduler")
         c.number(found.get("slice_s", "missing"), "scheduler.slice_s", allow_null=True)
@@ -99,13 +120,20 @@ def check_profile(data: Any, source: str) -> None:
             c.get(found, key, "scheduler", float)
     if "canary" in data:
         found = c.get(data, "canary", "", dict)
+        c.known(found, _CANARY, "canary")
         c.get(found, "op", "canary", str)
         if not c.numbers(found, "seconds", "canary"):
             c.fail("canary.seconds", "is empty")
     if "dispatch" in data:
         dispatch = c.get(data, "dispatch", "", dict)
+        c.known(dispatch, _DISPATCH, "dispatch")
         for key in DISPATCH:
             c.get(dispatch, key, "dispatch", float)
+        if "schedules" in dispatch and not all(isinstance(name, str) for name in c.get(dispatch, "schedules",
+                                                                                       "dispatch", list)):
+            c.fail("dispatch.schedules", "must be a list of schedule names")
+        if "microbatches" in dispatch:
+            c.whole(dispatch, "microbatches", "dispatch")
         for key in ("optimizer", "step"):  # optional: per pipeline rank, from the same runs
             if key in dispatch:
                 c.numbers(dispatch, key, "dispatch", conditions["ranks"] // max(1, _dp(data)))
@@ -114,20 +142,36 @@ def check_profile(data: Any, source: str) -> None:
         c.fail("layouts", "is empty: nothing was profiled")
     for n, layout in enumerate(layouts):
         _check_layout(c, layout, f"layouts[{n}]")
+    _check_link_ranks(c, data["links"]["pairs"], max(layout["ranks"] for layout in layouts))
 
 
 def _check_links(c: _Checker, links: dict) -> None:
+    c.known(links, _LINKS, "links")
     c.get(links, "latency", "links", float)
     c.number(links.get("bandwidth", "missing"), "links.bandwidth", allow_null=True)
     for n, pair in enumerate(c.get(links, "pairs", "links", list)):
         where = f"links.pairs[{n}]"
+        c.known(pair, _PAIR, where)
         c.whole(pair, "src", where, 0), c.whole(pair, "dst", where, 0), c.get(pair, "latency", where, float)
         c.number(pair.get("bandwidth", "missing"), f"{where}.bandwidth", allow_null=True)
         if "bytes" in pair or "seconds" in pair:
             c.numbers(pair, "seconds", where, len(c.numbers(pair, "bytes", where)))
 
 
+def _check_link_ranks(c: _Checker, pairs: list, ranks: int) -> None:
+    """A link joins two pipeline ranks of a layout profiled (a pair naming another would be
+    ignored by every prediction)."""
+    for n, pair in enumerate(pairs):
+        for end in ("src", "dst"):
+            if pair[end] >= ranks:
+                c.fail(f"links.pairs[{n}].{end}", f"is rank {pair[end]}, but no layout has more than {ranks} "
+                       f"pipeline ranks (0..{ranks - 1})")
+        if pair["src"] == pair["dst"]:
+            c.fail(f"links.pairs[{n}]", f"joins rank {pair['src']} to itself")
+
+
 def _check_layout(c: _Checker, layout: Any, where: str) -> None:
+    c.known(layout, _LAYOUT, where)
     ranks, chunks = c.whole(layout, "ranks", where), c.whole(layout, "chunks", where)
     c.whole(layout, "microbatches", where)
     dp = c.whole(layout, "dp", where)
@@ -136,12 +180,15 @@ def _check_layout(c: _Checker, layout: Any, where: str) -> None:
         c.fail(f"{where}.stages", f"has {len(stages)} entries; expected ranks * chunks = {ranks * chunks}")
     for s, stage in enumerate(stages):
         at = f"{where}.stages[{s}]"
+        c.known(stage, _STAGE, at)
         for op in OPS:
             c.get(c.get(stage, op, at, dict), "alone", f"{at}.{op}", float)
+            c.known(stage[op], TIMES, f"{at}.{op}")
             for optional in TIMES[1:]:
                 if optional in stage[op]:
                     c.get(stage[op], optional, f"{at}.{op}", float)
         if "memory" in stage:
+            c.known(c.get(stage, "memory", at, dict), OPS, f"{at}.memory")
             for op in OPS:
                 c.get(c.get(stage, "memory", at, dict), op, f"{at}.memory", float)
         if "grad_bytes" in stage:

@@ -69,8 +69,11 @@ class Sharing:
 
     def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
         self.env = env
-        world = costs.nodes(num_ranks)  # world rank k * num_ranks + r is replica k's rank r
-        self.node = [_Node() for _ in range(max(world) + 1)]
+        # world rank k * num_ranks + r is replica k's rank r; nodes renumbered 0, 1, ... in
+        # order of first use, so that a node named 10**9 does not make 10**9 of them
+        number: dict[int, int] = {}
+        world = [number.setdefault(n, len(number)) for n in costs.nodes(num_ranks)]
+        self.node = [_Node() for _ in range(len(number))]
         for node in self.node:
             node.tick = partial(self._tick, node)
         self.of = [self.node[world[r]] for r in range(num_ranks)]  # the simulated replica's ranks
@@ -79,7 +82,7 @@ class Sharing:
             counts[w % num_ranks][n] = counts[w % num_ranks].get(n, 0) + 1
         self.loads = [[(self.node[n], k) for n, k in c.items()] for c in counts]  # home (w = r) first
         self.away = [loads[1:] for loads in self.loads]  # the other nodes of the rank's replicas
-        crowd = max(world.count(n) for n in set(world))
+        crowd = costs.crowd(num_ranks)
         self.rates = [costs.rate(k) for k in range(1, crowd + 1)]
         self.slow = 1.0 - costs.comm_interference
         self.interferes = costs.comm_interference > 0  # else transfers need not be followed

@@ -8,9 +8,16 @@ with m not divisible by p, say) are skipped and counted on stderr; so are, with
 ``--costs costs.json``, layouts the profile does not cover (each other combination is
 simulated with its own layout's costs).
 
-``--workers N`` runs the simulations in a process pool; under ``mpiexec -n N python -m
-simulator sweep ...`` they are spread over every rank (:mod:`simulator.workers`). Rows
-come back in grid order, so the table is the same in every mode.
+``--workers N`` runs the simulations in a process pool (at most one process a core);
+under ``mpiexec -n N python -m simulator sweep ...`` they are spread over every rank
+(:mod:`simulator.workers`). Rows come back in grid order, so the table is the same in
+every mode.
+
+Before any simulation: every value list is checked (no repeats, ``--chunks`` only where
+a schedule takes it), the whole grid and its largest point against the memory available
+(:mod:`simulator.bounds`; the largest point as many times as simulations run at once),
+and ``--out`` claimed (refused if it exists, unless ``--force``; under MPI by rank 0,
+which alone writes, and every rank leaves if it is refused).
 """
 
 from __future__ import annotations
@@ -19,17 +26,19 @@ import argparse
 import itertools
 import math
 import sys
-from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import pandas as pd
 import schedules
+from cliguard import Parser, UsageError, claim_file, save_all
+from schedules.bounds import check_fits
 
-from .cli import Parser, UsageError, add_cost_flags, costs_from_args
+from .bounds import SWEEP_BYTES_PER_POINT, check_run
+from .cli import add_cost_flags, costs_from_args
 from .costs import Costs
 from .profile import ProfileError
 from .result import simulate
-from .workers import Workers, open_workers
+from .workers import Workers, capped, lead_decides, open_workers
 
 __all__ = ["sweep", "sweep_main", "whole_numbers"]
 
@@ -52,10 +61,12 @@ def _parser() -> Parser:
     parser.add_argument("--microbatches", type=whole_numbers, default=[4, 8, 16, 32], help="comma-separated m values")
     parser.add_argument("--chunks", type=int, default=None, help="chunks for multi-chunk schedules (default: each one's)")
     add_cost_flags(parser)
-    parser.add_argument("--out", metavar="TABLE.csv", help="write the table here (default: print CSV)")
+    parser.add_argument("--out", metavar="TABLE.csv", help="write the table here (default: print CSV); "
+                        "refused if it exists, unless --force")
+    parser.add_argument("--force", action="store_true", help="let --out replace an existing file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--workers", type=int, default=1,
-                        help="processes for the simulations (default 1; under mpiexec every rank works)")
+                        help="processes for the simulations (default 1, at most the cores; under mpiexec every rank works)")
     return parser
 
 
@@ -69,9 +80,7 @@ CostsOf = Union[Costs, Callable[[schedules.Schedule], Costs]]
 def _one(job: tuple[str, int, int, str, CostsOf, int | None]) -> dict | str:
     """One grid point: its row, or why the schedule (or the profile) does not take it."""
     name, p, m, comm, costs, chunks = job
-    v = schedules.default_chunks(name)
-    if chunks is not None and v > 1:  # --chunks applies to the multi-chunk schedules only
-        v = chunks
+    v = _chunks_of(name, chunks)
     try:
         schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v)
         costs = costs(schedule) if callable(costs) else costs
@@ -98,6 +107,32 @@ def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int
     return pd.DataFrame([d for d in done if isinstance(d, dict)]), [d for d in done if isinstance(d, str)]
 
 
+def _chunks_of(name: str, chunks: int | None) -> int:
+    """The chunks a grid point of ``name`` runs with: --chunks applies to the multi-chunk schedules."""
+    v = schedules.default_chunks(name)
+    return chunks if chunks is not None and v > 1 else v
+
+
+def _check_grid(args: argparse.Namespace, names: list[str], comms: list[str], workers: int) -> None:
+    """The cheap checks of the lists, then whether the grid and its largest point fit."""
+    for flag, values in (("--schedules", names), ("--ranks", args.ranks), ("--microbatches", args.microbatches),
+                         ("--comm", comms)):
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            raise UsageError(f"{flag} names {repeated} twice")
+    if args.chunks is not None:
+        if args.chunks < 1:
+            raise UsageError(f"--chunks must be >= 1, got {args.chunks}")
+        if all(schedules.default_chunks(name) == 1 for name in names):
+            raise UsageError(f"--chunks applies to multi-chunk schedules only; none of {', '.join(names)} is one")
+    points = len(names) * len(args.ranks) * len(args.microbatches) * len(comms)
+    check_fits(f"the sweep's grid of {points} points", points, SWEEP_BYTES_PER_POINT, unit="point",
+               measured_by="python -m simulator.bounds")
+    stages, name = max((p * _chunks_of(n, args.chunks), n) for n in names for p in args.ranks)
+    check_run(f"its largest point ({name}, {stages} stages, microbatches={max(args.microbatches)})", stages,
+              max(args.microbatches), max(args.ranks) * (args.dp or 1), workers=min(workers, points))
+
+
 def sweep_main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     names = schedules.names() if args.schedules == "all" else [n.strip() for n in args.schedules.split(",")]
@@ -107,20 +142,22 @@ def sweep_main(argv: Sequence[str]) -> int:
     comms = [c.strip() for c in args.comm.split(",")]
     if any(c not in schedules.COMMS for c in comms):
         raise UsageError(f"--comm takes {', '.join(schedules.COMMS)} (comma-separated), got {args.comm!r}")
-    costs = costs_from_args(args)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    with open_workers(args.workers) as workers:
-        if workers is None:  # an MPI rank that ran simulations for rank 0
+    workers = capped(args.workers)
+    _check_grid(args, names, comms, workers)
+    costs = costs_from_args(args)
+    target = lead_decides(lambda: claim_file(args.out, force=args.force)) if args.out else None
+    with open_workers(workers) as pool:
+        if pool is None:  # an MPI rank that ran simulations for rank 0
             return 0
         table, skipped = sweep(names, args.ranks, args.microbatches, comms, costs, args.chunks,
-                               progress=not args.quiet, workers=workers)
+                               progress=not args.quiet, workers=pool)
     if skipped:
         print(f"skipped {len(skipped)} combination(s), e.g. {skipped[0]}", file=sys.stderr)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-        print(f"wrote {len(table)} rows to {args.out}", file=sys.stderr)
-    else:
+    if target is None:
         print(table.to_csv(index=False), end="")
+        return 0
+    save_all([("--out", target, lambda path: table.to_csv(path, index=False))])
+    print(f"wrote {len(table)} rows to {target}", file=sys.stderr)
     return 0

@@ -14,6 +14,8 @@ Every plot, table and trace writer takes a DataFrame with these columns, from ei
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 __all__ = ["TRACE_COLUMNS", "STREAMS", "stream_of", "empty_trace", "check_trace", "makespan_of", "bubble_of", "transfers"]
@@ -41,15 +43,55 @@ def empty_trace() -> pd.DataFrame:
 
 
 def check_trace(df: pd.DataFrame) -> pd.DataFrame:
-    """Raise ValueError naming what is wrong if ``df`` does not follow the schema."""
+    """Raise ValueError naming the first row and column that break the schema, if any.
+
+    Checked: the columns are there; rank, stage and mb are whole numbers (rank >= 0;
+    stage >= 0 and mb >= 0 except -1 where the schema gives it: stage for OPTIMIZER, mb
+    for REDUCE_GRAD and OPTIMIZER); kind is a kind of the schema and stream its stream;
+    start and end are finite, >= 0 and end >= start. A trace that breaks one of these
+    would give a wrong prediction or picture, not an error.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"a trace is a DataFrame with columns {', '.join(TRACE_COLUMNS)}, got {type(df).__name__}")
     missing = [c for c in TRACE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"trace lacks column(s) {', '.join(missing)}; expected {', '.join(TRACE_COLUMNS)}")
-    bad = df[df["end"] < df["start"]]
-    if len(bad):
-        row = bad.iloc[0]
-        raise ValueError(f"trace row rank {row['rank']} {row['stage']}{row['kind']}{row['mb']}: end before start")
+    if df.empty:
+        return df
+    kind = df["kind"]
+    _first(df, ~kind.isin(list(_STREAM)), "kind", f"is not a kind of the schema ({', '.join(_STREAM)})")
+    _first(df, df["stream"] != kind.map(_STREAM), "stream", "is not the stream of the row's kind")
+    optimizer, whole_batch = kind == "OPTIMIZER", kind.isin(["REDUCE_GRAD", "OPTIMIZER"])
+    for column, lowest in (("rank", 0), ("stage", -optimizer.astype(int)), ("mb", -whole_batch.astype(int))):
+        values = _numbers(df, column)
+        _first(df, values.isna() | (values != values.round()), column, "is not a whole number")
+        _first(df, values < lowest, column, "is below its least value (0; -1 for stage of OPTIMIZER, "
+               "mb of REDUCE_GRAD and OPTIMIZER)")
+    times = {}
+    for column in ("start", "end"):
+        times[column] = values = _numbers(df, column)
+        _first(df, values.isna() | values.isin([math.inf, -math.inf]), column, "is not a finite number of seconds")
+        _first(df, values < 0, column, "is negative: times are seconds from the start of the step")
+    _first(df, times["end"] < times["start"], "end", "is before start")
     return df
+
+
+def _numbers(df: pd.DataFrame, column: str) -> pd.Series:
+    values = df[column]
+    if pd.api.types.is_bool_dtype(values):
+        return pd.Series(math.nan, index=values.index)
+    return pd.to_numeric(values, errors="coerce")
+
+
+def _first(df: pd.DataFrame, bad: pd.Series, column: str, what: str) -> None:
+    """Raise for the first row where ``bad`` holds, naming it and its value."""
+    if not bad.any():
+        return
+    at = int(bad.to_numpy().argmax())
+    row = df.iloc[at]
+    value = str(row[column])
+    value = value if len(value) <= 30 else value[:30] + "..."
+    raise ValueError(f"trace row {at} (rank {row['rank']}, kind {row['kind']}): {column} {value!r} {what}")
 
 
 def makespan_of(trace: pd.DataFrame) -> float:
