@@ -110,15 +110,15 @@ def _flag(dest: str) -> str:
 
 
 def _check_size(args: argparse.Namespace) -> None:
-    """Whether this machine holds the built schedule and its grid (a file is checked as it loads)."""
+    """Whether this machine holds the built schedule, before it is built (its grid, with fewer
+    cells than ops, is made after the validation's peak; a file is checked as it loads)."""
     if args.list or args.file is not None:
         return
     chunks = 1 if args.name == SYNTHESIZED else args.chunks or default_chunks(args.name)
     if min(args.ranks, args.microbatches, chunks) < 1:
         return  # the builder says why, in its own words
     check_fits(f"{args.name} with ranks={number(args.ranks)}, microbatches={number(args.microbatches)}, "
-               f"chunks={number(chunks)} and its grid",
-               lowered_ops(args.ranks * chunks, args.microbatches), BYTES_PER_OP + GRID_BYTES_PER_CELL)
+               f"chunks={number(chunks)}", lowered_ops(args.ranks * chunks, args.microbatches), BYTES_PER_OP)
 
 
 def _load(args: argparse.Namespace) -> Schedule:

@@ -43,7 +43,7 @@ def _read_text(path: Path, bytes_per_op: int) -> str:
     """The file's text, refused before it is read if it could hold more ops than fit."""
     try:
         return read_input(path, "schedule file", _LOWERED_PER_OP * bytes_per_op // _BYTES_PER_CELL + 1,
-                          measured_by=f"python -m schedules.bounds; an op takes {_BYTES_PER_CELL} bytes of the file "
+                          measured_by=f"python -m schedules.measure; an op takes {_BYTES_PER_CELL} bytes of the file "
                           f"or more and makes at most {_LOWERED_PER_OP} once lowered", kind="a CSV schedule")
     except UsageError as err:
         raise ScheduleError(str(err)) from None

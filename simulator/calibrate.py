@@ -76,7 +76,12 @@ def _num_stages(trace: pd.DataFrame) -> int:
     compute = trace[trace["kind"].isin(["F", "B", "I", "W"])]
     if compute.empty:
         raise ValueError("trace has no compute rows (F, B, I, W) to calibrate from")
-    return int(compute["stage"].max()) + 1
+    stages = int(compute["stage"].max()) + 1
+    present = set(compute["stage"].astype(int).unique().tolist())
+    if len(present) < stages:  # found without a loop over 0 .. stage 10**12
+        missing = next(s for s in range(len(present) + 1) if s not in present)
+        raise ValueError(f"trace has no compute rows for stage {missing} (stages 0..{stages - 1} are named)")
+    return stages
 
 
 def _compute_times(trace: pd.DataFrame, stages: int, statistic: str) -> tuple[list[float], list[float], list[float]]:

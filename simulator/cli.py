@@ -32,7 +32,7 @@ from schedules.bounds import number
 from schedules.cli import SYNTHESIZED, add_synthesis_flags
 from schedules.ir import gc_paused
 
-from .bounds import BYTES_PER_OP, OUTPUT_BYTES_PER_OP, TRACE_BYTES_PER_BYTE, check_run
+from .bounds import BYTES_PER_OP, MEASURED, OUTPUT_BYTES_PER_OP, TRACE_BYTES_PER_BYTE, check_run
 from .costs import Costs
 from .profile import Profile
 from .result import SimResult, simulate
@@ -129,7 +129,7 @@ def _calibrated(path: str, act_bytes) -> Costs:
 
     from timeline import check_trace
 
-    text = read_input(path, "trace", TRACE_BYTES_PER_BYTE, measured_by="python -m simulator.bounds",
+    text = read_input(path, "trace", TRACE_BYTES_PER_BYTE, measured_by=MEASURED,
                       kind="a trace CSV")
     try:
         measured = pd.read_csv(io.StringIO(text))

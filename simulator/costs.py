@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence, Union
 from schedules import analytic
 from schedules.bounds import check_fits
 
-from .bounds import BYTES_PER_OP
+from .bounds import BYTES_PER_OP, MEASURED
 from .costs_check import check_finite, check_number, values_of
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class Costs:
         self.backward(num_stages)
         self.optimizer(0, num_ranks)
         check_fits(f"{num_ranks} ranks x dp {self.dp}", num_ranks * self.dp, BYTES_PER_OP, unit="world rank",
-                   measured_by="python -m simulator.bounds")
+                   measured_by=MEASURED)
         crowd = self.crowd(num_ranks)
         if self.share and len(self.share) < crowd:
             raise ValueError(f"Costs.share has {len(self.share)} entries but a node holds {crowd} ranks; "

@@ -88,7 +88,7 @@ from typing import Any, Sequence
 from cliguard import UsageError, read_input
 from schedules import Schedule
 
-from .bounds import JSON_BYTES_PER_BYTE
+from .bounds import JSON_BYTES_PER_BYTE, MEASURED
 from .costs import Costs
 from .fit import fit_link
 from .profile_check import DISPATCH, FORMAT, OPS, TIMES, VERSION, ProfileError, check_profile
@@ -109,7 +109,7 @@ class Profile:
         """Read and check a costs.json; any fault of the file raises :class:`ProfileError`
         naming it (and the key, where one is to blame)."""
         try:
-            text = read_input(path, "costs file", JSON_BYTES_PER_BYTE, measured_by="python -m simulator.bounds",
+            text = read_input(path, "costs file", JSON_BYTES_PER_BYTE, measured_by=MEASURED,
                               kind="a costs.json")
         except UsageError as err:
             raise ProfileError(str(err)) from None

@@ -59,8 +59,8 @@ class _Checker:
         if isinstance(obj, dict):
             extra = [key for key in obj if key not in keys]
             if extra:
-                self.fail(f"{where}.{extra[0]}" if where else str(extra[0]),
-                          f"is not a key of the format (it has: {', '.join(keys)})")
+                key = extra[0] if extra[0].isidentifier() else repr(extra[0])  # a key "\n" stays on one line
+                self.fail(f"{where}.{key}" if where else key, f"is not a key of the format (it has: {', '.join(keys)})")
 
     def whole(self, obj: dict, key: str, where: str, least: int = 1) -> int:
         value = self.get(obj, key, where, int)

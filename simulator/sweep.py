@@ -33,7 +33,7 @@ import schedules
 from cliguard import Parser, UsageError, claim_file, save_all
 from schedules.bounds import check_fits
 
-from .bounds import SWEEP_BYTES_PER_POINT, check_run
+from .bounds import MEASURED, SWEEP_BYTES_PER_POINT, check_run
 from .cli import add_cost_flags, costs_from_args
 from .costs import Costs
 from .profile import ProfileError
@@ -127,7 +127,7 @@ def _check_grid(args: argparse.Namespace, names: list[str], comms: list[str], wo
             raise UsageError(f"--chunks applies to multi-chunk schedules only; none of {', '.join(names)} is one")
     points = len(names) * len(args.ranks) * len(args.microbatches) * len(comms)
     check_fits(f"the sweep's grid of {points} points", points, SWEEP_BYTES_PER_POINT, unit="point",
-               measured_by="python -m simulator.bounds")
+               measured_by=MEASURED)
     stages, name = max((p * _chunks_of(n, args.chunks), n) for n in names for p in args.ranks)
     check_run(f"its largest point ({name}, {stages} stages, microbatches={max(args.microbatches)})", stages,
               max(args.microbatches), max(args.ranks) * (args.dp or 1), workers=min(workers, points))

@@ -73,6 +73,9 @@ def make_fixtures(d: Path) -> None:
     (d / "existing.csv").write_text("keep me\n")
     # 100,000 ranks, one stage each, one microbatch (1.5 MB): the 24 GB case
     (d / "ranks100k.csv").write_text("".join(f"{r}F0,{r}B0\n" for r in range(100_000)))
+    loop = d / "loop.csv"
+    if not loop.is_symlink():
+        loop.symlink_to(loop)
     fifo = d / "fifo"
     if not fifo.exists():
         os.mkfifo(fifo)  # no writer: reading it must not wait for one
@@ -87,6 +90,7 @@ def make_fixtures(d: Path) -> None:
         "trace_kind.csv": trace.assign(kind=trace["kind"].where(trace.index != 0, "X")),
         "trace_no_stage.csv": trace.drop(columns=["stage"]),
         "trace_backwards.csv": trace.assign(start=trace["end"], end=trace["start"]),
+        "trace_huge_stage.csv": trace.assign(stage=trace["stage"].where(trace["stage"] != 1, 10 ** 12)),
     }
     for name, frame in bad_traces.items():
         frame.to_csv(d / name, index=False)
@@ -259,6 +263,18 @@ CASES = [
     c(*ONE, "--schedule-file", "{d}/ok.csv", words="not allowed with argument"),
     c(*S, "--list", "--ranks", "3", words="--list takes no other argument"),
     c(*S, "1f1b", "--file", "{d}/ok.csv", words="give a schedule name or --file, not both"),
+    # -- more found by trying -----------------------------------------------------------------------
+    c(*ONE, "--costs-from", "{d}/trace_huge_stage.csv", words="no compute rows for stage 1"),
+    c(*ONE, "--csv", "{d}/existing.csv/x.csv", words="cannot create folder"),
+    c(*S, "--file", "{d}/ok.csv", "--csv", "{d}/ok.csv", words="exists; pass --force"),
+    c(*S, "--file", "{d}/loop.csv", words="cannot read schedule file"),
+    c(*SWEEP, "--ranks", "", words="expected comma-separated whole numbers"),
+    c(*ONE, "--share", "", words="expected a number or comma-separated numbers"),
+    c(*ONE, "--t-f", "1e309", words="Costs.t_f must be finite"),
+    c(*SIM, words="one of the arguments --schedule --schedule-file is required"),
+    c(*SIM, "--schedule", "zb-auto", "--chunks", "2", words="--chunks does not apply"),
+    c(*SIM, "--schedule", "nope", words="invalid choice"),
+    c(*S, "1f1b", "--comm", words="expected one argument"),
 ]
 
 
