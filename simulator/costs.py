@@ -186,8 +186,7 @@ class Costs:
         """Whether some node's ranks outnumber its ``cores`` (then :mod:`simulator.slicing`)."""
         if self.cores is None:
             return False
-        nodes = self.nodes(num_ranks)
-        return max(nodes.count(n) for n in set(nodes)) > self.cores
+        return self.crowd(num_ranks) > self.cores
 
     @property
     def dispatches(self) -> bool:
@@ -231,6 +230,12 @@ class Costs:
     def crowd(self, num_ranks: int) -> int:
         """The most world ranks on one node."""
         return max(Counter(self.nodes(num_ranks)).values())
+
+    def node_numbers(self, num_ranks: int) -> list[int]:
+        """:meth:`nodes` renumbered 0, 1, ... in order of first use: what the simulator indexes
+        by, so that a node named 10**9 does not make 10**9 of them."""
+        number: dict[int, int] = {}
+        return [number.setdefault(n, len(number)) for n in self.nodes(num_ranks)]
 
     def rate(self, busy: int) -> float:
         """Per-rank compute rate while ``busy`` ranks of one node compute."""

@@ -69,11 +69,8 @@ class Sharing:
 
     def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
         self.env = env
-        # world rank k * num_ranks + r is replica k's rank r; nodes renumbered 0, 1, ... in
-        # order of first use, so that a node named 10**9 does not make 10**9 of them
-        number: dict[int, int] = {}
-        world = [number.setdefault(n, len(number)) for n in costs.nodes(num_ranks)]
-        self.node = [_Node() for _ in range(len(number))]
+        world = costs.node_numbers(num_ranks)  # world rank k * num_ranks + r is replica k's rank r
+        self.node = [_Node() for _ in range(max(world) + 1)]
         for node in self.node:
             node.tick = partial(self._tick, node)
         self.of = [self.node[world[r]] for r in range(num_ranks)]  # the simulated replica's ranks

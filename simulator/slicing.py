@@ -61,11 +61,11 @@ class Slicing:
     def __init__(self, env: simpy.Environment, costs: Costs, num_ranks: int):
         self.env = env
         self.slice = costs.slice_s
-        world = costs.nodes(num_ranks)
+        world = costs.node_numbers(num_ranks)
         self.node = [_Node(costs.cores) for _ in range(max(world) + 1)]
         for node in self.node:
             node.tick = partial(self._tick, node)
-        crowd = max(world.count(n) for n in set(world))
+        crowd = costs.crowd(num_ranks)
         self.rates = [costs.rate(n) * n / min(n, costs.cores) if costs.share else 1.0 for n in range(1, crowd + 1)]
         loads: list[dict[int, int]] = [{} for _ in range(num_ranks)]
         for w, n in enumerate(world):  # world rank k * num_ranks + r is replica k's rank r
