@@ -33,7 +33,6 @@ import os
 import resource
 import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -179,6 +178,8 @@ def save_all(outputs: Sequence[tuple[str, Path, Writer]]) -> list[Path]:
     and where it is now (or that it is lost). ``MemoryError`` and ``KeyboardInterrupt``
     are not caught.
     """
+    import tempfile  # here: a command that writes nothing need not load it
+
     written: list[Path] = []
     failed: list[str] = []
     rescue: Path | None = None
