@@ -64,7 +64,9 @@ def _rows(text: str, path: Path) -> list[list[Op]]:
 
 def load_csv(path, name: str | None = None, *, bytes_per_op: int = BYTES_PER_OP) -> Schedule:
     """Read a torch-format CSV into a Schedule (not yet validated: call ``validate``).
-    The file must fit in memory once lowered at ``bytes_per_op`` (:mod:`schedules.bounds`)."""
+    The file must fit in memory once lowered at ``bytes_per_op`` (:mod:`schedules.bounds`).
+    Any other input raises :class:`ScheduleError`, one line naming the file (and the cell
+    or row to blame), never another error."""
     path = Path(path)
     ops = _rows(_read_text(path, bytes_per_op), path)
     if not ops:

@@ -543,7 +543,8 @@ def main() -> int:
                 failed += 1
                 mark = " FAILED"
             line = err.strip().splitlines()[-1] if err.strip() else ""
-            shown = case.label.replace("{d}/", "").replace("|", "\\|")
+            shown = " ".join(a if len(a) <= 40 else f"{a[:12]}...({len(a)} characters)" for a in case.argv)
+            shown = shown.replace("{d}/", "").replace("|", "\\|")
             print(f"| `{shown}` | {code} ({case.code}){mark} | {seconds:.2f} | {line[:100].replace('|', '/')} |",
                   flush=True)
     print(f"\n{len(CASES)} cases, {failed} failed")
