@@ -30,14 +30,20 @@ from .layout import stage_costs
 from .search import Plan, PlanConfig, spec_for
 from .transformer import TransformerSpec
 
-__all__ = ["RUN_TIMEOUT_S", "this_cpu", "check_runnable", "verify", "executor_args", "run_layouts", "rank_table", "spearman",
+__all__ = ["RUN_TIMEOUT_S", "CPU_GEMM_EFFICIENCY", "this_cpu", "check_runnable", "verify", "executor_args", "run_layouts", "rank_table", "spearman",
            "best_holds", "format_verify"]
+
+
+CPU_GEMM_EFFICIENCY = 0.6
+"""Share of the measured matmul peak a CPU op is assumed to reach (the planner's former flat
+efficiency; a profile of the executor's transformer measured 0.66 on a quiet core, README)."""
 
 
 def this_cpu(threads: int = 1, repeats: int = 5) -> Gpu:
     """This machine's CPU as a 'GPU': matmul peak measured on ``threads`` threads (the best
     of ``repeats``: on shared cores the fastest is the least disturbed), the physical
-    memory, and 10 GB/s as a rough memory bandwidth (it only prices the optimizer)."""
+    memory, 10 GB/s as a rough memory bandwidth, ops at ``CPU_GEMM_EFFICIENCY`` of the peak
+    and no kernel overhead."""
     import torch
 
     before = torch.get_num_threads()
@@ -52,7 +58,7 @@ def this_cpu(threads: int = 1, repeats: int = 5) -> Gpu:
     finally:
         torch.set_num_threads(before)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return Gpu("this-cpu", 2 * 1024 ** 3 / best, float(memory), 10e9, "shared-memory",
+    return Gpu("this-cpu", 2 * 1024 ** 3 / best, float(memory), 10e9, CPU_GEMM_EFFICIENCY, 1.0, 0.0, "shared-memory",
                f"measured here: fp32 1024^3 matmul on {threads} thread(s), best of {repeats}")
 
 
@@ -78,9 +84,10 @@ def executor_args(config: PlanConfig, plan: Plan, out: Path, steps: int) -> list
 
 
 def _forward_efficiency(config: PlanConfig, plan: Plan, trace: pd.DataFrame) -> float:
-    """Mean over stages of the FLOPs model's forward time at peak over the measured median."""
+    """Mean over stages of the forward FLOPs' time at peak over the measured median."""
     spec = spec_for(config.model, plan.layout.microbatch_size)
-    at_peak = [t * config.machine.efficiency for t in stage_costs(spec, plan.layout, config.machine).t_f]
+    layers = stage_costs(spec, plan.layout, config.machine).layers
+    at_peak = [n * spec.layer_forward_flops() / config.machine.gpu.peak_flops for n in layers]
     forward = trace[trace["kind"] == "F"]
     measured = (forward["end"] - forward["start"]).groupby(forward["stage"]).median()
     return sum(at_peak[s] / measured[s] for s in measured.index) / len(measured)

@@ -34,7 +34,7 @@ def test_the_executor_preset_is_runnable_and_others_are_refused():
 def test_executor_arguments_carry_the_layout(tmp_path):
     cpu = this_cpu()
     assert cpu.peak_flops > 1e8
-    machine = Machine(cpu, 2, 2, LINKS["shared-memory"], LINKS["shared-memory"], 0.6)
+    machine = Machine(cpu, 2, 2, LINKS["shared-memory"], LINKS["shared-memory"])
     config = PlanConfig(SPEC, machine, 8, 64 * GIB)
     plan = simulate_layout((config, Layout("zbv", 2, 1, 2, 8, 1, "uniform", "none"), 0.0))
     args = executor_args(config, plan, tmp_path, steps=2)
