@@ -31,7 +31,6 @@ from .options import OptionError
 from .report import explain_rejections, format_table, plans_frame, plot_pareto, size
 from .search import Search, build_schedule, plan, spec_for
 from .space import PlanConfig
-from .verify import format_verify
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,6 +112,8 @@ def _report(found: _Found, args: argparse.Namespace) -> int:
         print(format_table(search.plans))
     _write_best(found, args)
     if args.verify:
+        from .verify import format_verify  # pandas and the executor's launcher: only for --verify
+
         table = found.check(search.plans)
         print(format_verify(table, found.efficiency), file=sys.stderr if args.json else sys.stdout)
         return 1 if len(table) and table["failure"].notna().any() else 0  # a run that failed is a failed check

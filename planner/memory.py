@@ -21,17 +21,18 @@ SimPy run, and the tests check it against the simulated trace.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 import schedules
 from schedules import OpKind
-from simulator import TRACE_COLUMNS
 
 from .layout import Layout, Stages
 from .transformer import TransformerSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["RankMemory", "PARTS", "Placement", "order_trace", "OrderPeaks", "placement_of", "rank_memory"]
 
@@ -63,6 +64,10 @@ class RankMemory:
 
 def order_trace(schedule: schedules.Schedule) -> pd.DataFrame:
     """Each rank's compute ops back to back, one time unit each (the shared trace schema)."""
+    import pandas as pd  # a third of a second to load: only for this trace, not for a plan
+
+    from simulator import TRACE_COLUMNS
+
     compute = [[part for op in rank_ops for part in op.parts if part.kind in schedules.COMPUTE_KINDS]
                for rank_ops in schedule.ops]  # an overlapped pair: its F and B, one after the other
     ops = [op for rank_ops in compute for op in rank_ops]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .hardware import GIB
 from .search import Plan, Search
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["size", "format_table", "plans_frame", "plot_pareto", "pareto_front", "explain_rejections"]
 
@@ -42,6 +44,8 @@ def format_table(plans: list[Plan]) -> str:
 
 def plans_frame(plans: list[Plan]) -> pd.DataFrame:
     """One row per simulated layout (the --csv table), best first."""
+    import pandas as pd  # a third of a second to load: not before a plan needs it
+
     return pd.DataFrame([p.row() for p in plans])
 
 
