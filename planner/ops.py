@@ -13,7 +13,10 @@ Megatron's fused kernels (layer norm, scale-mask-softmax, bias-GeLU, bias-dropou
               backward GEMMs, every memory-bound op's backward, and the two all-reduces of
               the column-parallel inputs' gradients [SP: a reduce-scatter and an all-gather
               each]; plus what recomputation reruns first (full: F; selective: the core)
-  weight gradients W  each GEMM's dW (same FLOPs) and the bias gradients
+  weight gradients W  each GEMM's dW (same FLOPs) and the bias gradients; with SP first the
+              all-gathers of the two norms' outputs the QKV and FFN-in weight gradients
+              need (sequence parallelism keeps only the sharded output, Korthikanti et al.
+              §4.2.2)
 
 With sequence parallelism (Korthikanti et al. 2022) norms and dropouts work on T / t
 tokens and each all-reduce becomes a reduce-scatter plus an all-gather (the same bytes on
@@ -26,10 +29,10 @@ memory-bound); a memory-bound op its bytes at the HBM rate; each kernel adds the
 link: all-reduce 2 (t - 1)/t x bytes / bandwidth + 2 (t - 1) x latency, reduce-scatter
 and all-gather half of that each. The three GPU numbers are in :mod:`planner.hardware`.
 
-Left out: the re-all-gather of the layer-norm output that sequence parallelism repeats for
-the weight gradients (overlapped with the input-gradient GEMMs in Megatron-LM), the two
-all-reduces of T floats in the vocab-parallel cross-entropy, and the embedding-gradient
-all-reduce between the first and last stage of a tied model.
+No collective overlaps compute (Megatron-LM overlaps the re-all-gathers with the input-
+gradient GEMMs where it can; here they are priced in full). Left out: the two all-reduces
+of T floats in the vocab-parallel cross-entropy and the embedding-gradient all-reduce
+between the first and last stage of a tied model.
 """
 
 from __future__ import annotations
@@ -154,7 +157,8 @@ def _input_grads(c: _Shape, swiglu: bool) -> list[Op]:
 
 def _weight_grads(c: _Shape, bias: bool) -> list[Op]:
     e, T, h = c.e, c.T, c.h
-    ops = [_gemm("qkv-wgrad", h, c.qkv, T, e=e), _gemm("projection-wgrad", h / c.t, h, T, e=e),
+    ops = [*_gather(c, "all-gather-1-wgrad"), _gemm("qkv-wgrad", h, c.qkv, T, e=e),
+           _gemm("projection-wgrad", h / c.t, h, T, e=e), *_gather(c, "all-gather-2-wgrad"),
            _gemm("ffn-in-wgrad", h, c.up, T, e=e), _gemm("ffn-out-wgrad", c.f, h, T, e=e)]
     if bias:  # each bias gradient reads its output gradient once
         ops.append(_memory("bias-grads", e * T * (c.qkv + c.up + 2 * h)))
