@@ -37,7 +37,8 @@ def _megatron_schedule(layout: Layout, layers: tuple[int, ...]) -> tuple[list[st
     elif name == "zbv":
         notes.append(f"# zbv: Megatron-LM has no V schedule; {_ZB_FORK} takes --zero-bubble-v-schedule")
     elif name != "1f1b":
-        notes.append(f"# {name}: not a Megatron-LM schedule (it runs 1F1B, or interleaved 1F1B with virtual stages)")
+        notes.append(f"# {name}: not a Megatron-LM schedule (it runs 1F1B, or interleaved 1F1B with virtual stages; "
+                     f"--schedules 1f1b,interleaved-1f1b plans for those)")
     if len(set(layers)) > 1:
         middle = layers[1:-1] if v == 1 else ()
         if v == 1 and len(set(middle)) <= 1:

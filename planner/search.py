@@ -271,7 +271,7 @@ def evaluate(config: PlanConfig, layout: Layout) -> Candidate:
     return Candidate(layout, worst, overflow, _estimate(layout, stages, costs, where, overflow is None))
 
 
-RATIO_STEP = 0.1
+RATIO_STEP = 0.2
 """I / F and W / F are rounded to this before a dry run: nearby layouts share one."""
 
 
