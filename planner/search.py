@@ -189,21 +189,29 @@ def placement(name: str, pp: int, v: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(s for s, r in enumerate(where) if r == rank) for rank in range(pp))
 
 
-def _timing(stages: Stages, costs: Costs) -> synthesized.Timing:
+def _slowest_hop(spec: TransformerSpec, layout: Layout, links: dict) -> float:
+    """Seconds of one boundary transfer on the slowest pipeline link (0 without a pipeline)."""
+    if layout.stages == 1:
+        return 0.0
+    bw, lat = links["bandwidth"], links["latency"]
+    bw = min(bw.values()) if isinstance(bw, dict) else bw
+    lat = max(lat.values()) if isinstance(lat, dict) else lat
+    return lat + spec.boundary_bytes(layout.tp) / bw
+
+
+def _timing(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict) -> synthesized.Timing:
     """Mean stage costs and the slowest hop: what ZB-1p and ZB-2p are synthesized for."""
     S = len(stages.t_f)
-    bandwidth, latency = costs.bandwidth, costs.latency
-    bw = min(bandwidth.values()) if isinstance(bandwidth, dict) else bandwidth
-    lat = max(latency.values()) if isinstance(latency, dict) else latency
     return synthesized.Timing(sum(stages.t_f) / S, sum(stages.t_i) / S, sum(stages.t_w) / S,
-                              lat + costs.per_stage("act_bytes", S)[0] / bw if S > 1 else 0.0)
+                              _slowest_hop(spec, layout, links))
 
 
 def build_schedule(config: PlanConfig, layout: Layout) -> schedules.Schedule:
     """The layout's whole schedule (a synthesized one timed with the layout's stage costs)."""
-    _, stages, costs = _prepare(config, layout)
+    spec, stages, _ = _prepare(config, layout)
     if synthesized.is_synthesized(layout.schedule):
-        return synthesized.build(layout.schedule, layout.pp, layout.microbatches, 1, _timing(stages, costs))
+        timing = _timing(spec, layout, stages, link_costs(layout, config.machine))
+        return synthesized.build(layout.schedule, layout.pp, layout.microbatches, 1, timing)
     return schedules.build(layout.schedule, ranks=layout.pp, microbatches=layout.microbatches, chunks=layout.chunks)
 
 
@@ -236,13 +244,13 @@ def _uniform_bubble(name: str, pp: int, m: int, v: int, ratios: tuple[float, flo
     return 1.0 - work / (pp * span) if span else 0.0
 
 
-def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stages, Costs]:
+def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stages, float]:
+    """The model at the layout's microbatch size, its stages' costs and the optimizer step
+    of its heaviest rank."""
     spec = spec_for(config.model, layout.microbatch_size)
     stages = stage_costs(spec, layout, config.machine)
     heaviest = max(sum(stages.params[s] for s in own) for own in placement(layout.schedule, layout.pp, layout.chunks))
-    costs = simulator_costs(spec, layout, config.machine, stages,
-                            optimizer_time(spec, layout, config.machine.gpu, heaviest))
-    return spec, stages, costs
+    return spec, stages, optimizer_time(spec, layout, config.machine.gpu, heaviest)
 
 
 def _activation_peaks(layout: Layout, stages: Stages, where) -> list[float]:
@@ -260,22 +268,24 @@ def _activation_peaks(layout: Layout, stages: Stages, where) -> list[float]:
 
 def evaluate(config: PlanConfig, layout: Layout) -> Candidate:
     """Memory and closed-form estimate of one layout."""
-    spec, stages, costs = _prepare(config, layout)
+    spec, stages, optimizer = _prepare(config, layout)
     where = placement(layout.schedule, layout.pp, layout.chunks)
+    links = link_costs(layout, config.machine)
     worst = max(rank_memory(spec, layout, where, stages, None), key=lambda r: r.total)
-    if worst.overflow(config.memory_cap) is not None:
-        return Candidate(layout, worst, worst.overflow(config.memory_cap), _estimate(layout, stages, costs, where, False))
-    peaks = _activation_peaks(layout, stages, where)
-    worst = max(rank_memory(spec, layout, where, stages, peaks), key=lambda r: r.total)
+    if worst.overflow(config.memory_cap) is None:
+        worst = max(rank_memory(spec, layout, where, stages, _activation_peaks(layout, stages, where)),
+                    key=lambda r: r.total)
     overflow = worst.overflow(config.memory_cap)
-    return Candidate(layout, worst, overflow, _estimate(layout, stages, costs, where, overflow is None))
+    estimate = _estimate(spec, layout, stages, links, optimizer, where, exact=overflow is None)
+    return Candidate(layout, worst, overflow, estimate)
 
 
 RATIO_STEP = 0.2
 """I / F and W / F are rounded to this before a dry run: nearby layouts share one."""
 
 
-def _estimate(layout: Layout, stages: Stages, costs: Costs, where, exact: bool = True) -> float:
+def _estimate(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict, optimizer: float, where,
+              exact: bool = True) -> float:
     """The pre-filter's step time (see the module docstring); without ``exact`` (a layout
     already over the cap, only plotted) a schedule with no closed form takes interleaved
     1F1B's, (p - 1) / (m v + p - 1), instead of a dry run."""
@@ -288,17 +298,17 @@ def _estimate(layout: Layout, stages: Stages, costs: Costs, where, exact: bool =
     except ValueError:
         bubble = _uniform_bubble(name, p, m, v, ratios) if exact else (p - 1) / (m * v + p - 1)
     per_mb = max(sum(stages.t_f[s] + stages.t_i[s] + stages.t_w[s] for s in own) for own in where)
-    bw, lat = costs.bandwidth, costs.latency
-    bw = min(bw.values()) if isinstance(bw, dict) else bw
-    lat = max(lat.values()) if isinstance(lat, dict) else lat
-    hops = 2 * (S - 1) * (lat + costs.per_stage("act_bytes", S)[0] / bw) if S > 1 else 0.0
-    reduce = max(sum(costs.reduce_time(s, S) for s in own) for own in where)
-    return layout.microbatches * per_mb / (1 - bubble) + hops + reduce + costs.optimizer(0, layout.pp)
+    hops = 2 * (S - 1) * _slowest_hop(spec, layout, links)
+    ring = Costs(grad_bytes=tuple(spec.dtype_bytes * n for n in stages.params), dp=layout.dp,
+                 dp_bandwidth=links["dp_bandwidth"], dp_latency=links["dp_latency"])  # the simulator's all-reduce
+    reduce = max(sum(ring.reduce_time(s, S) for s in own) for own in where)
+    return layout.microbatches * per_mb / (1 - bubble) + hops + reduce + optimizer
 
 
-def _schedule_at(config: PlanConfig, layout: Layout, m: int, stages: Stages, costs: Costs) -> schedules.Schedule:
+def _schedule_at(config: PlanConfig, layout: Layout, m: int, spec: TransformerSpec, stages: Stages) -> schedules.Schedule:
     if synthesized.is_synthesized(layout.schedule):
-        return synthesized.build(layout.schedule, layout.pp, m, 1, _timing(stages, costs))
+        timing = _timing(spec, layout, stages, link_costs(layout, config.machine))
+        return synthesized.build(layout.schedule, layout.pp, m, 1, timing)
     return _registered(layout.schedule, layout.pp, m, layout.chunks)[0]
 
 
@@ -306,10 +316,11 @@ def simulate_layout(job: tuple[PlanConfig, Layout, float]) -> Plan:
     """One SimPy run of a layout, or two and an extrapolation for a large m (a top-level
     function, so process pools and MPI can ship it)."""
     config, layout, estimate = job
-    spec, stages, costs = _prepare(config, layout)
+    spec, stages, optimizer = _prepare(config, layout)
+    costs = simulator_costs(spec, layout, config.machine, stages, optimizer)
     m = layout.microbatches
     at = sizes(layout.schedule, layout.pp, m, layout.chunks)[:2]
-    runs = [simulate(_schedule_at(config, layout, k, stages, costs), costs, config.comm) for k in at]
+    runs = [simulate(_schedule_at(config, layout, k, spec, stages), costs, config.comm) for k in at]
     step = extrapolate(m, at, [r.makespan for r in runs])
     busy = sum(extrapolate(m, at, list(rank)) for rank in zip(*(r.busy for r in runs)))
     where = placement(layout.schedule, layout.pp, layout.chunks)
