@@ -105,7 +105,7 @@ def _model(args: argparse.Namespace, values: dict):
 
 def _splits(text: str, layers: int) -> tuple[str, ...]:
     """uniform / balanced names, or one explicit list of layers per stage (summing to the layers)."""
-    if text.replace(",", "").replace(" ", "").isdigit():
+    if any(ch.isdigit() for ch in text):
         return (",".join(str(n) for n in parse_split(text, layers=layers)),)
     return choices(text, SPLITS, "--split")
 

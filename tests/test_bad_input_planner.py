@@ -60,6 +60,7 @@ CASES = [
     # contradictory flags
     ("chunks-against-schedule", ["--chunks", "3", "--schedules", "1f1b"], None, 2, "1f1b takes chunks 1", 1),
     ("split-wrong-sum", ["--split", "2,3"], None, 2, "5 layers given for a model of 96", 1),
+    ("split-not-numbers", ["--split", "2,x"], None, 2, "layers per stage such as 2,3,3,2, got '2,x'", 1),
     ("emit-with-json", ["--emit", "megatron", "--json"], None, 2, "drop --json", 1),
     ("recompute-unknown", ["--recompute", "partial"], None, 2, "unknown value 'partial'", 1),
     ("sp-unknown", ["--sequence-parallel", "maybe"], None, 2, "invalid choice: 'maybe'", 1),
