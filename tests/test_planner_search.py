@@ -10,7 +10,7 @@ import pytest
 import schedules
 import simulator
 from planner import GPUS, LINKS, MODELS, Layout, Machine, PlanConfig, enumerate_layouts, plan, stage_layers
-from planner import search as search_module
+from planner import search as search_module, shapes
 from planner.hardware import GIB
 from planner.layout import dp_ring, link_costs, optimizer_time, parse_split, simulator_costs, stage_costs
 from planner.memory import OrderPeaks, RankMemory, placement_of, rank_memory
@@ -107,7 +107,7 @@ def test_memory_from_the_op_order_equals_the_simulated_peak(name):
 def test_peaks_for_a_large_m_are_exact(name, monkeypatch):
     """Beyond EXACT_OPS the peaks come from three smaller builds continued affinely, or from
     a build at m where the three disagree: either way the exact peaks."""
-    monkeypatch.setattr(search_module, "EXACT_OPS", 0)
+    monkeypatch.setattr(shapes, "EXACT_OPS", 0)
     v = 3 if name in ("interleaved-1f1b", "looped-bfs", "interleaved-zb") else schedules.default_chunks(name)
     spec = dataclasses.replace(LLAMA, layers=32)
     extrapolated = 0
@@ -127,7 +127,7 @@ def test_a_large_m_is_simulated_at_two_smaller_counts_and_continued(monkeypatch)
     lay = Layout("1f1b", 4, 1, 1, 40, 1, "uniform", "none")
     config = _config(model=dataclasses.replace(LLAMA, layers=8), machine=_machine(4), global_batch=40)
     exact = simulate_layout((config, lay, 0.0))
-    monkeypatch.setattr(search_module, "EXACT_OPS", 0)
+    monkeypatch.setattr(shapes, "EXACT_OPS", 0)
     assert sizes("1f1b", 4, 40, 1) == (8, 12, 16)
     continued = simulate_layout((config, lay, 0.0))
     assert continued.step_time == pytest.approx(exact.step_time, rel=1e-9)
