@@ -86,7 +86,7 @@ MEGATRON = [  # Narayanan et al. SC'21, Table 1
     MegatronRow("1008.0B", 128, 25600, 160, 8, 64, 3072, 3072, 163),
 ]
 
-ZB_MODELS = {  # Qi et al. ICLR'24, Table 3 / §5.1: (layers, hidden, heads, microbatch size, split, interleaved split)
+ZB_MODELS = {  # Qi et al. ICLR'24 (as issue #17 gives them): layers, hidden, heads, microbatch size, split, interleaved split
     "1.5B": (22, 2304, 24, 6, "2,3,3,3,3,3,3,2", "1,2,2,2,2,2,2,1,1,1,1,1,1,1,1,1"),
     "6.2B": (30, 4096, 32, 3, "3,4,4,4,4,4,4,3", "2,2,2,2,2,2,2,2,1,2,2,2,2,2,2,1"),
 }
@@ -148,7 +148,7 @@ def zero_bubble(workers) -> list[dict]:
     for (name, schedule), published in ZB.items():
         layers, hidden, heads, b, split, interleaved = ZB_MODELS[name]
         spec = TransformerSpec(f"zb-{name}", layers=layers, hidden=hidden, heads=heads, seq=1024, vocab=ZB_VOCAB,
-                               source="Qi et al. ICLR'24, Table 3")
+                               source="Qi et al. ICLR'24, as issue #17 gives it")
         v = 2 if schedule == "interleaved-1f1b" else 1
         splits = ("uniform", "balanced", interleaved) if v == 2 else (split,)
         for m, figure in zip(ZB_M, published):

@@ -15,8 +15,8 @@ Megatron's fused kernels (layer norm, scale-mask-softmax, bias-GeLU, bias-dropou
               each]; plus what recomputation reruns first (full: F; selective: the core)
   weight gradients W  each GEMM's dW (same FLOPs) and the bias gradients; with SP first the
               all-gathers of the two norms' outputs the QKV and FFN-in weight gradients
-              need (sequence parallelism keeps only the sharded output, Korthikanti et al.
-              §4.2.2)
+              need (sequence parallelism keeps only the sharded output, as in Korthikanti et
+              al. 2022 and Megatron-LM)
 
 With sequence parallelism (Korthikanti et al. 2022) norms and dropouts work on T / t
 tokens and each all-reduce becomes a reduce-scatter plus an all-gather (the same bytes on

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 __all__ = ["TransformerSpec", "RECOMPUTE", "VOCAB_ALIGN"]
 
 RECOMPUTE = ("none", "selective", "full")
-"""Activation recomputation: none; selective (the attention core, Korthikanti et al. §5);
+"""Activation recomputation: none; selective (the attention core, Korthikanti et al. 2022);
 full (every layer's forward, keeping only its input)."""
 
 VOCAB_ALIGN = 128
