@@ -1,135 +1,43 @@
-"""``python -m planner``: from a model and a cluster to the pipeline layout to run.
+"""``python -m planner``: from a model and a cluster to the layout to run.
 
     python -m planner --model gpt3-175b --describe --json
     python -m planner --model gpt3-175b --gpu a100-80gb --gpus 1024 --gpus-per-node 8 --global-batch 1536
+    python -m planner --model config.json --gpus 64 --global-batch 512 --tp 8 --emit megatron
     mpiexec -n 4 python -m planner --model llama3-8b --gpus 8 --global-batch 64 --json
     python -m planner --profile out/profile/costs.json --verify 6
 
-Bad input prints one line on stderr and exits with code 2 before any work; a search in
-which no layout fits explains why and exits with code 1.
+Bad input prints one line on stderr and exits with code 2 before any work (every output
+path is claimed first: an existing file needs ``--force``); a search in which no layout
+fits explains why and exits with code 1 (:func:`cliguard.run_cli` is the one error path).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
+import cliguard
 import schedules
-from simulator.sweep import whole_numbers
 from simulator.workers import mpi_world_size, open_workers
 
-from .hardware import DEFAULT_EFFICIENCY, GPUS, LINKS
-from .layout import SPLITS, Machine
-from .options import OptionError, choices, load_config, override, parse_bytes, parse_sets
-from .presets import MODELS
+from .args import PROG, config_from_args, parser, worker_count
+from .describe import describe, format_describe
+from .emit import EMITTERS
+from .layout import stage_costs
+from .options import OptionError
 from .report import explain_rejections, format_table, plans_frame, plot_pareto, size
-from .search import PlanConfig, Search, plan
-from .verify import format_verify
-from .transformer import RECOMPUTE
+from .search import Search, build_schedule, plan, spec_for
+from .space import PlanConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["main", "config_from_args"]
+__all__ = ["main"]
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise OptionError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m planner", description="Search pipeline x data-parallel layouts, schedules, "
-                 "chunks, microbatches and layer splits for a transformer on a cluster; simulate the best.")
-    ap.add_argument("--model", default=None, help=f"model preset: {', '.join(MODELS)} (default gpt3-175b)")
-    ap.add_argument("--gpu", default="a100-80gb",
-                    help=f"GPU preset: {', '.join(GPUS)}, or this-cpu (measured here, for --verify) (default a100-80gb)")
-    ap.add_argument("--gpus", type=int, default=None, help="GPUs in all (default 1024; with --profile its world)")
-    ap.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node sharing the intra link (default 8)")
-    ap.add_argument("--intra-link", default=None, help=f"link inside a node: {', '.join(LINKS)} (default: the GPU's)")
-    ap.add_argument("--inter-link", default="infiniband", help="link between nodes (default infiniband)")
-    ap.add_argument("--global-batch", type=int, default=None,
-                    help="sequences per step over all replicas (default 1536; with --profile its batch)")
-    ap.add_argument("--microbatch-size", type=whole_numbers, default=(1,), help="sequences per microbatch, comma-separated (default 1)")
-    ap.add_argument("--schedules", default="all", help="comma-separated schedule names, or all (default)")
-    ap.add_argument("--chunks", type=whole_numbers, default=(1, 2, 3, 4), help="chunk counts to try where a schedule takes them (default 1,2,3,4)")
-    ap.add_argument("--split", default="uniform,balanced", help="layer splits: uniform, balanced or both (default)")
-    ap.add_argument("--recompute", default="none,full", help="none, full, or both comma-separated (default both)")
-    ap.add_argument("--memory-cap", default=None, help="bytes a rank may use, e.g. 80GiB (default: the GPU's memory)")
-    ap.add_argument("--efficiency", type=float, default=None, help=f"achieved share of peak FLOP/s (default {DEFAULT_EFFICIENCY})")
-    ap.add_argument("--config", metavar="FILE.json", help="overrides: sections model, gpu, intra_link, inter_link")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="one override, e.g. model.layers=48 (repeatable)")
-    ap.add_argument("--top", type=int, default=10, help="layouts to simulate with SimPy besides each schedule's best (default 10)")
-    ap.add_argument("--comm", choices=schedules.COMMS, default="async", help="communication semantics (default async)")
-    ap.add_argument("--workers", type=int, default=None, help="processes for the simulations (default: the machine's cores; under mpiexec every rank)")
-    ap.add_argument("--describe", action="store_true", help="print the model's parameters, FLOPs and memory, then exit")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    ap.add_argument("--csv", metavar="FILE", help="write the ranked table as CSV")
-    ap.add_argument("--plot", metavar="FILE.png", help="write a Pareto plot of peak memory against step time")
-    ap.add_argument("--schedule-out", metavar="FILE.csv", help="write the best layout's schedule as a torch CSV")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar or summary on stderr")
-    ap.add_argument("--verify", type=int, default=None, metavar="K",
-                    help="run the K best layouts under the executor here and compare rankings (needs --profile, "
-                         "or --model executor-transformer --gpu this-cpu --gpus 2)")
-    ap.add_argument("--verify-out", default="out/verify", help="folder for the executor runs (default out/verify)")
-    ap.add_argument("--verify-steps", type=int, default=10, help="timed steps of each --verify run (default 10)")
-    ap.add_argument("--profile", metavar="COSTS.json", help="plan from this profile of `python -m executor profile` "
-                    "instead of from FLOPs: its model, world and layouts")
-    return ap
-
-
-def _preset(table: dict, name: str, flag: str):
-    if name not in table:
-        raise OptionError(f"{flag}: unknown preset {name!r}; choose from {', '.join(table)}")
-    return table[name]
-
-
-def config_from_args(args: argparse.Namespace) -> PlanConfig:
-    """Every value checked and every override applied, before any work."""
-    values = parse_sets(args.set, load_config(args.config))
-    model = override(_preset(MODELS, args.model or "gpt3-175b", "--model"), values.get("model", {}), "model")
-    gpus = 1024 if args.gpus is None else args.gpus
-    global_batch = 1536 if args.global_batch is None else args.global_batch
-    if args.gpu == "this-cpu":
-        from .verify import this_cpu
-
-        base_gpu = this_cpu()
-    else:
-        base_gpu = _preset(GPUS, args.gpu, "--gpu")
-    gpu = override(base_gpu, values.get("gpu", {}), "gpu")
-    intra = override(_preset(LINKS, args.intra_link or gpu.intra_link, "--intra-link"), values.get("intra_link", {}), "intra_link")
-    inter = override(_preset(LINKS, args.inter_link, "--inter-link"), values.get("inter_link", {}), "inter_link")
-    efficiency = args.efficiency if args.efficiency is not None else values.get("efficiency", DEFAULT_EFFICIENCY)
-    if isinstance(efficiency, bool) or not isinstance(efficiency, (int, float)) or not 0 < efficiency <= 1:
-        raise OptionError(f"efficiency must be within (0, 1], got {efficiency!r}")
-    for flag, value in (("--gpus", gpus), ("--gpus-per-node", args.gpus_per_node),
-                        ("--global-batch", global_batch), ("--top", args.top)):
-        if value < 1:
-            raise OptionError(f"{flag} must be >= 1, got {value}")
-    if args.verify is not None:
-        from .verify import check_runnable
-
-        check_runnable(model, gpus)
-    cap = args.memory_cap if args.memory_cap is not None else values.get("memory_cap", gpu.memory_bytes)
-    machine = Machine(gpu, gpus, args.gpus_per_node, intra, inter, float(efficiency))
-    return PlanConfig(
-        model=model, machine=machine, global_batch=global_batch, memory_cap=parse_bytes(cap),
-        microbatch_sizes=args.microbatch_size, schedule_names=choices(args.schedules, schedules.names(), "--schedules"),
-        chunks=args.chunks, splits=choices(args.split, SPLITS, "--split"),
-        recompute=choices(args.recompute, RECOMPUTE, "--recompute"), top=args.top, comm=args.comm)
-
-
-def _describe(config: PlanConfig, as_json: bool) -> None:
-    figures = dataclasses.replace(config.model, microbatch_size=config.microbatch_sizes[0]).describe()
-    if as_json:
-        print(json.dumps(figures))
-        return
-    for key, value in figures.items():
-        print(f"{key:<38} {value:.6g}" if isinstance(value, float) else f"{key:<38} {value}")
+_OUTPUTS = (("csv", "--csv"), ("plot", "--plot"), ("schedule_out", "--schedule-out"))
 
 
 class _Found(NamedTuple):
@@ -141,7 +49,35 @@ class _Found(NamedTuple):
     check: Callable[[list], "pd.DataFrame"]
     """--verify: runs the best plans under the executor, one row each."""
     efficiency: float | None
-    """The efficiency the FLOPs model assumed (None: costs from a profile)."""
+    """The GEMM efficiency the FLOPs model assumed (None: costs from a profile)."""
+    config: PlanConfig | None
+    """The FLOPs model's config (None: costs from a profile)."""
+
+
+def _claim_outputs(args: argparse.Namespace) -> None:
+    """Every file and folder this run will write, checked (and refused if it exists,
+    unless --force) before any work starts."""
+    for name, flag in _OUTPUTS:
+        if getattr(args, name):
+            cliguard.claim_file(getattr(args, name), force=args.force, flag=flag)
+    if args.verify is not None:
+        if args.verify_out is None:
+            args.verify_out = str(cliguard.fresh_dir("out", "verify", flag="--verify-out"))
+        else:
+            cliguard.claim_dir(args.verify_out, force=args.force, flag="--verify-out")
+
+
+def _write_best(found: _Found, args: argparse.Namespace) -> None:
+    best = found.search.plans[0].layout
+    if args.schedule_out:
+        schedule = build_schedule(found.config, best) if found.config else schedules.build(
+            best.schedule, ranks=best.pp, microbatches=best.microbatches, chunks=best.chunks)
+        schedules.write_csv(schedule, args.schedule_out)
+    if args.emit:
+        config = found.config
+        spec = spec_for(config.model, best.microbatch_size)
+        layers = stage_costs(spec, best, config.machine).layers
+        print(EMITTERS[args.emit](spec, best, config.global_batch, layers))
 
 
 def _report(found: _Found, args: argparse.Namespace) -> int:
@@ -159,27 +95,25 @@ def _report(found: _Found, args: argparse.Namespace) -> int:
     if args.plot:
         plot_pareto(search, args.plot, cap, found.title)
     if not search.candidates:
-        reason = search.skipped[0] if search.skipped else "no schedule given"
-        print(f"python -m planner: no layout to try ({len(search.skipped)} combinations skipped, e.g. {reason})",
-              file=sys.stderr)
+        reason = search.skipped[0] if search.skipped else "the flags leave nothing to try"
+        print(f"{PROG}: no layout to try ({len(search.skipped)} combinations skipped, e.g. {reason})", file=sys.stderr)
         return 1
     if not search.plans:
-        print(f"python -m planner: no layout fits in {size(cap)} per rank", file=sys.stderr)
+        print(f"{PROG}: no layout fits in {size(cap)} per GPU", file=sys.stderr)
         if args.quiet:
             print(explain_rejections(search, cap), file=sys.stderr)
         return 1
     frame = plans_frame(search.plans)
     if args.csv:
         frame.to_csv(args.csv, index=False)
-    if args.schedule_out:
-        best = search.plans[0].layout
-        schedules.write_csv(schedules.build(best.schedule, ranks=best.pp, microbatches=best.microbatches,
-                                            chunks=best.chunks), args.schedule_out)
     if args.json:
         print(json.dumps(frame.to_dict("records")))
-    else:
+    elif not args.emit:
         print(format_table(search.plans))
+    _write_best(found, args)
     if args.verify:
+        from .verify import format_verify  # pandas and the executor's launcher: only for --verify
+
         table = found.check(search.plans)
         print(format_verify(table, found.efficiency), file=sys.stderr if args.json else sys.stdout)
         return 1 if len(table) and table["failure"].notna().any() else 0  # a run that failed is a failed check
@@ -195,7 +129,7 @@ def _plan_flops(args: argparse.Namespace, config: PlanConfig, workers) -> _Found
         return verify(config, plans, args.verify, Path(args.verify_out), args.verify_steps)
 
     title = f"{config.model.name} on {config.machine.gpus} x {config.machine.gpu.name}"
-    return _Found(search, config.memory_cap, title, check, config.machine.efficiency)
+    return _Found(search, config.memory_cap, title, check, config.machine.gpu.gemm_efficiency, config)
 
 
 def _plan_profiled(args: argparse.Namespace, config, workers) -> _Found:
@@ -211,7 +145,7 @@ def _plan_profiled(args: argparse.Namespace, config, workers) -> _Found:
 
     model = config.profile.conditions["model"]
     title = f"{model.get('model')} profiled on {config.profile.conditions['host']} ({config.profile.source})"
-    return _Found(search, config.memory_cap, title, check, None)
+    return _Found(search, config.memory_cap, title, check, None, None)
 
 
 def _check_common(args: argparse.Namespace) -> None:
@@ -221,34 +155,44 @@ def _check_common(args: argparse.Namespace) -> None:
             raise OptionError(f"{flag} must be >= 1, got {value}")
     if args.verify is not None and mpi_world_size() > 1:
         raise OptionError("--verify launches mpiexec itself: run it without mpiexec")
+    if args.emit and args.json:
+        raise OptionError("--emit prints the best layout for another tool: drop --json (or use --csv for the table)")
+
+
+def _run(argv: Sequence[str], lead: bool) -> int:
+    args = parser().parse_args(list(argv))
+    _check_common(args)
+    if args.profile is not None:
+        from .profile_cli import profile_config
+
+        profiled, config = profile_config(args, lead), None
+    else:
+        profiled, config = None, config_from_args(args)
+        if args.describe:
+            if lead:
+                figures = describe(config)
+                print(json.dumps(figures) if args.json else format_describe(figures))
+            return 0
+    if lead:
+        _claim_outputs(args)
+    workers, note = worker_count(args.workers)
+    if note and lead and mpi_world_size() == 1:
+        print(note, file=sys.stderr)
+    with open_workers(workers) as pool:
+        if pool is None:  # an MPI rank that ran simulations for rank 0
+            return 0
+        found = _plan_flops(args, config, pool) if profiled is None else _plan_profiled(args, profiled, pool)
+    return _report(found, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     lead = mpi_world_size() == 1 or _mpi_rank() == 0
-    try:
-        args = _parser().parse_args(argv)
-        _check_common(args)
-        if args.profile is not None:
-            from .profile_cli import profile_config
-
-            profiled = profile_config(args, lead)
-        else:
-            profiled = None
-            config = config_from_args(args)
-            if args.describe:
-                if lead:
-                    _describe(config, args.json)
-                return 0
-        with open_workers(args.workers) as workers:
-            if workers is None:  # an MPI rank that ran simulations for rank 0
-                return 0
-            found = _plan_flops(args, config, workers) if profiled is None else _plan_profiled(args, profiled, workers)
-        return _report(found, args)
-    except (OptionError, ValueError, OSError) as err:
-        if lead:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            print(f"python -m planner: error: {first}", file=sys.stderr)
+    if lead:
+        return cliguard.run_cli(PROG, lambda a: _run(a, True), argv)
+    try:  # the other MPI ranks: rank 0 reports
+        return _run(argv, False)
+    except (ValueError, OSError):
         return 2
 
 

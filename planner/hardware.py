@@ -1,32 +1,51 @@
 """GPUs and links: what turns FLOPs into seconds and bytes into transfer time.
 
-Peak FLOP/s are dense bf16 tensor-core figures from NVIDIA's datasheets (no sparsity).
-Link bandwidth is per direction, per GPU. Latencies are per-message software + wire
-estimates of the order NCCL point-to-point reaches (a few microseconds in a node, about
-ten across InfiniBand); they matter little next to megabyte-sized activations.
+Peak FLOP/s are dense bf16 tensor-core figures from NVIDIA's datasheets (no sparsity),
+HBM bandwidth the datasheets' too. Link bandwidth is per direction, per GPU, as NCCL
+reaches it where a measurement was found (the ``bus bandwidth`` of ``all_reduce_perf``,
+the figure the ring model 2 (t - 1)/t x bytes / bandwidth reproduces), else the datasheet's.
+Latencies are per-message software + wire estimates of the order NCCL reaches (a few
+microseconds in a node, about ten across InfiniBand).
 
-The achieved-efficiency factor (``DEFAULT_EFFICIENCY`` = 0.6) is the share of peak a
-compute op reaches. Megatron-LM (Narayanan et al. SC'21, table 1) measures 138-163
-TFLOP/s per A100 end to end, 44-52 % of the 312 TFLOP/s peak, *including* pipeline
-bubbles, communication and the optimizer; the simulator adds those itself, so the factor
-for compute alone must be higher. Large bf16 GEMMs reach about 70-80 % of peak on A100
-and layer norms, softmax and element-wise ops much less; 0.6 for a whole layer sits
-between, and reproduces Megatron's end-to-end share once a ~10-20 % bubble is added.
+Each op is priced on its own (:mod:`planner.ops`), with three numbers per GPU type that
+no datasheet gives, each taken from a measurement published for that GPU (the ``source``
+of each preset says which); none is fitted to the planner's validation rows:
+
+``gemm_efficiency``
+    the share of peak a large, well-shaped bf16 GEMM sustains: Stas Bekman's
+    "maximum achievable matmul FLOPS" (MAMF) table in *ml-engineering* (best over a scan
+    of large shapes: A100 SXM 267.9 of 312 TFLOP/s, H100 SXM 792.1 of 989).
+``hbm_efficiency``
+    the share of HBM bandwidth a large memory-bound kernel sustains (an A100 80GB SXM read
+    kernel reached 1.80 of 2.04 TB/s, 88 %, with Nsight Compute agreeing: NVIDIA
+    developer forum, "Trouble to reach peak bandwidth of A100", 2025).
+``kernel_overhead``
+    seconds every kernel adds to its FLOPs or bytes (launch, ramp-up and the last partial
+    wave of tiles): what makes small GEMMs run further from peak. From the matrix
+    efficiency table of Calculon's A100 description (Isaev et al., SC'23: 60 % of peak for
+    a 1-GFLOP GEMM, 95 % from 128 GFLOP), a 1-GFLOP GEMM takes 2.0 us longer than at the
+    large-GEMM rate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Gpu", "Link", "GPUS", "LINKS", "DEFAULT_EFFICIENCY", "GIB"]
+__all__ = ["Gpu", "Link", "GPUS", "LINKS", "GIB"]
 
 GIB = 1024 ** 3
-DEFAULT_EFFICIENCY = 0.6
+
+
+def _positive(owner: str, name: str, value, upper: float | None = None, zero: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (value >= 0 if zero else value > 0)
+    if not ok or (upper is not None and value > upper):
+        bound = f"within {'[0' if zero else '(0'}, {upper:g}]" if upper is not None else ">= 0" if zero else "> 0"
+        raise ValueError(f"{owner} {name} must be a number {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class Gpu:
-    """One accelerator."""
+    """One accelerator: datasheet figures and the three measured efficiencies."""
 
     name: str
     """Preset name or a label of your own."""
@@ -35,7 +54,13 @@ class Gpu:
     memory_bytes: float
     """Device memory (bytes): the default memory cap."""
     hbm_bandwidth: float
-    """Device memory bandwidth (bytes/s): prices the optimizer step, which streams the state."""
+    """Device memory bandwidth (bytes/s)."""
+    gemm_efficiency: float
+    """Share of ``peak_flops`` a large bf16 GEMM sustains (measured; see the module docstring)."""
+    hbm_efficiency: float
+    """Share of ``hbm_bandwidth`` a large memory-bound kernel sustains (measured)."""
+    kernel_overhead: float
+    """Seconds each kernel adds besides its FLOPs or bytes (launch, ramp-up, tail)."""
     intra_link: str = "nvlink"
     """Default link between GPUs of one node (a key of LINKS)."""
     source: str = ""
@@ -43,9 +68,20 @@ class Gpu:
 
     def __post_init__(self) -> None:
         for field in ("peak_flops", "memory_bytes", "hbm_bandwidth"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"gpu {field} must be a number > 0, got {value!r}")
+            _positive("gpu", field, getattr(self, field))
+        for field in ("gemm_efficiency", "hbm_efficiency"):
+            _positive("gpu", field, getattr(self, field), upper=1.0)
+        _positive("gpu", "kernel_overhead", self.kernel_overhead, zero=True)
+
+    @property
+    def gemm_flops(self) -> float:
+        """FLOP/s a large GEMM sustains."""
+        return self.peak_flops * self.gemm_efficiency
+
+    @property
+    def hbm_bytes(self) -> float:
+        """Bytes/s a large memory-bound kernel sustains."""
+        return self.hbm_bandwidth * self.hbm_efficiency
 
 
 @dataclass(frozen=True)
@@ -62,28 +98,43 @@ class Link:
     """Where the figures come from."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, (int, float)) or not self.bandwidth > 0:
-            raise ValueError(f"link bandwidth must be a number > 0, got {self.bandwidth!r}")
-        if isinstance(self.latency, bool) or not isinstance(self.latency, (int, float)) or not self.latency >= 0:
-            raise ValueError(f"link latency must be a number >= 0, got {self.latency!r}")
+        _positive("link", "bandwidth", self.bandwidth)
+        _positive("link", "latency", self.latency, zero=True)
 
+
+_MAMF = "Bekman, ml-engineering, 'Maximum Achievable Matmul FLOPS comparison table'"
+_HBM = "NVIDIA developer forum 'Trouble to reach peak bandwidth of A100': 1.80 of 2.04 TB/s (88 %)"
+_OVERHEAD = "Calculon (Isaev et al. SC'23) A100 matrix efficiency: 0.6 at 1 GFLOP, 0.95 from 128 GFLOP: ~2 us a GEMM"
 
 GPUS: dict[str, Gpu] = {
-    "a100-80gb": Gpu("a100-80gb", 312e12, 80 * GIB, 2.039e12, "nvlink",
-                     "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB): 312 TFLOP/s bf16 dense, 2,039 GB/s HBM2e"),
-    "h100-80gb": Gpu("h100-80gb", 989e12, 80 * GIB, 3.35e12, "nvlink4",
-                     "NVIDIA H100 Tensor Core GPU datasheet (SXM5): 989 TFLOP/s bf16 dense, 3.35 TB/s HBM3"),
-    "h200-141gb": Gpu("h200-141gb", 989e12, 141e9, 4.8e12, "nvlink4",
-                      "NVIDIA H200 Tensor Core GPU datasheet (SXM): 989 TFLOP/s bf16 dense, 141 GB HBM3e, 4.8 TB/s"),
+    "a100-80gb": Gpu("a100-80gb", 312e12, 80 * GIB, 2.039e12, 267.9 / 312, 0.88, 2e-6, "nvlink",
+                     "NVIDIA A100 datasheet (SXM4 80GB): 312 TFLOP/s bf16 dense, 2,039 GB/s HBM2e; "
+                     f"gemm_efficiency {_MAMF} (A100 SXM 267.9 TFLOP/s, CUDA 12.1); hbm_efficiency {_HBM}; "
+                     f"kernel_overhead {_OVERHEAD}"),
+    "h100-80gb": Gpu("h100-80gb", 989e12, 80 * GIB, 3.35e12, 792.1 / 989, 0.88, 2e-6, "nvlink4",
+                     "NVIDIA H100 datasheet (SXM5): 989 TFLOP/s bf16 dense, 3.35 TB/s HBM3; "
+                     f"gemm_efficiency {_MAMF} (H100 SXM 792.1 TFLOP/s); hbm_efficiency and kernel_overhead "
+                     "assumed as the A100's (no H100 measurement found)"),
+    "h200-141gb": Gpu("h200-141gb", 989e12, 141e9, 4.8e12, 790 / 989, 0.88, 2e-6, "nvlink4",
+                      "NVIDIA H200 datasheet (SXM): 989 TFLOP/s bf16 dense, 141 GB HBM3e, 4.8 TB/s; "
+                      "gemm_efficiency: a bf16 8192^3 matmul ran at about 790 TFLOP/s on this project's H200 "
+                      "(REFERENCE.md; Bekman's MAMF table gives 794.5 for H100/H200); hbm_efficiency and "
+                      "kernel_overhead assumed as the A100's (no H200 measurement found)"),
 }
 
 LINKS: dict[str, Link] = {
-    "nvlink": Link("nvlink", 300e9, 5e-6,
-                   "NVLink 3 (A100): 12 links x 25 GB/s = 300 GB/s per direction (600 GB/s total)"),
-    "nvlink4": Link("nvlink4", 450e9, 5e-6,
-                    "NVLink 4 (H100/H200): 18 links x 25 GB/s = 450 GB/s per direction (900 GB/s total)"),
-    "infiniband": Link("infiniband", 25e9, 10e-6,
-                       "HDR InfiniBand, one 200 Gb/s NIC per GPU (DGX A100): 25 GB/s per direction"),
+    "nvlink": Link("nvlink", 200e9, 5e-6,
+                   "NVLink 3 (A100, 12 links x 25 GB/s = 300 GB/s per direction on the datasheet); NCCL "
+                   "all_reduce_perf on 8 A100-SXM4-80GB measures about 200 GB/s bus bandwidth (NVIDIA/nccl-tests "
+                   "issues #149, NCCL 2.18, and #178, 208 GB/s)"),
+    "nvlink4": Link("nvlink4", 475e9, 5e-6,
+                    "NVLink 4 (H100/H200, 18 links x 25 GB/s = 450 GB/s per direction on the datasheet); NCCL "
+                    "all_reduce_perf on 8 H200 peaks at 475 GB/s bus bandwidth with NVLink SHARP (NVIDIA/nccl-tests "
+                    "issue #272, NCCL 2.20.3)"),
+    "infiniband": Link("infiniband", 24e9, 10e-6,
+                       "HDR InfiniBand, one 200 Gb/s NIC per GPU (DGX A100; 25 GB/s per direction on the datasheet); "
+                       "NCCL all_reduce_perf across A100 nodes with 4 HDR NICs per 8 GPUs peaks at 96 GB/s bus "
+                       "bandwidth against 100 (NVIDIA/nccl-tests issue #119): 24 GB/s a NIC"),
     "shared-memory": Link("shared-memory", 8.5e9, 3.1e-6,
                           "MPICH wheel between two processes of one machine, measured here (REFERENCE.md): "
                           "3.1 us one-way latency, about 8.5 GB/s at 16 MiB"),

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["OptionError", "choices", "parse_bytes", "load_config", "parse_sets", "override", "SECTIONS"]
+__all__ = ["OptionError", "choices", "parse_bytes", "read_json_object", "load_config", "parse_sets", "override", "SECTIONS"]
 
 SECTIONS = ("model", "gpu", "intra_link", "inter_link")
 _TOP = ("efficiency", "memory_cap")
@@ -52,18 +52,25 @@ def parse_bytes(text: str | float) -> float:
     return value * _UNITS[unit]
 
 
+def read_json_object(path: str, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing, unreadable or malformed file is one line
+    naming ``what`` and the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise OptionError(f"cannot read {what} {path!r}: {err.strerror or err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise OptionError(f"{what} {path!r} is not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise OptionError(f"{what} {path!r} must hold a JSON object")
+    return data
+
+
 def load_config(path: str | None) -> dict[str, Any]:
     """The JSON file's sections (empty without a file), checked for unknown keys."""
     if path is None:
         return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise OptionError(f"cannot read config {path!r}: {err.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise OptionError(f"config {path!r} is not JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise OptionError(f"config {path!r} must hold a JSON object")
+    data = read_json_object(path, "config")
     for key, value in data.items():
         if key not in SECTIONS + _TOP:
             raise OptionError(f"config {path!r}: unknown key {key!r}; expected {', '.join(SECTIONS + _TOP)}")
@@ -104,4 +111,5 @@ def override(base, values: Mapping[str, Any], section: str):
     try:
         return dataclasses.replace(base, **values)
     except (TypeError, ValueError) as err:
-        raise OptionError(f"{section}: {err}") from None
+        said = str(err)
+        raise OptionError(said if said.startswith(f"{section} ") else f"{section}: {said}") from None

@@ -19,19 +19,22 @@ import pandas as pd
 import schedules
 
 from .efficiency import efficiency_table, flops_per_row, format_efficiency
-from .hardware import DEFAULT_EFFICIENCY, GPUS
+from .hardware import GPUS
 from .options import OptionError, choices, parse_bytes
 from .profiled import ProfilePlanConfig, default_cap, load_profile, world_of
 from .search import Plan
-from .verify import rank_table, run_layouts
+from .verify import CPU_GEMM_EFFICIENCY, rank_table, run_layouts
 
-__all__ = ["profile_config", "peak_of", "profiled_executor_args", "verify_profiled", "efficiency_report", "PEAK_REPEATS"]
+__all__ = ["profile_config", "check_model_fields", "peak_of", "profiled_executor_args", "verify_profiled", "efficiency_report", "PEAK_REPEATS"]
 
 PEAK_REPEATS = 20
 """Matmuls whose best sets a CPU's peak: about half a second, to catch a quiet moment of shared cores."""
 
-# Flags that describe the FLOPs model's workload; with --profile the profile describes it.
-_FLOPS_ONLY = ("config", "set", "split", "efficiency", "intra_link")
+# Flags that describe the FLOPs model's workload or layouts it alone can search; with
+# --profile the profile describes them. (flag attribute, its default)
+_FLOPS_ONLY = (("config", None), ("set", []), ("split", "uniform,balanced"), ("efficiency", None),
+               ("intra_link", None), ("tp", None), ("pp", None), ("dp", None), ("sequence_parallel", "both"),
+               ("distributed_optimizer", "off"), ("emit", None))
 
 
 def peak_of(profile, gpu: str) -> float:
@@ -46,11 +49,30 @@ def peak_of(profile, gpu: str) -> float:
     return GPUS[gpu].peak_flops
 
 
+_MODEL_FIELDS = {"transformer": ("layers", "width", "heads", "seq_len", "batch"), "mlp": ("layers", "width", "batch")}
+"""The ``conditions.model`` fields the planner reads, by model (a factory's model: its batch)."""
+
+
+def check_model_fields(profile, path: str) -> dict:
+    """``conditions.model`` of a profile, every field the planner reads a whole number >= 1;
+    OptionError naming the file and the field otherwise."""
+    model = profile.conditions.get("model")
+    if not isinstance(model, dict):
+        raise OptionError(f"--profile {path}: conditions.model must be an object, got {model!r}")
+    for field in _MODEL_FIELDS.get(model.get("model"), ("batch",)):
+        if field not in model:
+            raise OptionError(f"--profile {path}: conditions.model.{field} is missing")
+        value = model[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"--profile {path}: conditions.model.{field} must be a whole number >= 1, got {value!r}")
+    return model
+
+
 def profile_config(args: argparse.Namespace, lead: bool = True) -> ProfilePlanConfig:
     """Every check of a ``--profile`` run, before any work. Only the ``lead`` process (not
     an MPI rank that just simulates) measures the peak, so ranks do not time it at once."""
     profile = load_profile(args.profile)
-    world, model = world_of(profile), profile.conditions["model"]
+    world, model = world_of(profile), check_model_fields(profile, args.profile)
     if args.model is not None:
         raise OptionError(f"--profile plans for the model it measured ({model.get('model')}): drop --model")
     if args.describe:
@@ -60,10 +82,9 @@ def profile_config(args: argparse.Namespace, lead: bool = True) -> ProfilePlanCo
                           f"with `mpiexec -n {args.gpus} python -m executor profile ...`")
     if args.global_batch is not None and args.global_batch != int(model["batch"]):
         raise OptionError(f"--global-batch {args.global_batch}: the profile measured --batch {model['batch']}")
-    if args.recompute not in ("none", "none,full"):
+    if args.recompute not in ("none", "none,selective,full"):
         raise OptionError("--profile plans without recomputation (the executor keeps activations)")
-    given = [f"--{name.replace('_', '-')}" for name in _FLOPS_ONLY
-             if getattr(args, name) not in (None, [], "uniform,balanced")]  # None, [] and that: the defaults
+    given = [f"--{name.replace('_', '-')}" for name, default in _FLOPS_ONLY if getattr(args, name) != default]
     if given:
         raise OptionError(f"{given[0]} sets the FLOPs model; with --profile the costs are measured")
     cap = parse_bytes(args.memory_cap) if args.memory_cap is not None else default_cap(profile)
@@ -100,4 +121,4 @@ def efficiency_report(config: ProfilePlanConfig) -> str:
     if math.isnan(config.peak_flops):
         return "achieved efficiency: no peak FLOP/s known for this device"
     return format_efficiency(efficiency_table(config.profile, config.peak_flops), config.peak_flops,
-                             DEFAULT_EFFICIENCY)
+                             CPU_GEMM_EFFICIENCY)

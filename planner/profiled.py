@@ -135,8 +135,9 @@ def simulate_profiled(job: tuple[ProfilePlanConfig, Layout]) -> Plan:
     rows = layout.dp * layout.microbatches * layout.microbatch_size
     tokens_per_s = rows * tokens_per_row(config.profile) / result.makespan
     world = layout.pp * layout.dp
-    mfu = config.flops_per_row * rows / result.makespan / (world * config.peak_flops)
-    return Plan(layout, result.makespan, result.bubble_fraction, memory, result.makespan, tokens_per_s, mfu)
+    flops = config.flops_per_row * rows / result.makespan / world  # per GPU; the executor recomputes nothing
+    return Plan(layout, result.makespan, result.bubble_fraction, memory, result.makespan, tokens_per_s,
+                flops / config.peak_flops, flops / 1e12, rows / result.makespan / world)
 
 
 def plan_profiled(config: ProfilePlanConfig, workers: Workers, progress: bool = False) -> Search:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .hardware import GIB
 from .search import Plan, Search
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["size", "format_table", "plans_frame", "plot_pareto", "pareto_front", "explain_rejections"]
 
-_HEADER = (f"{'#':>3}  {'schedule':<17} {'pp':>4} {'dp':>5} {'v':>2} {'m':>5} {'b':>2}  {'split':<8} "
-           f"{'recomp':<6} {'step s':>9} {'bubble':>7} {'peak GiB':>8} {'tokens/s':>10} {'MFU':>6}")
+_HEADER = (f"{'#':>3}  {'schedule':<17} {'tp':>2} {'pp':>4} {'dp':>5} {'v':>2} {'m':>5} {'b':>2}  {'split':<8} "
+           f"{'recomp':<9} {'sp':<3} {'zero':<4} {'step s':>9} {'bubble':>7} {'peak GiB':>8} {'tokens/s':>10} "
+           f"{'smp/GPU/s':>9} {'TFLOP/s':>7} {'MFU':>6}")
 
 
 def size(n: float) -> str:
@@ -30,14 +33,19 @@ def format_table(plans: list[Plan]) -> str:
     lines = [_HEADER]
     for i, p in enumerate(plans, 1):
         lay = p.layout
-        lines.append(f"{i:>3}  {lay.schedule:<17} {lay.pp:>4} {lay.dp:>5} {lay.chunks:>2} {lay.microbatches:>5} "
-                     f"{lay.microbatch_size:>2}  {lay.split:<8} {lay.recompute:<6} {p.step_time:>9.4g} "
-                     f"{p.bubble_fraction:>7.2%} {_gib(p.memory.total):>8} {p.tokens_per_s:>10.4g} {p.mfu:>6.1%}")
+        split = lay.split if len(lay.split) <= 8 else lay.split[:7] + "+"
+        lines.append(f"{i:>3}  {lay.schedule:<17} {lay.tp:>2} {lay.pp:>4} {lay.dp:>5} {lay.chunks:>2} "
+                     f"{lay.microbatches:>5} {lay.microbatch_size:>2}  {split:<8} {lay.recompute:<9} "
+                     f"{'on' if lay.sequence_parallel else 'off':<3} {'on' if lay.distributed_optimizer else 'off':<4} "
+                     f"{p.step_time:>9.4g} {p.bubble_fraction:>7.2%} {_gib(p.memory.total):>8} {p.tokens_per_s:>10.4g} "
+                     f"{p.samples_per_gpu_per_s:>9.4g} {p.tflops_per_gpu:>7.4g} {p.mfu:>6.1%}")
     return "\n".join(lines)
 
 
 def plans_frame(plans: list[Plan]) -> pd.DataFrame:
     """One row per simulated layout (the --csv table), best first."""
+    import pandas as pd  # a third of a second to load: not before a plan needs it
+
     return pd.DataFrame([p.row() for p in plans])
 
 

@@ -1,66 +1,49 @@
 """The search: enumerate layouts, reject what does not fit, rank by a closed form, simulate the best.
 
-1. Enumerate pp x dp = GPUs (pp a divisor), each microbatch size with m = global batch /
-   dp / b whole, every registered schedule (``schedules.names()``, so new ones join) with
-   each chunk count it accepts, both layer splits and both recomputation settings.
+1. Enumerate (:mod:`planner.space`) tp x pp x dp = GPUs, each microbatch size with
+   m = global batch / dp / b whole, every schedule with each chunk count it accepts,
+   the layer splits, recomputation, sequence parallelism and optimizer sharding.
 2. Memory (:mod:`planner.memory`) is exact before any simulation: layouts over the cap
-   are rejected, naming the part that overflows.
+   are rejected, naming the part that overflows. Weights, gradients and optimizer state
+   need no schedule, so a layout they alone put over the cap is rejected before its
+   schedule is built (its activations then read 0). Schedules found by a search under a
+   memory limit (ZB-1p, ZB-2p, V-Half, V-Min: :mod:`planner.synthesized`) are built only
+   when simulated; before that their activations are their limit's, which the search
+   never exceeds.
 3. The pre-filter estimate of the step time is ``m x (slowest rank's F + I + W per
    microbatch) / (1 - bubble)`` plus 2 (S - 1) boundary transfers, the slowest rank's
    gradient all-reduce and the optimizer step. The bubble is the closed form of
    :mod:`schedules.analytic` at the stages' mean costs where there is one, else that of
-   the schedules' dry run at those uniform costs (done once per schedule shape).
+   the schedules' dry run at those uniform costs (for a large m at the two counts below,
+   past the fill and drain the idle time no longer grows with m); ZB-1p and ZB-2p take
+   ZB-H1's and ZB-H2's, V-Half and V-Min 1F1B's.
 4. The ``top`` best estimates, and the best of every schedule, are simulated with SimPy
    (links, all-reduce, optimizer included), in the given :class:`simulator.workers.Workers`.
+
+How schedules are built, placed and continued to a large m: :mod:`planner.shapes`.
 """
 
 from __future__ import annotations
 
-import sys
+import math
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from tqdm import tqdm
-
 import schedules
-from schedules import COMPUTE_KINDS, OpKind, analytic
+from schedules import analytic
 from simulator import Costs, simulate
 from simulator.workers import Workers
 
-from .layout import Layout, Machine, Stages, link_costs, simulator_costs, stage_costs, stage_layers
-from .memory import RankMemory, order_trace, rank_memory
+from . import synthesized
+from .layout import Layout, Stages, link_costs, optimizer_time, simulator_costs, stage_costs
+from .memory import RankMemory, rank_memory
+from .shapes import EXACT_OPS, affine, extrapolate, placement, registered, sizes, uniform_bubble
+from .space import PlanConfig, enumerate_layouts
 from .transformer import TransformerSpec
 
-__all__ = ["PlanConfig", "Candidate", "Plan", "Search", "spec_for", "enumerate_layouts", "evaluate", "simulate_layout", "plan"]
-
-
-@dataclass(frozen=True)
-class PlanConfig:
-    """What to plan for and how widely to search."""
-
-    model: TransformerSpec
-    """The transformer (its microbatch_size is replaced by each of ``microbatch_sizes``)."""
-    machine: Machine
-    """GPUs, nodes, links and efficiency."""
-    global_batch: int
-    """Sequences per optimizer step, over all replicas."""
-    memory_cap: float
-    """Bytes a rank may use."""
-    microbatch_sizes: tuple[int, ...] = (1,)
-    """Microbatch sizes b to try."""
-    schedule_names: tuple[str, ...] = ()
-    """Schedules to try; empty: every registered one."""
-    chunks: tuple[int, ...] = (1, 2, 3, 4)
-    """Chunk counts to try, each where the schedule accepts it."""
-    splits: tuple[str, ...] = ("uniform", "balanced")
-    """Layer splits to try."""
-    recompute: tuple[str, ...] = ("none", "full")
-    """Recomputation settings to try."""
-    top: int = 10
-    """Layouts (best estimates) to simulate with SimPy, besides the best of each schedule."""
-    comm: str = "async"
-    """Communication semantics of the simulation."""
+__all__ = ["PlanConfig", "Candidate", "Plan", "Search", "EXACT_OPS", "spec_for", "sizes", "extrapolate", "placement", "evaluate",
+           "evaluate_group", "simulate_layout", "plan", "build_schedule"]
 
 
 @dataclass(frozen=True)
@@ -87,16 +70,23 @@ class Plan:
     estimate: float
     tokens_per_s: float
     mfu: float
+    """Model FLOPs (no recomputation) per second over the GPUs' peak."""
+    tflops_per_gpu: float = math.nan
+    """Hardware FLOPs (recomputation counted, Megatron-LM's count) per second per GPU, in TFLOP/s."""
+    samples_per_gpu_per_s: float = math.nan
+    """Sequences per second per GPU."""
 
     def row(self) -> dict:
         """The --json / --csv record."""
         lay = self.layout
-        return {"schedule": lay.schedule, "pp": lay.pp, "dp": lay.dp, "chunks": lay.chunks,
+        return {"schedule": lay.schedule, "tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "chunks": lay.chunks,
                 "microbatches": lay.microbatches, "microbatch_size": lay.microbatch_size,
-                "split": lay.split, "recompute": lay.recompute, "step_time": self.step_time,
+                "split": lay.split, "recompute": lay.recompute, "sequence_parallel": lay.sequence_parallel,
+                "distributed_optimizer": lay.distributed_optimizer, "step_time": self.step_time,
                 "bubble_fraction": self.bubble_fraction, "peak_memory_bytes": self.memory.total,
-                "peak_memory_rank": self.memory.rank, "tokens_per_s": self.tokens_per_s, "mfu": self.mfu,
-                "estimated_step_time": self.estimate,
+                "peak_memory_rank": self.memory.rank, "tokens_per_s": self.tokens_per_s,
+                "samples_per_gpu_per_s": self.samples_per_gpu_per_s, "tflops_per_gpu": self.tflops_per_gpu,
+                "mfu": self.mfu, "estimated_step_time": self.estimate,
                 **{f"{k}_bytes": v for k, v in self.memory.parts.items()}}
 
 
@@ -118,127 +108,154 @@ class Search:
         return [c for c in self.candidates if c.overflow is None]
 
 
-@lru_cache(maxsize=None)
-def _accepts(name: str, chunks: int) -> bool:
-    try:
-        schedules.build(name, ranks=2, microbatches=8, chunks=chunks)
-    except schedules.ScheduleError:
-        return False
-    return True
-
-
-@lru_cache(maxsize=256)
-def _schedule(name: str, pp: int, m: int, v: int) -> tuple[schedules.Schedule, object]:
-    schedule = schedules.build(name, ranks=pp, microbatches=m, chunks=v)
-    return schedule, order_trace(schedule)
-
-
-@lru_cache(maxsize=None)
-def _uniform_bubble(name: str, pp: int, m: int, v: int, ratios: tuple[float, float, float]) -> float:
-    """Bubble at uniform stage costs with free communication: the closed form, else the
-    schedules' own dry run at those costs (no SimPy, O(ops))."""
-    try:
-        return analytic.bubble_fraction(name, pp, m, v, *ratios)
-    except ValueError:
-        pass
-    schedule, _ = _schedule(name, pp, m, v)
-    cost = {OpKind.F: ratios[0], OpKind.I: ratios[1], OpKind.W: ratios[2], OpKind.B: ratios[1] + ratios[2]}
-    span = schedules.dry_run(schedules.validate(schedule, "async"), "async", cost).makespan
-    busy = sum(cost[part.kind] for _, op in schedule for part in op.parts if part.kind in COMPUTE_KINDS)
-    return 1.0 - busy / (pp * span) if span else 0.0
-
-
-def enumerate_layouts(config: PlanConfig, skipped: list[str] | None = None) -> list[Layout]:
-    """Every layout the search considers, in a fixed order."""
-    skipped = [] if skipped is None else skipped
-    gpus, L = config.machine.gpus, config.model.layers
-    names = config.schedule_names or tuple(schedules.names())
-    out = []
-    for pp in (d for d in range(1, gpus + 1) if gpus % d == 0):
-        dp = gpus // pp
-        for b in config.microbatch_sizes:
-            if config.global_batch % (dp * b):
-                skipped.append(f"pp={pp} dp={dp} b={b}: global batch {config.global_batch} is not a multiple of dp x b")
-                continue
-            m = config.global_batch // (dp * b)
-            for name in names:
-                for v in (v for v in config.chunks if _accepts(name, v)):
-                    if pp * v > L:
-                        skipped.append(f"{name} pp={pp} v={v}: {pp * v} stages for {L} layers")
-                        continue
-                    try:
-                        _schedule(name, pp, m, v)
-                    except schedules.ScheduleError as err:
-                        skipped.append(f"{name} pp={pp} m={m} v={v}: {str(err).splitlines()[0]}")
-                        continue
-                    splits = [s for s in config.splits
-                              if s == "uniform" or "uniform" not in config.splits
-                              or stage_layers(config.model, pp * v, s) != stage_layers(config.model, pp * v, "uniform")]
-                    out += [Layout(name, pp, dp, v, m, b, split, rc) for split in splits for rc in config.recompute]
-    return out
-
-
-def _optimizer_time(spec: TransformerSpec, machine: Machine, params: float) -> float:
-    """The Adam step streams the whole state in and out once: 2 x state bytes / HBM bandwidth."""
-    return 2 * spec.state_bytes_per_param * params / machine.gpu.hbm_bandwidth
-
-
-def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stages, schedules.Schedule, Costs]:
-    spec = spec_for(config.model, layout.microbatch_size)
-    stages = stage_costs(spec, layout, config.machine)
-    schedule, _ = _schedule(layout.schedule, layout.pp, layout.microbatches, layout.chunks)
-    heaviest = max(sum(stages.params[s] for s in schedule.stages_of(r)) for r in range(layout.pp))
-    costs = simulator_costs(spec, layout, config.machine, stages, _optimizer_time(spec, config.machine, heaviest))
-    return spec, stages, schedule, costs
-
-
 @lru_cache(maxsize=64)
 def spec_for(model: TransformerSpec, b: int) -> TransformerSpec:
     """``model`` at microbatch size ``b`` (cached: the search asks for it per layout)."""
     return model if model.microbatch_size == b else replace(model, microbatch_size=b)
 
 
-def evaluate(config: PlanConfig, layout: Layout) -> Candidate:
-    """Memory and closed-form estimate of one layout."""
-    spec, stages, schedule, costs = _prepare(config, layout)
-    trace = _schedule(layout.schedule, layout.pp, layout.microbatches, layout.chunks)[1]
-    worst = max(rank_memory(spec, schedule, stages, layout.recompute, trace, costs.w_memory_fraction),
-                key=lambda r: r.total)
-    S = layout.stages
-    mean = tuple(round(sum(t) / S / (sum(stages.t_f) / S), 6) for t in (stages.t_f, stages.t_i, stages.t_w))
-    bubble = _uniform_bubble(layout.schedule, layout.pp, layout.microbatches, layout.chunks, mean)
-    per_mb = max(sum(stages.t_f[s] + stages.t_i[s] + stages.t_w[s] for s in schedule.stages_of(r))
-                 for r in range(layout.pp))
-    links = link_costs(layout, config.machine)
-    bw, lat = (links["bandwidth"], links["latency"])
+def _slowest_hop(spec: TransformerSpec, layout: Layout, links: dict) -> float:
+    """Seconds of one boundary transfer on the slowest pipeline link (0 without a pipeline)."""
+    if layout.stages == 1:
+        return 0.0
+    bw, lat = links["bandwidth"], links["latency"]
     bw = min(bw.values()) if isinstance(bw, dict) else bw
     lat = max(lat.values()) if isinstance(lat, dict) else lat
-    hops = 2 * (S - 1) * (lat + spec.boundary_bytes() / bw) if layout.pp > 1 else 0.0
-    reduce = max(sum(costs.reduce_time(s, S) for s in schedule.stages_of(r)) for r in range(layout.pp))
-    estimate = layout.microbatches * per_mb / (1 - bubble) + hops + reduce + costs.optimizer_time
-    return Candidate(layout, worst, worst.overflow(config.memory_cap), estimate)
+    return lat + spec.boundary_bytes(layout.tp) / bw
+
+
+def _timing(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict) -> synthesized.Timing:
+    """Mean stage costs and the slowest hop: what ZB-1p and ZB-2p are synthesized for."""
+    S = len(stages.t_f)
+    return synthesized.Timing(sum(stages.t_f) / S, sum(stages.t_i) / S, sum(stages.t_w) / S,
+                              _slowest_hop(spec, layout, links))
+
+
+def build_schedule(config: PlanConfig, layout: Layout) -> schedules.Schedule:
+    """The layout's whole schedule (a synthesized one timed with the layout's stage costs)."""
+    spec, stages, _ = _prepare(config, layout)
+    if synthesized.is_synthesized(layout.schedule):
+        timing = _timing(spec, layout, stages, link_costs(layout, config.machine))
+        return synthesized.build(layout.schedule, layout.pp, layout.microbatches, 1, timing)
+    return schedules.build(layout.schedule, ranks=layout.pp, microbatches=layout.microbatches, chunks=layout.chunks)
+
+
+def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stages, float]:
+    """The model at the layout's microbatch size, its stages' costs and the optimizer step
+    of its heaviest rank."""
+    spec = spec_for(config.model, layout.microbatch_size)
+    stages = stage_costs(spec, layout, config.machine)
+    heaviest = max(sum(stages.params[s] for s in own) for own in placement(layout.schedule, layout.pp, layout.chunks))
+    return spec, stages, optimizer_time(spec, layout, config.machine.gpu, heaviest)
+
+
+def _activation_peaks(layout: Layout, stages: Stages, where) -> list[float]:
+    """Each rank's activation peak: from the op order, or a searched schedule's memory limit."""
+    if synthesized.built_lazily(layout.schedule):
+        limit = synthesized.memory_limit(layout.schedule, layout.pp)
+        return [limit * max(stages.act_memory[s] for s in own) for own in where]
+    name, pp, m, v = layout.schedule, layout.pp, layout.microbatches, layout.chunks
+    at = sizes(name, pp, m, v)
+    found = [registered(name, pp, k, v)[1].peaks(stages.act_memory) for k in at]
+    if len(at) > 1 and not all(affine(at, list(rank)) for rank in zip(*found)):
+        return registered(name, pp, m, v)[1].peaks(stages.act_memory)
+    return [extrapolate(m, at, list(rank)) for rank in zip(*found)]
+
+
+def evaluate(config: PlanConfig, layout: Layout) -> Candidate:
+    """Memory and closed-form estimate of one layout."""
+    spec, stages, optimizer = _prepare(config, layout)
+    where = placement(layout.schedule, layout.pp, layout.chunks)
+    links = link_costs(layout, config.machine)
+    worst = max(rank_memory(spec, layout, where, stages, None), key=lambda r: r.total)
+    if worst.overflow(config.memory_cap) is None:
+        worst = max(rank_memory(spec, layout, where, stages, _activation_peaks(layout, stages, where)),
+                    key=lambda r: r.total)
+    overflow = worst.overflow(config.memory_cap)
+    estimate = _estimate(spec, layout, stages, links, optimizer, where, exact=overflow is None)
+    return Candidate(layout, worst, overflow, estimate)
+
+
+RATIO_STEP = 0.2
+"""I / F and W / F are rounded to this before a dry run: nearby layouts share one."""
+
+
+def _estimate(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict, optimizer: float, where,
+              exact: bool = True) -> float:
+    """The pre-filter's step time (see the module docstring); without ``exact`` (a layout
+    already over the cap, only plotted) a schedule with no closed form takes interleaved
+    1F1B's, (p - 1) / (m v + p - 1), instead of a dry run."""
+    S = layout.stages
+    f, i, w = (sum(t) / S for t in (stages.t_f, stages.t_i, stages.t_w))
+    ratios = tuple(round(x / f / RATIO_STEP) * RATIO_STEP for x in (f, i, w))
+    name, p, m, v = synthesized.proxy(layout.schedule), layout.pp, layout.microbatches, layout.chunks
+    try:
+        bubble = analytic.bubble_fraction(name, p, m, v, *ratios)
+    except ValueError:
+        bubble = uniform_bubble(name, p, m, v, ratios) if exact else (p - 1) / (m * v + p - 1)
+    per_mb = max(sum(stages.t_f[s] + stages.t_i[s] + stages.t_w[s] for s in own) for own in where)
+    hops = 2 * (S - 1) * _slowest_hop(spec, layout, links)
+    ring = Costs(grad_bytes=tuple(spec.dtype_bytes * n for n in stages.params), dp=layout.dp,
+                 dp_bandwidth=links["dp_bandwidth"], dp_latency=links["dp_latency"])  # the simulator's all-reduce
+    reduce = max(sum(ring.reduce_time(s, S) for s in own) for own in where)
+    return layout.microbatches * per_mb / (1 - bubble) + hops + reduce + optimizer
+
+
+def _schedule_at(config: PlanConfig, layout: Layout, m: int, spec: TransformerSpec, stages: Stages) -> schedules.Schedule:
+    if synthesized.is_synthesized(layout.schedule):
+        timing = _timing(spec, layout, stages, link_costs(layout, config.machine))
+        return synthesized.build(layout.schedule, layout.pp, m, 1, timing)
+    return registered(layout.schedule, layout.pp, m, layout.chunks)[0]
 
 
 def simulate_layout(job: tuple[PlanConfig, Layout, float]) -> Plan:
-    """One SimPy run of a layout (a top-level function, so process pools and MPI can ship it)."""
+    """One SimPy run of a layout, or two and an extrapolation for a large m (a top-level
+    function, so process pools and MPI can ship it)."""
     config, layout, estimate = job
-    spec, stages, schedule, costs = _prepare(config, layout)
-    result = simulate(schedule, costs, config.comm)
-    worst = max(rank_memory(spec, schedule, stages, layout.recompute, result.trace, costs.w_memory_fraction),
-                key=lambda r: r.total)
+    spec, stages, optimizer = _prepare(config, layout)
+    costs = simulator_costs(spec, layout, config.machine, stages, optimizer)
+    m = layout.microbatches
+    at = sizes(layout.schedule, layout.pp, m, layout.chunks)[:2]
+    runs = [simulate(_schedule_at(config, layout, k, spec, stages), costs, config.comm) for k in at]
+    step = extrapolate(m, at, [r.makespan for r in runs])
+    busy = sum(extrapolate(m, at, list(rank)) for rank in zip(*(r.busy for r in runs)))
+    where = placement(layout.schedule, layout.pp, layout.chunks)
+    if len(at) == 1:
+        peaks = [p.bytes for p in runs[0].peak_memory]
+    elif synthesized.built_lazily(layout.schedule):  # built at two counts: their peaks, continued
+        peaks = [extrapolate(m, at, [p.bytes for p in rank]) for rank in zip(*(r.peak_memory for r in runs))]
+    else:
+        peaks = _activation_peaks(layout, stages, where)
+    worst = max(rank_memory(spec, layout, where, stages, peaks), key=lambda r: r.total)
     machine = config.machine
-    tokens_per_s = config.global_batch * spec.seq / result.makespan
-    mfu = spec.flops_per_token() * tokens_per_s / (machine.gpus * machine.gpu.peak_flops)
-    return Plan(layout, result.makespan, result.bubble_fraction, worst, estimate, tokens_per_s, mfu)
+    model_flops, hardware_flops = spec.iteration_flops(config.global_batch, layout.recompute)
+    return Plan(layout, step, 1.0 - busy / (layout.pp * step), worst, estimate,
+                tokens_per_s=config.global_batch * spec.seq / step,
+                mfu=model_flops / step / (machine.gpus * machine.gpu.peak_flops),
+                tflops_per_gpu=hardware_flops / step / machine.gpus / 1e12,
+                samples_per_gpu_per_s=config.global_batch / step / machine.gpus)
+
+
+def evaluate_group(job: tuple[PlanConfig, list[Layout]]) -> list[Candidate]:
+    """:func:`evaluate` for layouts of one schedule and depth (a top-level function, so
+    process pools and MPI can ship it): one process builds their schedules once."""
+    config, layouts = job
+    return [evaluate(config, lay) for lay in layouts]
 
 
 def plan(config: PlanConfig, workers: Workers, progress: bool = False) -> Search:
-    """Enumerate, pre-filter and simulate (see the module docstring)."""
+    """Enumerate, pre-filter and simulate (see the module docstring). The pre-filter runs
+    in ``workers`` too, one job per schedule and depth."""
     began = time.perf_counter()
     skipped: list[str] = []
     layouts = enumerate_layouts(config, skipped)
-    candidates = [evaluate(config, lay) for lay in tqdm(layouts, desc="pre-filter", disable=not progress,
-                                                        file=sys.stderr)]
+    groups: dict[tuple, list[Layout]] = {}
+    for lay in layouts:
+        groups.setdefault((lay.schedule, lay.pp, lay.chunks), []).append(lay)
+    found = workers.map(evaluate_group, [(config, group) for group in groups.values()], progress=progress,
+                        desc="pre-filter")
+    evaluated = {c.layout: c for group in found for c in group}
+    candidates = [evaluated[lay] for lay in layouts]
     enumerated = time.perf_counter()
     fitting = sorted((c for c in candidates if c.overflow is None), key=lambda c: (c.estimate, c.layout))
     chosen = fitting[:config.top]
@@ -247,6 +264,7 @@ def plan(config: PlanConfig, workers: Workers, progress: bool = False) -> Search
         if best not in chosen:
             chosen.append(best)
     plans = workers.map(simulate_layout, [(config, c.layout, c.estimate) for c in chosen], progress=progress)
+    plans = [p for p in plans if p.memory.overflow(config.memory_cap) is None]
     plans.sort(key=lambda p: (p.step_time, p.layout))
     done = time.perf_counter()
     return Search(plans, candidates, skipped, {"enumerate": enumerated - began, "simulate": done - enumerated})

@@ -6,19 +6,31 @@ length, V the vocabulary, b the microbatch size (sequences). Every formula is st
 the method that computes it; ``tests/test_planner_transformer.py`` checks them against
 published parameter counts (GPT-3 175B, Llama 2 7B / 70B, Llama 3 8B).
 
-Sources: Narayanan et al. 2021 (Megatron-LM, SC'21) for the 12 h^2 layer and the
-2 x parameters x tokens forward; Korthikanti et al. 2022 ("Reducing Activation
-Recomputation in Large Transformer Models") for activation bytes; Rajbhandari et al.
-2020 (ZeRO) for 16 bytes of mixed-precision Adam state per parameter.
+Tensor parallelism over t GPUs (Shoeybi et al. 2019) divides every layer matrix by t
+(column-parallel Q, K, V and FFN-in; row-parallel output projection and FFN-out) and the
+vocabulary by t (vocab-parallel embedding and LM head); norms and the biases of
+row-parallel layers stay whole on every rank.
+
+Sources: Narayanan et al. 2021 (Megatron-LM, SC'21) for the 12 h^2 layer, the
+2 x parameters x tokens forward and the FLOPs per iteration (their eq. 3); Korthikanti et
+al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", arXiv
+2205.05198) for activation bytes under tensor and sequence parallelism and selective
+recomputation; Rajbhandari et al. 2020 (ZeRO) for 16 bytes of mixed-precision Adam state
+per parameter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TransformerSpec", "RECOMPUTE"]
+__all__ = ["TransformerSpec", "RECOMPUTE", "VOCAB_ALIGN"]
 
-RECOMPUTE = ("none", "full")
+RECOMPUTE = ("none", "selective", "full")
+"""Activation recomputation: none; selective (the attention core, Korthikanti et al. 2022);
+full (every layer's forward, keeping only its input)."""
+
+VOCAB_ALIGN = 128
+"""Megatron-LM pads the vocabulary to a multiple of 128 x t (``--make-vocab-size-divisible-by``)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,27 @@ class TransformerSpec:
         head = self.head_params() - (self.vocab * self.hidden if self.tied_embeddings else 0)
         return self.layers * self.layer_params() + self.embedding_params() + head
 
+    def padded_vocab(self, tp: int = 1) -> int:
+        """V rounded up to a multiple of 128 t, as Megatron-LM pads it (GPT-3's 50257 -> 50304)."""
+        unit = VOCAB_ALIGN * tp
+        return -(-self.vocab // unit) * unit
+
+    def layer_params_per_rank(self, tp: int = 1) -> float:
+        """One layer's parameters on one of t tensor-parallel ranks: the matrices and the
+        column-parallel biases (Q, K, V, FFN-in) divided by t; the row-parallel biases (O,
+        FFN-out, h each) and the norms whole on every rank."""
+        h = self.hidden
+        whole = (2 * h if self.bias else 0) + 2 * self._norm_params()
+        return (self.layer_params() - whole) / tp + whole
+
+    def embedding_params_per_rank(self, tp: int = 1) -> float:
+        """The vocab-parallel token embedding (padded V / t rows) and the learned positions (whole)."""
+        return self.padded_vocab(tp) * self.hidden / tp + (self.seq * self.hidden if self.learned_positions else 0)
+
+    def head_params_per_rank(self, tp: int = 1) -> float:
+        """The final norm (whole) and the vocab-parallel LM head (padded V / t rows)."""
+        return self._norm_params() + self.padded_vocab(tp) * self.hidden / tp
+
     # ---- FLOPs per microbatch ------------------------------------------------------
 
     def layer_matmul_flops(self) -> float:
@@ -149,10 +182,11 @@ class TransformerSpec:
         Rule: each matmul Y = X W has two backward matmuls of the forward's size, dX = dY W^T
         (I) and dW = X^T dY (W), so I and W each cost the forward matmul FLOPs. The
         attention scores have no weights: their backward (twice their forward) is all I.
-        Full recomputation reruns the layer's forward before its backward: added to I,
-        which needs the recomputed activations first. Without it, I + W = 2 x forward."""
+        Recomputation reruns forward work before the backward that needs it: added to I
+        (the whole layer forward for full, the attention core for selective). Without it,
+        I + W = 2 x forward."""
         matmul, attention = self.layer_matmul_flops(), self.attention_flops()
-        rerun = self.layer_forward_flops() if recompute == "full" else 0.0
+        rerun = self.recompute_flops_per_token(recompute) * self.tokens / self.layers
         return matmul + 2 * attention + rerun, matmul
 
     def head_forward_flops(self) -> float:
@@ -166,35 +200,71 @@ class TransformerSpec:
         forward = self.layers * self.layer_forward_flops() + self.head_forward_flops()
         return 3.0 * forward / self.tokens
 
+    def recompute_flops_per_token(self, recompute: str) -> float:
+        """FLOPs recomputation adds per token: full reruns every layer's forward (the head is
+        not recomputed); selective reruns the attention core, Q K^T and scores x V."""
+        per_layer = {"none": 0.0, "selective": self.attention_flops(),
+                     "full": self.layer_forward_flops()}[_checked(recompute)]
+        return self.layers * per_layer / self.tokens
+
+    def iteration_flops(self, batch: int, recompute: str = "none") -> tuple[float, float]:
+        """(model, hardware) FLOPs of one iteration over ``batch`` sequences: model FLOPs count
+        no recomputation (what MFU divides), hardware FLOPs count it (Megatron-LM's "achieved
+        teraFLOP/s"). For GPT layers (f = 4 h, k = a) these are Narayanan et al.'s
+        72 B s l h^2 (1 + s/(6h) + V/(12 l h)) and, with full recomputation, their eq. 3,
+        96 B s l h^2 (1 + s/(6h) + V/(16 l h))."""
+        tokens = batch * self.seq
+        model = self.flops_per_token() * tokens
+        return model, model + self.recompute_flops_per_token(recompute) * tokens
+
     # ---- memory --------------------------------------------------------------------
 
-    def activation_bytes_per_layer(self, recompute: str = "none") -> float:
-        """Bytes one layer keeps from its forward for its backward, per microbatch
-        (Korthikanti et al. 2022, 16-bit activations, no tensor or sequence parallelism):
-        s b h (34 + 5 a s / h) without recomputation; 2 s b h (the layer input) with full
-        recomputation. Derived for GPT layers (f = 4 h, k = a); used as an estimate for
-        others."""
-        s, b, h, a = self.seq, self.microbatch_size, self.hidden, self.heads
-        if recompute == "full":
-            return 2.0 * s * b * h
-        if recompute != "none":
-            raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
-        return s * b * h * (34.0 + 5.0 * a * s / h)
+    def activation_bytes_per_layer(self, recompute: str = "none", tp: int = 1,
+                                   sequence_parallel: bool = False) -> float:
+        """Bytes one layer keeps from its forward for its backward, per microbatch, on one of
+        t tensor-parallel ranks (Korthikanti et al. 2022, 16-bit activations, their Table 2):
 
-    def recompute_buffer_bytes(self, recompute: str) -> float:
+          none        TP: s b h (10 + 24/t + 5 a s/(h t));  TP + SP: (s b h / t)(34 + 5 a s / h)
+          selective   TP: s b h (10 + 24/t);                TP + SP: 34 s b h / t
+          full        2 s b h, the layer input; with SP the input is sharded: 2 s b h / t
+
+        At t = 1 "none" is s b h (34 + 5 a s / h). The 10 s b h without SP are the layer
+        norms' and dropouts' activations that every tensor-parallel rank keeps whole; the
+        5 a s / h terms are the attention scores, softmax and dropout over s^2 per head,
+        which selective recomputation rebuilds. Derived for GPT layers (f = 4 h, k = a);
+        used as an estimate for others."""
+        s, b, h, a, t = self.seq, self.microbatch_size, self.hidden, self.heads, tp
+        sbh = float(s * b * h)
+        scores = 5.0 * a * s / h  # attention core, per s b h
+        kept = {"none": scores, "selective": 0.0}
+        if _checked(recompute) == "full":
+            return 2.0 * sbh / t if sequence_parallel else 2.0 * sbh
+        if sequence_parallel:
+            return sbh / t * (34.0 + kept[recompute])
+        return sbh * (10.0 + 24.0 / t + kept[recompute] / t)
+
+    def recompute_buffer_bytes(self, recompute: str, tp: int = 1, sequence_parallel: bool = False) -> float:
         """Extra bytes while a backward runs: with full recomputation one layer's activations
-        are rebuilt at a time, s b h (34 + 5 a s / h); none otherwise."""
-        return self.activation_bytes_per_layer("none") if recompute == "full" else 0.0
+        are rebuilt at a time (its bytes without recomputation); with selective one layer's
+        attention core, 5 a s^2 b / t; none otherwise."""
+        if _checked(recompute) == "none":
+            return 0.0
+        whole = self.activation_bytes_per_layer("none", tp, sequence_parallel)
+        return whole if recompute == "full" else whole - self.activation_bytes_per_layer("selective", tp, sequence_parallel)
 
-    def head_activation_bytes(self) -> float:
-        """Bytes the head keeps per microbatch: its 16-bit input (2 s b h) and the fp32
-        logits the cross-entropy backward reads (4 s b V)."""
-        return 2.0 * self.tokens * self.hidden + 4.0 * self.tokens * self.vocab
+    def head_activation_bytes(self, tp: int = 1, sequence_parallel: bool = False) -> float:
+        """Bytes the head keeps per microbatch on one of t ranks: its 16-bit input (2 s b h,
+        / t with SP) and the fp32 softmax of its vocab shard the cross-entropy backward reads
+        (4 s b V / t)."""
+        inputs = 2.0 * self.tokens * self.hidden / (tp if sequence_parallel else 1)
+        return inputs + 4.0 * self.tokens * self.padded_vocab(tp) / tp
 
-    def boundary_bytes(self) -> float:
-        """Bytes crossing a stage boundary per microbatch, each way: the hidden state
-        (forward) or its gradient (backward), dtype_bytes x s b h."""
-        return float(self.dtype_bytes * self.tokens * self.hidden)
+    def boundary_bytes(self, tp: int = 1) -> float:
+        """Bytes one GPU sends across a stage boundary per microbatch, each way: the hidden
+        state (forward) or its gradient (backward), dtype_bytes x s b h; with t > 1 each
+        tensor-parallel rank sends 1/t of it (Megatron-LM's scatter/gather, SC'21 §4.1; with
+        SP the tensor is already sharded)."""
+        return float(self.dtype_bytes * self.tokens * self.hidden) / tp
 
     def state_bytes(self, params: float) -> dict[str, float]:
         """Weights, gradients and optimizer state of ``params`` parameters: dtype_bytes
@@ -213,8 +283,15 @@ class TransformerSpec:
             "flops_per_token": self.flops_per_token(),
             "forward_flops_per_layer": self.layer_forward_flops(),
             "activation_bytes_per_layer": self.activation_bytes_per_layer("none"),
+            "activation_bytes_per_layer_selective": self.activation_bytes_per_layer("selective"),
             "activation_bytes_per_layer_recompute": self.activation_bytes_per_layer("full"),
             "boundary_bytes": self.boundary_bytes(),
             "state_bytes": self.state_bytes_per_param * self.params(),
             "source": self.source,
         }
+
+
+def _checked(recompute: str) -> str:
+    if recompute not in RECOMPUTE:
+        raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
+    return recompute

@@ -5,7 +5,8 @@ Only a model the executor can build is checked: its built-in transformer is a st
 ``nn.TransformerEncoderLayer(h, a, 4 h)`` (GPT layers, 12 h^2 + 13 h parameters, no
 embedding and no head) in float32 trained by SGD, which the preset
 ``executor-transformer`` describes. The executor does not recompute activations, so
-only ``recompute=none`` layouts are run; the layer split is passed on with ``--balance``.
+only layouts it can run as planned are (:func:`executor_runs`: tp 1, no recomputation, a
+registered schedule); the layer split is passed on with ``--balance``.
 
 The GPU of such a plan is this machine's CPU (``--gpu this-cpu``): its peak is measured
 here as the FLOP/s of a 1024 x 1024 fp32 matmul on one thread (the executor gives each
@@ -26,18 +27,25 @@ from pathlib import Path
 import pandas as pd
 
 from .hardware import Gpu
-from .layout import stage_costs
+from . import synthesized
+from .layout import Layout, stage_costs
 from .search import Plan, PlanConfig, spec_for
 from .transformer import TransformerSpec
 
-__all__ = ["RUN_TIMEOUT_S", "this_cpu", "check_runnable", "verify", "executor_args", "run_layouts", "rank_table", "spearman",
+__all__ = ["RUN_TIMEOUT_S", "CPU_GEMM_EFFICIENCY", "this_cpu", "check_runnable", "executor_runs", "verify", "executor_args", "run_layouts", "rank_table", "spearman",
            "best_holds", "format_verify"]
+
+
+CPU_GEMM_EFFICIENCY = 0.6
+"""Share of the measured matmul peak a CPU op is assumed to reach (the planner's former flat
+efficiency; a profile of the executor's transformer measured 0.66 on a quiet core, README)."""
 
 
 def this_cpu(threads: int = 1, repeats: int = 5) -> Gpu:
     """This machine's CPU as a 'GPU': matmul peak measured on ``threads`` threads (the best
     of ``repeats``: on shared cores the fastest is the least disturbed), the physical
-    memory, and 10 GB/s as a rough memory bandwidth (it only prices the optimizer)."""
+    memory, 10 GB/s as a rough memory bandwidth, ops at ``CPU_GEMM_EFFICIENCY`` of the peak
+    and no kernel overhead."""
     import torch
 
     before = torch.get_num_threads()
@@ -52,7 +60,7 @@ def this_cpu(threads: int = 1, repeats: int = 5) -> Gpu:
     finally:
         torch.set_num_threads(before)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return Gpu("this-cpu", 2 * 1024 ** 3 / best, float(memory), 10e9, "shared-memory",
+    return Gpu("this-cpu", 2 * 1024 ** 3 / best, float(memory), 10e9, CPU_GEMM_EFFICIENCY, 1.0, 0.0, "shared-memory",
                f"measured here: fp32 1024^3 matmul on {threads} thread(s), best of {repeats}")
 
 
@@ -78,9 +86,10 @@ def executor_args(config: PlanConfig, plan: Plan, out: Path, steps: int) -> list
 
 
 def _forward_efficiency(config: PlanConfig, plan: Plan, trace: pd.DataFrame) -> float:
-    """Mean over stages of the FLOPs model's forward time at peak over the measured median."""
+    """Mean over stages of the forward FLOPs' time at peak over the measured median."""
     spec = spec_for(config.model, plan.layout.microbatch_size)
-    at_peak = [t * config.machine.efficiency for t in stage_costs(spec, plan.layout, config.machine).t_f]
+    layers = stage_costs(spec, plan.layout, config.machine).layers
+    at_peak = [n * spec.layer_forward_flops() / config.machine.gpu.peak_flops for n in layers]
     forward = trace[trace["kind"] == "F"]
     measured = (forward["end"] - forward["start"]).groupby(forward["stage"]).median()
     return sum(at_peak[s] / measured[s] for s in measured.index) / len(measured)
@@ -128,10 +137,18 @@ def rank_table(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
+def executor_runs(layout: Layout) -> bool:
+    """Whether the executor can run ``layout`` as planned: one GPU a pipeline rank (no tensor
+    parallelism, so no sequence parallelism), no recomputation, its SGD (no optimizer state
+    to shard) and a registered schedule (not one the planner synthesizes)."""
+    return (layout.tp == 1 and layout.recompute == "none" and not layout.distributed_optimizer
+            and not synthesized.is_synthesized(layout.schedule))
+
+
 def verify(config: PlanConfig, plans: list[Plan], k: int, out: Path, steps: int = 10) -> pd.DataFrame:
-    """Run the ``k`` best recompute-free plans; one row each, in predicted order, with the
-    measured step time, both ranks and the achieved compute efficiency."""
-    chosen = [p for p in plans if p.layout.recompute == "none"][:k]
+    """Run the ``k`` best plans the executor can run; one row each, in predicted order, with
+    the measured step time, both ranks and the achieved compute efficiency."""
+    chosen = [p for p in plans if executor_runs(p.layout)][:k]
     jobs = [(plan, executor_args(config, plan, out / f"verify-{i}", steps)) for i, plan in enumerate(chosen)]
     return rank_table([{"layout": plan.layout.label(), "predicted_s": plan.step_time,
                         "measured_s": summary["measured_step_time"] if summary else math.nan,
@@ -159,7 +176,8 @@ def format_verify(table: pd.DataFrame, efficiency: float | None = None) -> str:
     """The predicted ranking against the measured one, with the rank correlation, whether
     the predicted best is the measured best within 2 %, and (FLOPs path) the efficiency."""
     if table.empty:
-        return "verify: no recompute-free layout to run (the executor does not recompute)"
+        return ("verify: no layout the executor can run (it needs tp 1, no recomputation and a registered "
+                "schedule)")
     flops = "efficiency" in table
     ran = table.dropna(subset=["measured_rank"])
     lines = [f"verify: {len(table)} layout(s) run under the executor, {len(table) - len(ran)} failed",

@@ -26,9 +26,8 @@ import argparse
 import itertools
 import math
 import sys
-from typing import Callable, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
-import pandas as pd
 import schedules
 from cliguard import Parser, UsageError, claim_file, save_all
 from schedules.bounds import check_fits
@@ -39,6 +38,9 @@ from .costs import Costs
 from .profile import ProfileError
 from .result import simulate
 from .workers import Workers, capped, lead_decides, open_workers
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["sweep", "sweep_main", "whole_numbers"]
 
@@ -102,6 +104,8 @@ def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int
     """The table, and one reason per skipped combination. ``costs``: one set for every
     schedule, or a function of the schedule (a profile's layouts: one not profiled is
     skipped); ``workers`` (default: this process) runs the simulations."""
+    import pandas as pd  # a third of a second to load: not for the planner, which borrows whole_numbers
+
     grid = [(name, p, m, comm, costs, chunks) for name, p, m, comm in itertools.product(names, ranks, microbatches, comms)]
     done = (workers or Workers("serial")).map(_one, grid, progress=progress, desc="sweep")
     return pd.DataFrame([d for d in done if isinstance(d, dict)]), [d for d in done if isinstance(d, str)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,7 @@ def test_the_executor_preset_is_runnable_and_others_are_refused():
 def test_executor_arguments_carry_the_layout(tmp_path):
     cpu = this_cpu()
     assert cpu.peak_flops > 1e8
-    machine = Machine(cpu, 2, 2, LINKS["shared-memory"], LINKS["shared-memory"], 0.6)
+    machine = Machine(cpu, 2, 2, LINKS["shared-memory"], LINKS["shared-memory"])
     config = PlanConfig(SPEC, machine, 8, 64 * GIB)
     plan = simulate_layout((config, Layout("zbv", 2, 1, 2, 8, 1, "uniform", "none"), 0.0))
     args = executor_args(config, plan, tmp_path, steps=2)
@@ -83,3 +84,12 @@ def test_verify_runs_the_best_layout_under_the_executor(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "verify: 1 layout(s) run under the executor" in out
     assert (Path(tmp_path) / "verify-0" / "summary.json").exists()
+
+
+def test_only_layouts_the_executor_runs_as_planned_are_verified():
+    from planner.verify import executor_runs
+
+    base = Layout("1f1b", 2, 1, 1, 4, 1, "uniform", "none")
+    assert executor_runs(base)
+    for other in (dict(tp=2), dict(recompute="selective"), dict(schedule="zb-1p"), dict(distributed_optimizer=True)):
+        assert not executor_runs(dataclasses.replace(base, **other)), other
