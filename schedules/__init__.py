@@ -17,13 +17,13 @@ from .csvio import load_csv, write_csv
 from .synthesis import synthesize
 from .dryrun import Deadlock, DryRun, dry_run
 from .grid import format_grid
-from .ir import COMM_KINDS, COMMS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError, batch_ends
+from .ir import COMM_KINDS, COMMS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError, Transfer, batch_ends
 from .lowered import Lowered
 from .registry import build, default_chunks, names, register
 from .validate import validate
 
 __all__ = [
-    "Op", "OpKind", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "COMMS", "Lowered",
+    "Op", "OpKind", "Schedule", "ScheduleError", "Transfer", "COMPUTE_KINDS", "COMM_KINDS", "COMMS", "Lowered",
     "build", "names", "register", "default_chunks", "validate", "dry_run", "DryRun", "Deadlock",
     "load_csv", "write_csv", "format_grid", "batch_ends", "analytic", "synthesize",
 ]

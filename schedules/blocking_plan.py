@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .ir import Op, OpKind, Schedule, transfer_offsets
+from .ir import Op, OpKind, Schedule, Transfer
 
 __all__ = ["plan_blocking"]
 
@@ -44,7 +44,7 @@ class _Meet:
     Every time is an integer, so the run steps through one bucket of ranks per instant."""
 
     def __init__(self, schedule: Schedule, recvs, sends):
-        m, offset = transfer_offsets(schedule)
+        m, offset = Transfer.numbering(schedule.num_stages, schedule.num_microbatches)
 
         def keys(comm_ops) -> tuple[list[tuple[tuple[int, int], ...]], int]:
             """Per op, (transfer, index among the rank's RECVs or SENDs) of each; the count."""

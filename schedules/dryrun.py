@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Mapping
 
-from .ir import COMMS, OpKind, Schedule, batch_ends, transfer_offsets
+from .ir import COMMS, OpKind, Schedule, Transfer, batch_ends
 from .lowered import Lowered
 
 __all__ = ["DryRun", "Deadlock", "dry_run", "COMMS"]
@@ -84,7 +84,7 @@ class _Run:
     def __init__(self, schedule: Schedule, blocking: bool, cost: Mapping[OpKind, float]):
         self.blocking = blocking
         ops = schedule.ops
-        m, offset = transfer_offsets(schedule)
+        m, offset = Transfer.numbering(schedule.num_stages, schedule.num_microbatches)
         self.code = [list(map(_CODE.__getitem__, map(_KIND, rank_ops))) for rank_ops in ops]
         self.key = [[-1 if c == _COMPUTE else op.stage * m + op.mb + offset[op.kind] for op, c in zip(rank_ops, codes)]
                     for rank_ops, codes in zip(ops, self.code)]

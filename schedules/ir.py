@@ -16,10 +16,10 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
-__all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "transfer_key",
-           "transfer_offsets", "is_send", "peer_stage", "batch_ends", "gc_paused", "COMMS"]
+__all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "Transfer", "is_send",
+           "peer_stage", "batch_ends", "gc_paused", "COMMS"]
 
 # The two communication semantics every consumer implements (see schedules.lowering).
 COMMS = ("async", "blocking")
@@ -160,29 +160,75 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def transfer_key(op: Op) -> tuple[str, int, int]:
-    """Names the transfer a SEND or RECV takes part in, identically on both sides:
-    ('F', s, mb) carries stage s's output to s + 1, ('B', s, mb) carries stage s's
-    input gradient to s - 1."""
-    kind = op.kind
-    if kind is OpKind.SEND_F:
-        return ("F", op.stage, op.mb)
-    if kind is OpKind.RECV_F:
-        return ("F", op.stage - 1, op.mb)
-    if kind is OpKind.SEND_B:
-        return ("B", op.stage, op.mb)
-    if kind is OpKind.RECV_B:
-        return ("B", op.stage + 1, op.mb)
-    raise ValueError(f"{op} is not a point-to-point op")
+# Per SEND/RECV kind: the direction of its transfer, and the stage the data leaves less
+# the op's own stage (a RECV_F on stage s receives what left s - 1). Everything else about
+# a transfer's identity is worked out from this table.
+_SIDES = {OpKind.SEND_F: ("F", 0), OpKind.RECV_F: ("F", -1), OpKind.SEND_B: ("B", 0), OpKind.RECV_B: ("B", 1)}
 
 
-def transfer_offsets(schedule: Schedule) -> tuple[int, dict[OpKind, int]]:
-    """:func:`transfer_key` as an int, for loops over every op: ('F'|'B', s, mb) is
-    (direction * stages + s) * m + mb, so a comm op's key is stage * m + mb + offset[kind]
-    (a RECV_F names the transfer leaving stage - 1, a RECV_B the one leaving stage + 1)."""
-    m = max(schedule.num_microbatches, 1)
-    span = schedule.num_stages * m
-    return m, {OpKind.SEND_F: 0, OpKind.RECV_F: -m, OpKind.SEND_B: span, OpKind.RECV_B: span + m}
+class Transfer(NamedTuple):
+    """One point-to-point transfer, named alike by its SEND, its RECV and the two compute ops
+    it joins: direction ``"F"`` carries ``stage``'s output to stage + 1, ``"B"`` carries
+    ``stage``'s input gradient to stage - 1, of microbatch ``mb``.
+
+    A NamedTuple, so a tuple: the executor's mailboxes and routes are keyed by it, and a
+    tuple hashes and compares in C where a frozen dataclass calls Python for both."""
+
+    direction: str
+    stage: int
+    """The stage the data leaves."""
+    mb: int
+
+    @classmethod
+    def of(cls, op: Op) -> Transfer:
+        """The transfer a SEND or RECV takes part in; ValueError for any other op."""
+        side = _SIDES.get(op.kind)
+        if side is None:
+            raise ValueError(f"{op} is not a point-to-point op")
+        return cls(side[0], op.stage + side[1], op.mb)
+
+    @classmethod
+    def into(cls, op: Op, stages: int) -> Transfer | None:
+        """The transfer whose data the F, B or I ``op`` takes: the previous stage's output
+        (an F), the next stage's input gradient (a B or I); None on the first stage's F and
+        the last stage's backward, whose input is the batch's or the loss's."""
+        if op.kind is OpKind.F:
+            return cls("F", op.stage - 1, op.mb) if op.stage > 0 else None
+        return cls("B", op.stage + 1, op.mb) if op.stage < stages - 1 else None
+
+    @classmethod
+    def out_of(cls, op: Op, stages: int) -> Transfer | None:
+        """The transfer that carries what the F, B or I ``op`` makes on to the neighbouring
+        stage; None on the last stage's F and the first stage's backward."""
+        if op.kind is OpKind.F:
+            return cls("F", op.stage, op.mb) if op.stage < stages - 1 else None
+        return cls("B", op.stage, op.mb) if op.stage > 0 else None
+
+    @property
+    def boundary(self) -> int:
+        """The stage boundary it crosses, b for b -> b + 1 (what the data's shape is set by)."""
+        return self.stage if self.direction == "F" else self.stage - 1
+
+    def channel(self, stages: int) -> int:
+        """Its boundary and direction as one int, direction * stages + stage (F 0, B 1)."""
+        return (self.direction == "B") * stages + self.stage
+
+    def number(self, stages: int, microbatches: int) -> int:
+        """The transfer as one int in [0, 2 * stages * microbatches), the same on both sides."""
+        return self.channel(stages) * microbatches + self.mb
+
+    @staticmethod
+    def numbering(stages: int, microbatches: int) -> tuple[int, dict[OpKind, int]]:
+        """:meth:`number` for loops over every op, as integer arithmetic: ``(row, offset)``
+        such that a SEND's or RECV's number is ``op.stage * row + op.mb + offset[op.kind]``."""
+        row = max(microbatches, 1)
+        return row, {kind: ((direction == "B") * stages + shift) * row for kind, (direction, shift) in _SIDES.items()}
+
+    @staticmethod
+    def sides() -> dict[str, tuple[str, int]]:
+        """Per SEND/RECV kind name: (direction, the stage the data leaves less the op's
+        stage); for tables (the trace schema pairs sends with receives by it)."""
+        return {kind.value: side for kind, side in _SIDES.items()}
 
 
 def batch_ends(rank_ops: Sequence[Op]) -> list[int]:

@@ -26,7 +26,7 @@ from .bounds import number
 from .dryrun import Deadlock, dry_run
 from .grid import format_grid
 from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError, gc_paused
-from .ir import is_send, peer_stage, transfer_key
+from .ir import Transfer, is_send, peer_stage
 from .lowered import _CHECKED, Lowered
 from .lowering import lower
 
@@ -174,8 +174,8 @@ def _check_pairs(schedule: Schedule) -> None:
     """Rule 4. Each op appears once (rule 2 checked that), so a transfer has at most one
     SEND and one RECV; what is left to find is a side without its partner."""
     where, last = schedule.stage_to_rank, schedule.num_stages - 1
-    sends: dict[tuple, tuple[int, int]] = {}
-    recvs: dict[tuple, tuple[int, int]] = {}
+    sends: dict[Transfer, tuple[int, int]] = {}
+    recvs: dict[Transfer, tuple[int, int]] = {}
     for rank, rank_ops in enumerate(schedule.ops):
         for step, op in enumerate(rank_ops):
             if op.kind not in COMM_KINDS:
@@ -185,7 +185,7 @@ def _check_pairs(schedule: Schedule) -> None:
                 raise _fail(schedule, rank, step, f"no stage {peer} to exchange with")
             if where[peer] == rank:
                 raise _fail(schedule, rank, step, f"stages {op.stage} and {peer} share rank {rank}: hand over locally, no SEND/RECV")
-            (sends if is_send(op.kind) else recvs)[transfer_key(op)] = (rank, step)
+            (sends if is_send(op.kind) else recvs)[Transfer.of(op)] = (rank, step)
     for mine, theirs, missing in ((sends, recvs, "RECV"), (recvs, sends, "SEND")):
         for key, (rank, step) in mine.items():
             if key not in theirs:

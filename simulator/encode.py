@@ -3,7 +3,7 @@
 Everything an op needs is a function of (kind, stage) plus its microbatch: its dispatch
 code, its cost (compute time, the SEND's time on its link, or the REDUCE_GRAD's ring
 time), the rank a SEND goes to, and the number naming its transfer
-(:func:`schedules.ir.transfer_offsets`, the numbering the dry run uses too), the same on
+(:meth:`schedules.ir.Transfer.numbering`, the numbering the dry run uses too), the same on
 the SEND and on the RECV side. So one small (kind x stage) table per column is
 built from the costs, and the ops are only read once for (kind, stage, mb).
 
@@ -32,7 +32,7 @@ from operator import attrgetter
 import numpy as np
 
 from schedules import OpKind, Schedule, batch_ends
-from schedules.ir import transfer_offsets
+from schedules.ir import Transfer
 
 from .costs import Costs
 
@@ -79,7 +79,7 @@ def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, n
     cost[_ROW[OpKind.B]] = costs.backward(stages)
     cost[_ROW[OpKind.REDUCE_GRAD]] = [costs.reduce_time(s, stages) for s in range(stages)]
     size = costs.per_stage("act_bytes", stages)
-    m, offset = transfer_offsets(schedule)
+    m, offset = Transfer.numbering(stages, schedule.num_microbatches)
     for kind, shift in offset.items():
         base[_ROW[kind]] = np.arange(stages) * m + shift
     for s in range(stages - 1):  # boundary s -> s + 1

@@ -14,7 +14,7 @@ from executor.compute.memory import MemoryMeter
 from executor.compute.stage import Stage
 from executor.transport.progress import Progress, make_progress
 from executor.transport.tags import TagPlan
-from schedules.ir import transfer_key
+from schedules.ir import Transfer
 
 
 def _lowered(name, ranks, microbatches, chunks=None):
@@ -24,7 +24,7 @@ def _lowered(name, ranks, microbatches, chunks=None):
 def test_tags_unique_when_they_fit():
     lowered = _lowered("interleaved-1f1b", 4, 8, 2)
     plan = TagPlan.fit(lowered.num_stages, 8, 536870911)
-    keys = {transfer_key(op) for ops in lowered.ops for op in ops if op.kind.is_comm}
+    keys = {Transfer.of(op) for ops in lowered.ops for op in ops if op.kind.is_comm}
     assert plan.cycle == 8
     assert len({plan.tag(k) for k in keys}) == len(keys)
 
@@ -33,7 +33,7 @@ def test_tags_stay_under_the_guaranteed_bound_at_p64():
     """p = 64, v = 2, m = 512: 131,072 transfers against the standard's 32,767."""
     lowered = _lowered("interleaved-1f1b", 64, 512, 2)
     plan = TagPlan.fit(lowered.num_stages, 512, 32767)
-    tags = [plan.tag(transfer_key(op)) for ops in lowered.ops for op in ops if op.kind.is_comm]
+    tags = [plan.tag(Transfer.of(op)) for ops in lowered.ops for op in ops if op.kind.is_comm]
     assert max(tags) <= 32767 and min(tags) >= 0
     assert plan.cycle == 32768 // 256
     plan.check(lowered.ops)  # sends and receives of every shared tag come in one order

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schedules import Op, OpKind, Schedule, ScheduleError
-from schedules.ir import peer_stage, transfer_key
+from schedules.ir import Transfer, peer_stage
 
 PLAIN = [kind for kind in OpKind if kind is not OpKind.OVERLAP_F_B]
 
@@ -102,16 +102,45 @@ def test_kind_classes() -> None:
 
 
 @given(st.integers(1, 50), st.integers(0, 50))
-def test_transfer_key_names_one_transfer_from_both_sides(stage: int, mb: int) -> None:
+def test_a_transfer_is_named_alike_from_both_sides(stage: int, mb: int) -> None:
     # stage's output goes to stage + 1; stage's input gradient goes to stage - 1.
-    assert transfer_key(Op(OpKind.SEND_F, stage - 1, mb)) == transfer_key(Op(OpKind.RECV_F, stage, mb))
-    assert transfer_key(Op(OpKind.SEND_B, stage, mb)) == transfer_key(Op(OpKind.RECV_B, stage - 1, mb))
+    assert Transfer.of(Op(OpKind.SEND_F, stage - 1, mb)) == Transfer.of(Op(OpKind.RECV_F, stage, mb))
+    assert Transfer.of(Op(OpKind.SEND_B, stage, mb)) == Transfer.of(Op(OpKind.RECV_B, stage - 1, mb))
     assert peer_stage(Op(OpKind.SEND_F, stage, mb)) == stage + 1
     assert peer_stage(Op(OpKind.RECV_F, stage, mb)) == stage - 1
     assert peer_stage(Op(OpKind.SEND_B, stage, mb)) == stage - 1
     assert peer_stage(Op(OpKind.RECV_B, stage, mb)) == stage + 1
     with pytest.raises(ValueError):
-        transfer_key(Op(OpKind.F, stage, mb))
+        Transfer.of(Op(OpKind.F, stage, mb))
+
+
+@given(st.integers(1, 12), st.integers(1, 9), st.data())
+def test_a_transfer_is_one_value_for_every_side(stages: int, m: int, data) -> None:
+    """The compute ops a transfer joins name it as its SEND and RECV do; its number is
+    unique, the integer numbering the loops over every op use gives the same number, and
+    the table the trace pairs rows by agrees with Transfer.of."""
+    kind = data.draw(st.sampled_from([OpKind.F, OpKind.B, OpKind.I]))
+    stage, mb = data.draw(st.integers(0, stages - 1)), data.draw(st.integers(0, m - 1))
+    op = Op(kind, stage, mb)
+    recv, send = (OpKind.RECV_F, OpKind.SEND_F) if kind is OpKind.F else (OpKind.RECV_B, OpKind.SEND_B)
+    into, out = Transfer.into(op, stages), Transfer.out_of(op, stages)
+    assert (into is None) == (stage == (0 if kind is OpKind.F else stages - 1))
+    assert (out is None) == (stage == (stages - 1 if kind is OpKind.F else 0))
+    if into is not None:
+        assert into == Transfer.of(Op(recv, stage, mb)) == Transfer.out_of(Op(kind, into.stage, mb), stages)
+    if out is not None:
+        assert out == Transfer.of(Op(send, stage, mb)) == Transfer.into(Op(kind, peer_stage(Op(send, stage, mb)), mb),
+                                                                        stages)
+        assert {out.boundary, out.boundary + 1} == {stage, peer_stage(Op(send, stage, mb))}
+    row, offset = Transfer.numbering(stages, m)
+    sides = Transfer.sides()
+    for comm in (recv, send):
+        side = Op(comm, stage, mb)
+        transfer = Transfer.of(side)
+        assert stage * row + mb + offset[comm] == transfer.number(stages, m)
+        assert (transfer.direction, transfer.stage - stage) == sides[comm.value]
+    every = [Transfer(d, s, b) for d in "FB" for s in range(stages) for b in range(m)]
+    assert sorted(t.number(stages, m) for t in every) == list(range(2 * stages * m))
 
 
 def test_schedule_checks_its_shape() -> None:

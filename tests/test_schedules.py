@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import schedules
 from schedules import COMMS, OpKind, Schedule, ScheduleError, analytic
-from schedules.ir import is_send, transfer_key
+from schedules.ir import Transfer, is_send
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
 SPLIT = {"zb-h1", "zb-h2", "interleaved-zb", "zbv", "v-half", "v-min"}  # backward split into I and W
@@ -73,8 +73,8 @@ def test_each_forward_and_backward_exactly_once(config) -> None:
 def test_sends_and_receives_pair_up(config) -> None:
     schedule = build(config)
     lowered = schedules.validate(schedule)
-    sends = Counter(transfer_key(op) for _, op in lowered if is_send(op.kind))
-    recvs = Counter(transfer_key(op) for _, op in lowered if op.kind.is_comm and not is_send(op.kind))
+    sends = Counter(Transfer.of(op) for _, op in lowered if is_send(op.kind))
+    recvs = Counter(Transfer.of(op) for _, op in lowered if op.kind.is_comm and not is_send(op.kind))
     where, last = schedule.stage_to_rank, schedule.num_stages - 1
     # Exactly the transfers between stages on different ranks, each sent once, received once.
     expected = {("F", s, mb) for s in range(last) if where[s] != where[s + 1] for mb in range(schedule.num_microbatches)}

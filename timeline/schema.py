@@ -18,6 +18,8 @@ import math
 
 import pandas as pd
 
+from schedules import Transfer
+
 __all__ = ["TRACE_COLUMNS", "STREAMS", "stream_of", "empty_trace", "check_trace", "makespan_of", "bubble_of", "transfers"]
 
 TRACE_COLUMNS = ["rank", "stage", "mb", "kind", "stream", "start", "end"]
@@ -115,17 +117,17 @@ _GROUPS = ("step", "replica")  # optional columns that keep repeated transfers a
 def transfers(trace: pd.DataFrame) -> pd.DataFrame:
     """One row per SEND matched with its RECV: ``forward``, ``stage`` (the stage the data
     leaves), ``mb``, then ``rank``, ``start`` and ``end`` of each side suffixed ``_send`` and
-    ``_recv`` (plus ``bytes`` when the trace has it). Pairs match within ``step`` and
-    ``replica`` when the trace has those columns."""
+    ``_recv`` (plus ``bytes`` when the trace has it). A row's transfer is named as
+    :class:`schedules.Transfer` names it; pairs match within ``step`` and ``replica`` when
+    the trace has those columns."""
     groups = [c for c in _GROUPS if c in trace.columns]
-    kind = trace["kind"]
-    sends = trace[kind.isin(["SEND_F", "SEND_B"])]
-    recvs = trace[kind.isin(["RECV_F", "RECV_B"])]
-    sends = sends.assign(forward=sends["kind"] == "SEND_F")
-    forward = recvs["kind"] == "RECV_F"
-    # a RECV names its own stage; the data leaves the neighbour
-    recvs = recvs.assign(forward=forward, stage=recvs["stage"] + forward.map({True: -1, False: 1}))
+    sides = Transfer.sides()
+    comm = trace[trace["kind"].isin(list(sides))]
+    direction = comm["kind"].map({kind: side[0] for kind, side in sides.items()})
+    comm = comm.assign(forward=direction == "F",
+                       stage=comm["stage"] + comm["kind"].map({kind: side[1] for kind, side in sides.items()}))
+    sent = comm["kind"].str.startswith("SEND")
     on = ["forward", "stage", "mb", *groups]
     extra = ["bytes"] if "bytes" in trace.columns else []
-    return sends[on + ["rank", "start", "end"] + extra].merge(
-        recvs[on + ["rank", "start", "end"]], on=on, suffixes=("_send", "_recv"))
+    return comm[sent][on + ["rank", "start", "end"] + extra].merge(
+        comm[~sent][on + ["rank", "start", "end"]], on=on, suffixes=("_send", "_recv"))

@@ -15,7 +15,7 @@ op, before its next compute op: Megatron's batched ``send_forward_recv_backward`
 
 Tags: :mod:`executor.transport.tags`. Shapes are known from the model on every rank, so
 nothing about them is exchanged. Everything a SEND or RECV needs besides its data (its
-transfer key, peer, tag, and a receive's shape) is worked out once per op, before the
+transfer, peer, tag, and a receive's shape) is worked out once per op, before the
 first step (:meth:`Links.routes`): after a long compute op the interpreter's own caches
 are cold, and every Python call on the way to ``Isend`` then costs several times what it
 costs in a tight loop (a SEND's handler took about 50 us here before, 3 us of it MPI's).
@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import torch
 from mpi4py import MPI
-from schedules import Op, OpKind, batch_ends
-from schedules.ir import peer_stage, transfer_key
+from schedules import Op, OpKind, Transfer, batch_ends
+from schedules.ir import peer_stage
 
 from ..record.timing import Recorder
 from .progress import Pending, Progress
@@ -50,8 +50,6 @@ from .tags import TagPlan
 from .wire import Wire
 
 __all__ = ["Links", "Route", "AsyncLinks", "BlockingLinks", "make_links"]
-
-Key = tuple[str, int, int]
 
 
 def _is_recv(op: Op) -> bool:
@@ -62,7 +60,7 @@ def _is_recv(op: Op) -> bool:
 class Route:
     """What one SEND or RECV op needs besides its data (hashed by identity)."""
 
-    key: Key
+    transfer: Transfer
     peer: int
     tag: int
     shape: tuple[int, ...]  # of the data crossing (receive buffers are made to it)
@@ -79,7 +77,7 @@ class Links:
         self.boundary = boundary  # boundary[s]: (shape, dtype) of stage s's output for one mb
         self.wire, self.recorder, self.progress = wire, recorder, progress
         self.memory = memory  # counts delivered buffers while they live (None: not measured)
-        self.mailbox: dict[Key, torch.Tensor] = {}  # received tensors, taken by the interpreter
+        self.mailbox: dict[Transfer, torch.Tensor] = {}  # received tensors, taken by the interpreter
 
     def peer(self, op: Op) -> int:
         return self.where[peer_stage(op)]
@@ -89,9 +87,9 @@ class Links:
         found = {}
         for i, op in enumerate(ops):
             if op.kind.is_comm:
-                key = transfer_key(op)
-                shape, dtype = self.boundary[key[1] if key[0] == "F" else key[1] - 1]
-                found[i] = Route(key, self.peer(op), self.tags.tag(key), shape, dtype)
+                transfer = Transfer.of(op)
+                shape, dtype = self.boundary[transfer.boundary]
+                found[i] = Route(transfer, self.peer(op), self.tags.tag(transfer), shape, dtype)
         return found
 
     def stage(self, op: Op, tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -115,7 +113,7 @@ class Links:
             self.recorder.add_copy("H2D", op.stage, -1 if op.mb is None else op.mb, buffer.nbytes, copy)
         if self.memory is not None:
             self.memory.hold(tensor)
-        self.mailbox[route.key] = tensor
+        self.mailbox[route.transfer] = tensor
 
     # The interpreter's interface: ``routes`` once, then per step these.
     def begin_step(self, ops: tuple[Op, ...], routes: dict[int, Route]) -> None: ...

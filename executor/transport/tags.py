@@ -1,9 +1,9 @@
 """MPI tags of the pipeline's transfers, kept within the communicator's ``MPI.TAG_UB``.
 
-A transfer is named by ``transfer_key`` (direction, source stage, mb), identically on
-both sides. Its tag is ``channel * cycle + mb % cycle`` with ``channel = direction *
-stages + stage`` (direction 0 forward, 1 backward): 2 · stages channels, one per stage
-boundary and direction, each cutting its microbatches into ``cycle`` residues. ``cycle``
+A transfer is named by :class:`schedules.Transfer` (direction, source stage, mb),
+identically on both sides. Its tag is ``channel * cycle + mb % cycle`` with
+:meth:`~schedules.Transfer.channel` ``= direction * stages + stage`` (direction 0 forward,
+1 backward): 2 · stages channels, one per stage boundary and direction, each cutting its microbatches into ``cycle`` residues. ``cycle``
 is m when 2 · stages · m tags fit under TAG_UB (every transfer its own tag, as before);
 otherwise the largest count that fits, so that microbatches mb and mb + cycle share a
 tag. MPI matches messages of one (source, tag, communicator) in the order they were
@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schedules import Op, OpKind
-from schedules.ir import transfer_key
+from schedules import Op, Transfer
+from schedules.ir import is_send
 
 __all__ = ["TagPlan"]
-
-Key = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -40,21 +38,20 @@ class TagPlan:
             raise ValueError(f"{channels} transfer channels do not fit under MPI.TAG_UB = {tag_ub}")
         return cls(stages, max(1, min(microbatches, (tag_ub + 1) // channels)))
 
-    def tag(self, key: Key) -> int:
-        direction, stage, mb = key
-        return ((direction == "B") * self.stages + stage) * self.cycle + mb % self.cycle
+    def tag(self, transfer: Transfer) -> int:
+        return transfer.channel(self.stages) * self.cycle + transfer.mb % self.cycle
 
     def check(self, ops: list[list[Op]] | tuple) -> None:
         """Raise ValueError unless every shared tag's sends and receives come in one order."""
-        sent: dict[int, list[Key]] = {}
-        received: dict[int, list[Key]] = {}
+        sent: dict[int, list[Transfer]] = {}
+        received: dict[int, list[Transfer]] = {}
         for rank_ops in ops:
             for op in rank_ops:
                 if op.kind.is_comm:
-                    key = transfer_key(op)
-                    side = sent if op.kind in (OpKind.SEND_F, OpKind.SEND_B) else received
-                    side.setdefault(self.tag(key), []).append(key)
-        for tag, keys in sent.items():
-            if received.get(tag, []) != keys:
-                raise ValueError(f"MPI tag {tag} is shared by transfers {keys[:3]}... (TAG_UB is too small for "
+                    transfer = Transfer.of(op)
+                    side = sent if is_send(op.kind) else received
+                    side.setdefault(self.tag(transfer), []).append(transfer)
+        for tag, transfers in sent.items():
+            if received.get(tag, []) != transfers:
+                raise ValueError(f"MPI tag {tag} is shared by transfers {transfers[:3]}... (TAG_UB is too small for "
                                  f"one tag per transfer), and they are received in another order than sent")
