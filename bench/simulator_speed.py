@@ -110,9 +110,9 @@ def torch_dry_run(p: int, v: int, m: int) -> tuple[float, int, float, float]:
     where = schedule.stage_index_to_group_rank
     began, cpu = time.perf_counter(), time.process_time()
     compute = {rank: schedule._calculate_single_rank_operations(rank) for rank in range(p)}
-    lowered = _add_send_recv(compute, stage_to_rank=lambda s: where[s], num_stages=p * v)
-    _simulate_comms_compute(lowered, lambda s: where[s], p * v)
-    return time.perf_counter() - began, sum(len(a) for a in lowered.values()), built, time.process_time() - cpu
+    with_comms = _add_send_recv(compute, stage_to_rank=lambda s: where[s], num_stages=p * v)
+    _simulate_comms_compute(with_comms, lambda s: where[s], p * v)
+    return time.perf_counter() - began, sum(len(a) for a in with_comms.values()), built, time.process_time() - cpu
 
 
 def _report(label: str, seconds: list[float], count: int, what: str) -> float:

@@ -68,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", metavar="FILE.json", help="overrides: sections model, gpu, intra_link, inter_link")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="one override, e.g. model.layers=48 (repeatable)")
     ap.add_argument("--top", type=int, default=10, help="layouts to simulate with SimPy besides each schedule's best (default 10)")
-    ap.add_argument("--comm", choices=schedules.COMMS, default="async", help="communication semantics (default async)")
+    ap.add_argument("--comm", choices=schedules.COMM_MODES, default="async", help="communication semantics (default async)")
     ap.add_argument("--workers", type=int, default=None,
                     help="processes for the simulations (default and most: the cores this process may use; under mpiexec every rank)")
     ap.add_argument("--describe", action="store_true",

@@ -121,7 +121,7 @@ def uniform_bubble(name: str, pp: int, m: int, v: int, ratios: tuple[float, floa
     spans, busy = [], []
     for k in at:
         checked, counts = lowered(name, pp, k, v)
-        spans.append(schedules.dry_run(checked, "async", cost).makespan)
+        spans.append(schedules.dry_run(checked, durations=cost).makespan)
         busy.append(sum(n * cost[kind] for kind, n in counts.items()))
     span, work = extrapolate(m, at, spans), extrapolate(m, at, busy)
     return 1.0 - work / (pp * span) if span else 0.0

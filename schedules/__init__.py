@@ -2,7 +2,7 @@
 
     >>> import schedules
     >>> s = schedules.build("1f1b", ranks=4, microbatches=8)
-    >>> lowered = schedules.validate(s, comm="blocking")   # a checked Lowered
+    >>> lowered = schedules.validate(s, comm_mode="blocking")   # a checked Lowered
     >>> print(schedules.format_grid(lowered))                # doctest: +SKIP
 
 This package imports nothing else of the project: the simulator and the executor are two
@@ -17,13 +17,13 @@ from .csvio import load_csv, write_csv
 from .synthesis import synthesize
 from .dryrun import Deadlock, DryRun, dry_run
 from .grid import format_grid
-from .ir import COMM_KINDS, COMMS, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError, Transfer, batch_ends
+from .ir import COMM_KINDS, COMM_MODES, COMPUTE_KINDS, Op, OpKind, Schedule, ScheduleError, Transfer, batch_ends
 from .lowered import Lowered
 from .registry import build, default_chunks, names, register
-from .validate import validate
+from .validate import validate, validate_with
 
 __all__ = [
-    "Op", "OpKind", "Schedule", "ScheduleError", "Transfer", "COMPUTE_KINDS", "COMM_KINDS", "COMMS", "Lowered",
-    "build", "names", "register", "default_chunks", "validate", "dry_run", "DryRun", "Deadlock",
+    "Op", "OpKind", "Schedule", "ScheduleError", "Transfer", "COMPUTE_KINDS", "COMM_KINDS", "COMM_MODES", "Lowered",
+    "build", "names", "register", "default_chunks", "validate", "validate_with", "dry_run", "DryRun", "Deadlock",
     "load_csv", "write_csv", "format_grid", "batch_ends", "analytic", "synthesize",
 ]

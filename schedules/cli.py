@@ -29,7 +29,7 @@ from .bounds import BYTES_PER_OP, GRID_BYTES_PER_CELL, check_fits, lowered_ops, 
 from .csvio import load_csv, write_csv
 from .dryrun import dry_run
 from .grid import format_grid
-from .ir import COMMS, OpKind, Schedule, ScheduleError
+from .ir import COMM_MODES, OpKind, Schedule, ScheduleError
 from .lowered import Lowered
 from .registry import build, default_chunks, names, spec
 from .synthesis import NAME as SYNTHESIZED, SUMMARY as SYNTHESIS_SUMMARY, synthesize
@@ -57,7 +57,7 @@ def parser() -> Parser:
     ap.add_argument("--chunks", type=int, default=None,
                     help="model stages per rank v (default: the schedule's own, 2 for zbv and interleaved-1f1b)")
     ap.add_argument("--comms", action="store_true", help="show (and write) the lowered schedule with SEND/RECV")
-    ap.add_argument("--comm", choices=COMMS, default="async",
+    ap.add_argument("--comm", choices=COMM_MODES, default="async",
                     help="communication semantics to validate under (default async)")
     ap.add_argument("--csv", metavar="OUT", help="also write the schedule to OUT in torch's CSV format "
                     "(refused if OUT exists, unless --force)")
@@ -156,12 +156,12 @@ def _analytic_line(schedule: Schedule, from_file: bool) -> str:
     return f"{label}: {value:.4f}"
 
 
-def _dry_run_line(lowered: Lowered, comm: str) -> str:
-    run = dry_run(lowered.program, comm, durations=_UNIT)
+def _dry_run_line(lowered: Lowered) -> str:
+    run = dry_run(lowered, durations=_UNIT)
     busy = sum(_UNIT[op.kind] for _, op in lowered if op.kind.is_compute)
     span = run.makespan
     bubble = 1.0 - busy / (lowered.num_ranks * span) if span else 0.0
-    return f"unit-cost dry run ({comm}, free communication): makespan {span:g}, bubble fraction {bubble:.4f}"
+    return f"unit-cost dry run ({lowered.comm_mode}, free communication): makespan {span:g}, bubble fraction {bubble:.4f}"
 
 
 def run(args: argparse.Namespace) -> tuple[str, Schedule | None]:
@@ -174,12 +174,12 @@ def run(args: argparse.Namespace) -> tuple[str, Schedule | None]:
         longest = max(len(rank_ops) for rank_ops in schedule.ops) * (3 if args.comms and not schedule.has_comms else 1)
         check_fits(f"the grid of {args.file!r} ({schedule.num_ranks} ranks x up to {longest} steps)",
                    schedule.num_ranks * longest, GRID_BYTES_PER_CELL, unit="cell")
-    lowered = validate(schedule, comm=args.comm)
+    lowered = validate(schedule, comm_mode=args.comm)
     shown = lowered.program if args.comms else schedule.compute_only()
     title = (f"{schedule.name}: {schedule.num_ranks} ranks, {schedule.num_microbatches} microbatches, "
              f"{schedule.num_stages} stages, {shown.num_ops()} ops")
     return "\n".join([title, format_grid(shown), _analytic_line(schedule, args.file is not None),
-                      _dry_run_line(lowered, args.comm)]), shown
+                      _dry_run_line(lowered)]), shown
 
 
 def _main(argv: Sequence[str]) -> int:

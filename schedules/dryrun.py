@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Mapping
 
-from .ir import COMMS, OpKind, Schedule, Transfer, batch_ends
+from .ir import COMM_MODES, OpKind, Schedule, Transfer, batch_ends
 from .lowered import Lowered
 
-__all__ = ["DryRun", "Deadlock", "dry_run", "COMMS"]
+__all__ = ["DryRun", "Deadlock", "dry_run", "COMM_MODES"]
 
 
 @dataclass
@@ -44,21 +44,25 @@ class Deadlock(Exception):
         self.stuck = stuck
 
 
-def dry_run(schedule: Schedule | Lowered, comm: str | None = None,
+def dry_run(schedule: Schedule | Lowered, comm_mode: str | None = None,
             durations: Mapping[OpKind, float] | None = None) -> DryRun:
-    """Run lowered lists (a Lowered's, under its own ``comm`` by default, or a Schedule
-    holding SEND/RECV, under ``comm``, default async); raise :class:`Deadlock` if they
-    cannot finish.
+    """Run lowered lists (a Lowered's, under the ``comm_mode`` it was validated for, or a
+    Schedule holding SEND/RECV, under ``comm_mode``, default async); raise :class:`Deadlock`
+    if they cannot finish. A Lowered carries its semantics: a ``comm_mode`` beside one is
+    refused (ValueError).
 
     ``durations`` gives a cost per compute kind (default 0: untimed); B defaults to I + W,
     an OVERLAP_F_B to F + B (no gain from overlapping: the simulator models that).
     Expects pairing and local order already checked (see :func:`schedules.validate`).
     """
     if isinstance(schedule, Lowered):
-        schedule, comm = schedule.program, comm or schedule.comm
-    comm = comm or "async"
-    if comm not in COMMS:
-        raise ValueError(f"comm must be one of {COMMS}, got {comm!r}")
+        if comm_mode is not None:
+            raise ValueError(f"this Lowered runs under the comm_mode it was validated for ({schedule.comm_mode}); "
+                             f"do not pass one beside it")
+        schedule, comm_mode = schedule.program, schedule.comm_mode
+    comm_mode = comm_mode or "async"
+    if comm_mode not in COMM_MODES:
+        raise ValueError(f"comm_mode must be one of {COMM_MODES}, got {comm_mode!r}")
     cost = {k: 0.0 for k in OpKind}
     if durations:
         cost.update(durations)
@@ -66,7 +70,7 @@ def dry_run(schedule: Schedule | Lowered, comm: str | None = None,
             cost[OpKind.B] = cost[OpKind.I] + cost[OpKind.W]
         if OpKind.OVERLAP_F_B not in durations:
             cost[OpKind.OVERLAP_F_B] = cost[OpKind.F] + cost[OpKind.B]
-    run = _Run(schedule, comm == "blocking", cost)
+    run = _Run(schedule, comm_mode == "blocking", cost)
     run.run()
     return DryRun(schedule, run.start, run.end)
 

@@ -19,10 +19,10 @@ from operator import attrgetter
 from typing import Iterator, NamedTuple, Sequence
 
 __all__ = ["OpKind", "Op", "Schedule", "ScheduleError", "COMPUTE_KINDS", "COMM_KINDS", "Transfer", "is_send",
-           "peer_stage", "batch_ends", "gc_paused", "COMMS"]
+           "peer_stage", "batch_ends", "gc_paused", "COMM_MODES"]
 
 # The two communication semantics every consumer implements (see schedules.lowering).
-COMMS = ("async", "blocking")
+COMM_MODES = ("async", "blocking")
 
 
 class ScheduleError(ValueError):

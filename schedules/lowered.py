@@ -24,12 +24,13 @@ _CHECKED = object()
 
 @dataclass(frozen=True)
 class Lowered:
-    """A validated schedule and the per-rank lists that run it under ``comm``."""
+    """A validated schedule and the per-rank lists that run it under ``comm_mode``."""
 
     schedule: Schedule
     """The schedule as given to validate (compute-only when built, as read when loaded)."""
-    comm: str
-    """"async" or "blocking": the semantics the lists were lowered for and dry-run under."""
+    comm_mode: str
+    """"async" or "blocking": the semantics the lists were lowered for and dry-run under
+    (every consumer runs them under it: none takes another beside a Lowered)."""
     reduce_grad: bool
     """Whether the lists hold a REDUCE_GRAD per stage (data-parallel gradient all-reduce)."""
     program: Schedule
@@ -39,7 +40,7 @@ class Lowered:
 
     def __post_init__(self) -> None:
         if self.proof is not _CHECKED:
-            raise TypeError("a Lowered is made only by schedules.validate(schedule, comm, reduce_grad)")
+            raise TypeError("a Lowered is made only by schedules.validate(schedule, comm_mode, reduce_grad)")
 
     @property
     def ops(self) -> tuple[tuple[Op, ...], ...]:

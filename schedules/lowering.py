@@ -77,7 +77,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .blocking_plan import plan_blocking
-from .ir import COMMS, Op, OpKind, Schedule, ScheduleError, batch_ends, gc_paused, is_send
+from .ir import COMM_MODES, Op, OpKind, Schedule, ScheduleError, batch_ends, gc_paused, is_send
 
 __all__ = ["lower"]
 
@@ -165,7 +165,7 @@ def _blocking_list(rank_ops, recvs: Transfers, sends: Transfers, recv_gap: list[
     return out
 
 
-def _add_reduce_grad(rank_ops: Sequence[Op], comm: str) -> list[Op]:
+def _add_reduce_grad(rank_ops: Sequence[Op], comm_mode: str) -> list[Op]:
     """A REDUCE_GRAD per stage after the stage's last backward and the SENDs (async) or the
     whole batch (blocking) that follows it; see the module docstring for why."""
     last_backward: dict[int, int] = {}
@@ -173,7 +173,7 @@ def _add_reduce_grad(rank_ops: Sequence[Op], comm: str) -> list[Op]:
         for part in op.parts:
             if part.kind is B or part.kind is W:
                 last_backward[part.stage] = i
-    ends = batch_ends(rank_ops) if comm == "blocking" else None
+    ends = batch_ends(rank_ops) if comm_mode == "blocking" else None
     after: dict[int, list[int]] = {}
     for stage, i in last_backward.items():
         if ends is not None:
@@ -190,24 +190,24 @@ def _add_reduce_grad(rank_ops: Sequence[Op], comm: str) -> list[Op]:
     return out
 
 
-def lower(schedule: Schedule, comm: str = "async", reduce_grad: bool = False) -> Schedule:
+def lower(schedule: Schedule, comm_mode: str = "async", reduce_grad: bool = False) -> Schedule:
     """Insert point-to-point ops (and a REDUCE_GRAD per stage when ``reduce_grad``) for
-    ``comm``. A schedule that already has SEND/RECV keeps them as they are. The result is
+    ``comm_mode``. A schedule that already has SEND/RECV keeps them as they are. The result is
     not checked: :func:`schedules.validate` calls this and dry-runs what it returns."""
-    if comm not in COMMS:
-        raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
+    if comm_mode not in COMM_MODES:
+        raise ScheduleError(f"comm_mode must be one of {', '.join(COMM_MODES)}, got {comm_mode!r}")
     with gc_paused():
-        lowered = schedule
+        program = schedule
         if not schedule.has_comms:
             table = _edge_table(schedule)
             edges = [_transfers(schedule, rank, table) for rank in range(schedule.num_ranks)]
             recvs, sends = [r for r, _ in edges], [s for _, s in edges]
-            plan = plan_blocking(schedule, recvs, sends) if comm == "blocking" else None
+            plan = plan_blocking(schedule, recvs, sends) if comm_mode == "blocking" else None
             if plan is None:  # async, or a compute order that no placement can run
                 lists = map(_async_list, schedule.ops, recvs, sends)
             else:
                 lists = map(_blocking_list, schedule.ops, recvs, sends, *plan)
-            lowered = schedule.replace_ops(lists)
-        if reduce_grad and not lowered.has_reduce_grad:
-            lowered = lowered.replace_ops(_add_reduce_grad(rank_ops, comm) for rank_ops in lowered.ops)
-        return lowered
+            program = schedule.replace_ops(lists)
+        if reduce_grad and not program.has_reduce_grad:
+            program = program.replace_ops(_add_reduce_grad(rank_ops, comm_mode) for rank_ops in program.ops)
+        return program

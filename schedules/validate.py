@@ -20,21 +20,29 @@ and executor will run; what passed is handed out as a :class:`~schedules.lowered
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Protocol, TypeVar
 
 from .bounds import number
 from .dryrun import Deadlock, dry_run
 from .grid import format_grid
-from .ir import COMM_KINDS, COMMS, OpKind, Schedule, ScheduleError, gc_paused
+from .ir import COMM_KINDS, COMM_MODES, OpKind, Schedule, ScheduleError, gc_paused
 from .ir import Transfer, is_send, peer_stage
 from .lowered import _CHECKED, Lowered
 from .lowering import lower
 
-__all__ = ["validate", "Run"]
+__all__ = ["validate", "validate_with", "Ran"]
 
-# Runs lowered lists under a semantics; returns rank -> index of the op where it stays
-# stuck, {} when every rank finished.
-Run = Callable[[Schedule, str], dict[int, int]]
+
+class Ran(Protocol):
+    """What an interpreter returns for lowered lists it ran (:func:`validate_with`)."""
+
+    @property
+    def stuck(self) -> dict[int, int]:
+        """Rank -> index of the op where it stays stuck; {} when every rank finished."""
+
+
+R = TypeVar("R", bound=Ran)
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
 _WINDOW = 6
@@ -60,7 +68,7 @@ class _Keys:
         return self.offset[kind] + stage * self.row + (self.m if mb is None else mb)
 
 
-def _check_ops(schedule: Schedule, lowered: bool) -> None:
+def _check_ops(schedule: Schedule, has_comms: bool) -> None:
     """Rules 1-3 in one pass. Every op an op needs lives on the same rank (a stage has one
     rank, remote inputs arrive by a RECV on it), so "seen so far" means "done earlier here"."""
     m, stages, where = schedule.num_microbatches, schedule.num_stages, schedule.stage_to_rank
@@ -71,7 +79,7 @@ def _check_ops(schedule: Schedule, lowered: bool) -> None:
     # What an op needs depends only on its kind and stage (its rank is the stage's): per
     # kind and stage, (keys less the op's own s * row + mb, of which any one will do, text).
     needs_of = {kind: [[(tuple(offset[k] + ds * row for k, ds in options), what)
-                        for options, what in _needs(kind, s, where[s], where, last, lowered)]
+                        for options, what in _needs(kind, s, where[s], where, last, has_comms)]
                        for s in range(stages)] for kind in OpKind}
     for rank, rank_ops in enumerate(schedule.ops):
         for step, whole in enumerate(rank_ops):
@@ -101,20 +109,20 @@ def _check_ops(schedule: Schedule, lowered: bool) -> None:
 
 
 def _needs(kind: OpKind, s: int, rank: int, where: tuple[int, ...], last: int,
-           lowered: bool) -> list[tuple[tuple[tuple[OpKind, int], ...], str]]:
+           has_comms: bool) -> list[tuple[tuple[tuple[OpKind, int], ...], str]]:
     """What must already be done on this rank before ``kind`` on stage ``s`` runs: (any of
     these (kind, stage offset), text), for the same microbatch. The text is formatted
-    only on failure. Remote inputs count only once ``lowered``: before, no RECV is there."""
+    only on failure. Remote inputs count only where the lists ``has_comms``: else no RECV is there."""
     if kind is F and s > 0:
         if where[s - 1] == rank:
             return [(((F, -1),), "the forward of the previous stage {prev}F{mb}")]
-        if lowered:
+        if has_comms:
             return [(((OpKind.RECV_F, 0),), "the RECV_F of its input {s}RECV_F{mb}")]
     elif kind is B or kind is I:
         needs = [(((F, 0),), "its forward {s}F{mb}")]
         if s < last and where[s + 1] == rank:
             needs.append((((B, 1), (I, 1)), "the backward of the next stage {next}I{mb}/B{mb}"))
-        elif s < last and lowered:
+        elif s < last and has_comms:
             needs.append((((OpKind.RECV_B, 0),), "the RECV_B of its gradient {s}RECV_B{mb}"))
         return needs
     elif kind is W:
@@ -192,38 +200,45 @@ def _check_pairs(schedule: Schedule) -> None:
                 raise _fail(schedule, rank, step, f"has no matching {missing}")
 
 
-def _dry_run(program: Schedule, comm: str) -> dict[int, int]:
+@dataclass(frozen=True)
+class _DryRan:
+    stuck: dict[int, int]
+
+
+def _dry_run(program: Schedule, comm_mode: str) -> _DryRan:
     try:
-        dry_run(program, comm)
+        dry_run(program, comm_mode)
     except Deadlock as stuck:
-        return stuck.stuck
-    return {}
+        return _DryRan(stuck.stuck)
+    return _DryRan({})
 
 
-def _check_deadlock(schedule: Schedule, comm: str, run: Run) -> None:
-    stuck = run(schedule, comm)
-    if stuck:
-        rank, step = min(stuck.items())
-        waits = ", ".join(f"rank {r} at {schedule.ops[r][i]}" for r, i in sorted(stuck.items())[:8])
-        raise _fail(schedule, rank, step, f"deadlock under {comm} communication: {waits}")
-
-
-def validate(schedule: Schedule, comm: str = "async", reduce_grad: bool = False, *, run: Run | None = None) -> Lowered:
-    """Raise ScheduleError if ``schedule`` breaks a rule; return it lowered for ``comm`` (with
+def validate(schedule: Schedule, comm_mode: str = "async", reduce_grad: bool = False) -> Lowered:
+    """Raise ScheduleError if ``schedule`` breaks a rule; return it lowered for ``comm_mode`` (with
     a REDUCE_GRAD per stage when ``reduce_grad``) as a :class:`Lowered`, which is what to run.
+    The lists in the result are exactly the ones the dry run completed."""
+    return validate_with(_dry_run, schedule, comm_mode, reduce_grad)[0]
 
-    The lists in the result are exactly the ones the dry run completed; or, given ``run``
-    (an interpreter of the final lists under ``comm``: the simulator's model), the ones
-    that run completed, in place of the dry run."""
-    if comm not in COMMS:
-        raise ScheduleError(f"comm must be one of {', '.join(COMMS)}, got {comm!r}")
+
+def validate_with(run: Callable[[Schedule, str], R], schedule: Schedule, comm_mode: str = "async",
+                  reduce_grad: bool = False) -> tuple[Lowered, R]:
+    """:func:`validate` with ``run`` in place of the dry run: ``run(program, comm_mode)`` runs
+    the final lists (the simulator's model does) and returns what it ran, whose ``stuck``
+    is the verdict. Returns the :class:`Lowered` (exactly the lists that run completed) and
+    what ``run`` returned."""
+    if comm_mode not in COMM_MODES:
+        raise ScheduleError(f"comm_mode must be one of {', '.join(COMM_MODES)}, got {comm_mode!r}")
     with gc_paused():  # the checks' ints and the lowered Ops hold no cycles (see gc_paused)
         given_comms = schedule.has_comms
-        _check_ops(schedule, lowered=given_comms)
+        _check_ops(schedule, has_comms=given_comms)
         if given_comms:
             _check_pairs(schedule)
         # Our own lowering pairs every transfer and keeps inputs ahead of their use by
         # construction; a run of the final lists is what shows they finish.
-        program = lower(schedule, comm=comm, reduce_grad=reduce_grad)
-        _check_deadlock(program, comm, run or _dry_run)
-    return Lowered(schedule, comm, program.has_reduce_grad, program, proof=_CHECKED)
+        program = lower(schedule, comm_mode=comm_mode, reduce_grad=reduce_grad)
+        ran = run(program, comm_mode)
+    if ran.stuck:
+        rank, step = min(ran.stuck.items())
+        waits = ", ".join(f"rank {r} at {program.ops[r][i]}" for r, i in sorted(ran.stuck.items())[:8])
+        raise _fail(program, rank, step, f"deadlock under {comm_mode} communication: {waits}")
+    return Lowered(schedule, comm_mode, program.has_reduce_grad, program, proof=_CHECKED), ran

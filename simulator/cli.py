@@ -179,8 +179,8 @@ def _check_flags(args: argparse.Namespace, given: dict) -> None:
         unused, reason = [f for f in _SYNTHESIS if f in given], f"is a {SYNTHESIZED} flag; {args.schedule} does not use it"
     if unused:
         raise UsageError(f"--{unused[0].replace('_', '-')} {reason}; drop it")
-    if args.comm not in schedules.COMMS:
-        raise UsageError(f"--comm must be one of {', '.join(schedules.COMMS)}, got {args.comm!r}")
+    if args.comm not in schedules.COMM_MODES:
+        raise UsageError(f"--comm must be one of {', '.join(schedules.COMM_MODES)}, got {args.comm!r}")
 
 
 def _outputs(args: argparse.Namespace) -> list[str]:
@@ -237,7 +237,7 @@ def _schedule(args: argparse.Namespace, costs: Costs | None, per_op: int = BYTES
 def format_summary(result: SimResult) -> str:
     s = result.schedule
     lines = [
-        f"{s.name}  p={s.num_ranks}  m={s.num_microbatches}  chunks={s.chunks}  comm={result.comm}",
+        f"{s.name}  p={s.num_ranks}  m={s.num_microbatches}  chunks={s.chunks}  comm={result.comm_mode}",
         f"makespan         {result.makespan:.6g} s",
         f"bubble fraction  {result.bubble_fraction:.2%}",
         f"{'rank':>4}  {'busy %':>7}  {'bubble %':>8}  {'peak memory (bytes)':>19}  {'in flight':>9}",
@@ -286,7 +286,7 @@ def _run(argv: Sequence[str]) -> int:
         else:
             schedule = _schedule(args, None, per_op)
             costs = source(schedule)
-        result = simulate(schedule, costs, comm=args.comm)
+        result = simulate(schedule, costs, comm_mode=args.comm)
         gc.freeze()
     write = _writers(result)
     try:  # every output is attempted, the summary printed, whatever fails

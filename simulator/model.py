@@ -56,13 +56,14 @@ class _Link(deque):
 
 
 class Model:
-    """Runs one lowered schedule under ``costs`` and ``comm``; times land in ``start``/``end``."""
+    """Runs the final lists of one lowered schedule under ``costs`` and ``comm_mode``; times
+    land in ``start``/``end``, the ranks that did not finish in ``stuck``."""
 
-    def __init__(self, lowered: Schedule, costs: Costs, comm: str):
+    def __init__(self, program: Schedule, costs: Costs, comm_mode: str):
         self.env = simpy.Environment()
-        self.schedule, self.costs, self.blocking = lowered, costs, comm == "blocking"
-        self.num_ranks = lowered.num_ranks
-        self.ops = encode(lowered, costs, self.blocking)
+        self.schedule, self.costs, self.blocking = program, costs, comm_mode == "blocking"
+        self.num_ranks = program.num_ranks
+        self.ops = encode(program, costs, self.blocking)
         self.code, self.key, self.cost, self.dest = self.ops.code, self.ops.key, self.ops.cost, self.ops.dest
         self.free = self.ops.free
         self.start = [[0.0] * len(codes) for codes in self.code]
@@ -70,23 +71,25 @@ class Model:
         self.arrived: dict[int, float] = {}  # async: arrival of transfers sent before their RECV
         self.waiting: dict[int, simpy.Event] = {}  # async: RECVs waiting to be sent to, by transfer
         self.posted: dict[int, tuple[int, int]] = {}  # blocking: first side posted -> (rank, index)
-        self.pending = [0] * lowered.num_ranks  # blocking: unfinished ops of the rank's batch
-        self.batch_done: list[simpy.Event | None] = [None] * lowered.num_ranks
-        self.reduce_free = [0.0] * lowered.num_ranks
+        self.pending = [0] * program.num_ranks  # blocking: unfinished ops of the rank's batch
+        self.batch_done: list[simpy.Event | None] = [None] * program.num_ranks
+        self.reduce_free = [0.0] * program.num_ranks
         self.links: dict[tuple[int, int], _Link] = {}
-        self.sharing = (Slicing(self.env, costs, lowered.num_ranks) if costs.time_sliced(lowered.num_ranks)
-                        else Sharing(self.env, costs, lowered.num_ranks) if costs.shares_processors else None)
+        self.sharing = (Slicing(self.env, costs, program.num_ranks) if costs.time_sliced(program.num_ranks)
+                        else Sharing(self.env, costs, program.num_ranks) if costs.shares_processors else None)
         self.interfering = self.sharing if self.sharing is not None and self.sharing.interferes else None
         self.fly = not self.blocking and self.interfering is None  # transfers timed by arithmetic
         self.link_free: dict[int, float] = {}  # fly: when link src -> dst is free, by src * ranks + dst
-        self.step = [costs.optimizer(r, lowered.num_ranks) for r in range(lowered.num_ranks)]
-        self.stepped = [0.0] * lowered.num_ranks  # when each rank's optimizer step starts
-        self.finish = [0.0] * lowered.num_ranks  # when each rank's step ends (after the optimizer)
-        self.at = [0] * lowered.num_ranks  # the op a rank last waited at for another rank
+        self.step = [costs.optimizer(r, program.num_ranks) for r in range(program.num_ranks)]
+        self.stepped = [0.0] * program.num_ranks  # when each rank's optimizer step starts
+        self.finish = [0.0] * program.num_ranks  # when each rank's step ends (after the optimizer)
+        self.at = [0] * program.num_ranks  # the op a rank last waited at for another rank
+        self.stuck: dict[int, int] = {}  # after run(): rank -> op it stays stuck at
 
     def run(self) -> dict[int, int]:
-        """Run to the end; rank -> index in ``lowered.ops[rank]`` of the op where it stays
-        stuck (a RECV, or under blocking the first op of a batch), {} when all finished."""
+        """Run to the end; :attr:`stuck`, which it also returns: rank -> index in
+        ``program.ops[rank]`` of the op where it stays stuck (a RECV, or under blocking the
+        first op of a batch), {} when all finished."""
         for rank in range(self.schedule.num_ranks):
             self.env.process(self._rank(rank))
         # An event per op is made and dropped soon after, freed by reference counting
@@ -95,7 +98,8 @@ class Model:
         with gc_paused():
             self.env.run()
         stuck = [r for r in range(self.schedule.num_ranks) if self.finish[r] < 0]
-        return {r: self._origin(r, self.at[r]) for r in stuck}
+        self.stuck = {r: self._origin(r, self.at[r]) for r in stuck}
+        return self.stuck
 
     def _origin(self, rank: int, i: int) -> int:
         """The index in the rank's list of the op encoded at ``i`` (a pair is encoded as two)."""

@@ -1,4 +1,4 @@
-"""``simulate(schedule, costs, comm)``: validate (or take a ``Lowered``), run the SimPy model, summarise.
+"""``simulate(schedule, costs, comm_mode)``: validate (or take a ``Lowered``), run the SimPy model, summarise.
 
 Bubble fraction is this project's definition (see REFERENCE.md): the share of rank-time
 not spent computing, 1 - sum of busy compute / (ranks * makespan). The optimizer step,
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -39,8 +39,8 @@ class SimResult:
     """What one simulated step costs."""
 
     schedule: Lowered
-    """The validated schedule that ran (``schedule.ops``: its final lists)."""
-    comm: str
+    """The validated schedule that ran (``schedule.ops``: its final lists; ``schedule.comm_mode``:
+    the semantics it ran under)."""
     costs: Costs
     columns: dict[str, np.ndarray] = field(repr=False)
     """The trace as arrays: rank, stage, mb, kind (a row of ``_NAMES``), start, end."""
@@ -68,8 +68,12 @@ class SimResult:
         trace = pd.DataFrame({"rank": c["rank"], "stage": c["stage"], "mb": c["mb"], "kind": kind,
                               "stream": streams, "start": c["start"], "end": c["end"]}, columns=TRACE_COLUMNS)
         trace.attrs.update(schedule=s.name, ranks=s.num_ranks, microbatches=s.num_microbatches, chunks=s.chunks,
-                           comm=self.comm)
+                           comm=self.comm_mode)
         return trace
+
+    @property
+    def comm_mode(self) -> str:
+        return self.schedule.comm_mode
 
     @property
     def ranks(self) -> int:
@@ -109,45 +113,58 @@ class SimResult:
         s = self.schedule
         return {
             "schedule": s.name, "ranks": s.num_ranks, "microbatches": s.num_microbatches,
-            "chunks": s.chunks, "comm": self.comm, "makespan": self.makespan,
+            "chunks": s.chunks, "comm": self.comm_mode, "makespan": self.makespan,
             "bubble_fraction": self.bubble_fraction, "per_rank": self.per_rank_rows(),
         }
 
 
-def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str | None = None) -> SimResult:
-    """Simulate one step of a :class:`schedules.Lowered`, or of a Schedule after validating
-    it (raising :class:`schedules.ScheduleError`) under ``comm`` (default async).
+class _Ran(NamedTuple):
+    """A model run of the final lists (what :func:`schedules.validate_with` hands back)."""
 
-    With ``costs.dp > 1`` the lists hold a REDUCE_GRAD per stage; a Lowered given must
-    match ``comm`` and hold them, else ValueError (one holding them at dp = 1 reduces over
-    one replica, in no time).
+    model: Model
+    began: float
+
+    @property
+    def stuck(self) -> dict[int, int]:
+        return self.model.stuck
+
+
+def _run(costs: Costs, program: Schedule, comm_mode: str) -> _Ran:
+    costs.check_layout(program.num_stages, program.num_ranks)  # wrong lengths fail here, before the run
+    began = time.perf_counter()
+    with gc_paused():  # encoding makes lists of ints by the hundred thousand
+        model = Model(program, costs, comm_mode)
+    model.run()
+    return _Ran(model, began)
+
+
+def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm_mode: str | None = None) -> SimResult:
+    """Simulate one step of a :class:`schedules.Lowered` (under the ``comm_mode`` it was
+    validated for), or of a Schedule after validating it (raising
+    :class:`schedules.ScheduleError`) under ``comm_mode`` (default async).
+
+    With ``costs.dp > 1`` the lists hold a REDUCE_GRAD per stage; a Lowered given must hold
+    them, else ValueError (one holding them at dp = 1 reduces over one replica, in no
+    time), and so is a ``comm_mode`` beside a Lowered.
     """
     costs = Costs() if costs is None else costs
-    runs: list[tuple[Model, float]] = []  # the model run, and when it began
-
-    def run(program: Schedule, comm: str) -> dict[int, int]:
-        costs.check_layout(program.num_stages, program.num_ranks)  # wrong lengths fail here, before the run
-        began = time.perf_counter()
-        with gc_paused():  # encoding makes lists of ints by the hundred thousand
-            model = Model(program, costs, comm)
-        runs.append((model, began))
-        return model.run()
-
     if isinstance(schedule, Lowered):
         lowered = schedule
         # A Lowered may carry REDUCE_GRAD at dp = 1 (a schedule file written with them): an
         # all-reduce over one replica moves nothing and takes no time. Missing ones are refused.
-        if comm not in (None, lowered.comm) or (costs.dp > 1 and not lowered.reduce_grad):
-            raise ValueError(f"this Lowered is for comm={lowered.comm}, reduce_grad={lowered.reduce_grad}; "
-                             f"asked comm={comm or lowered.comm}, dp={costs.dp}: validate the schedule for that")
-        stuck = run(lowered.program, lowered.comm)
-        if stuck:  # the validator's run ruled this out; guard against a model bug
-            raise RuntimeError(f"simulation stopped with ranks {sorted(stuck)} unfinished")
+        if comm_mode is not None or (costs.dp > 1 and not lowered.reduce_grad):
+            raise ValueError(f"this Lowered is for comm_mode={lowered.comm_mode}, reduce_grad={lowered.reduce_grad}"
+                             + (f"; a comm_mode beside it is refused (asked {comm_mode})" if comm_mode is not None
+                                else f"; asked dp={costs.dp}") + ": validate the schedule for that")
+        ran = _run(costs, lowered.program, lowered.comm_mode)
+        if ran.stuck:  # the validator's run ruled this out; guard against a model bug
+            raise RuntimeError(f"simulation stopped with ranks {sorted(ran.stuck)} unfinished")
     else:
         # The model's run of the final lists stands in for the validator's dry run: whether
         # they finish does not depend on costs, and a deadlock is reported the same way.
-        lowered = schedules.validate(schedule, comm or "async", reduce_grad=costs.dp > 1, run=run)
-    model, began = runs[0]
+        lowered, ran = schedules.validate_with(partial(_run, costs), schedule, comm_mode or "async",
+                                               reduce_grad=costs.dp > 1)
+    model = ran.model
     with gc_paused():  # hundreds of thousands of ints and floats in lists: no cycles to find
         columns = _columns(lowered, model)
         end = columns["end"]
@@ -157,8 +174,8 @@ def simulate(schedule: Schedule | Lowered, costs: Costs | None = None, comm: str
                            minlength=lowered.num_ranks)
         peaks = peak_memory_of(_NAMES[columns["kind"]], columns["stage"], columns["rank"], columns["start"], end,
                                lowered.num_ranks, costs.act_memory, costs.w_memory_fraction)
-    return SimResult(lowered, lowered.comm, costs, columns, makespan, tuple(float(b) for b in busy), peaks,
-                     time.perf_counter() - began)
+    return SimResult(lowered, costs, columns, makespan, tuple(float(b) for b in busy), peaks,
+                     time.perf_counter() - ran.began)
 
 
 def _columns(lowered: Lowered, model: Model) -> dict[str, np.ndarray]:

@@ -81,16 +81,16 @@ CostsOf = Union[Costs, Callable[[schedules.Schedule], Costs]]
 
 def _one(job: tuple[str, int, int, str, CostsOf, int | None]) -> dict | str:
     """One grid point: its row, or why the schedule (or the profile) does not take it."""
-    name, p, m, comm, costs, chunks = job
+    name, p, m, comm_mode, costs, chunks = job
     v = _chunks_of(name, chunks)
     try:
         schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v)
         costs = costs(schedule) if callable(costs) else costs
-        result = simulate(schedule, costs, comm)
+        result = simulate(schedule, costs, comm_mode)
     except (schedules.ScheduleError, ProfileError) as err:
         return f"{name} p={p} m={m}: {str(err).splitlines()[0]}"
     return {
-        "schedule": name, "ranks": p, "microbatches": m, "chunks": v, "comm": comm,
+        "schedule": name, "ranks": p, "microbatches": m, "chunks": v, "comm": comm_mode,
         "makespan": result.makespan, "bubble_fraction": result.bubble_fraction,
         "analytic_bubble_fraction": _nan_if_none(costs.closed_form_bubble(name, p, m, v)),
         "peak_memory_bytes": max(pm.bytes for pm in result.peak_memory),
@@ -98,7 +98,7 @@ def _one(job: tuple[str, int, int, str, CostsOf, int | None]) -> dict | str:
     }
 
 
-def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int], comms: Sequence[str],
+def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int], comm_modes: Sequence[str],
           costs: CostsOf, chunks: int | None = None, progress: bool = True,
           workers: Workers | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The table, and one reason per skipped combination. ``costs``: one set for every
@@ -106,7 +106,8 @@ def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int
     skipped); ``workers`` (default: this process) runs the simulations."""
     import pandas as pd  # a third of a second to load: not for the planner, which borrows whole_numbers
 
-    grid = [(name, p, m, comm, costs, chunks) for name, p, m, comm in itertools.product(names, ranks, microbatches, comms)]
+    grid = [(name, p, m, comm_mode, costs, chunks)
+            for name, p, m, comm_mode in itertools.product(names, ranks, microbatches, comm_modes)]
     done = (workers or Workers("serial")).map(_one, grid, progress=progress, desc="sweep")
     return pd.DataFrame([d for d in done if isinstance(d, dict)]), [d for d in done if isinstance(d, str)]
 
@@ -117,10 +118,10 @@ def _chunks_of(name: str, chunks: int | None) -> int:
     return chunks if chunks is not None and v > 1 else v
 
 
-def _check_grid(args: argparse.Namespace, names: list[str], comms: list[str], workers: int) -> None:
+def _check_grid(args: argparse.Namespace, names: list[str], comm_modes: list[str], workers: int) -> None:
     """The cheap checks of the lists, then whether the grid and its largest point fit."""
     for flag, values in (("--schedules", names), ("--ranks", args.ranks), ("--microbatches", args.microbatches),
-                         ("--comm", comms)):
+                         ("--comm", comm_modes)):
         repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
         if repeated is not None:
             raise UsageError(f"{flag} names {repeated} twice")
@@ -129,7 +130,7 @@ def _check_grid(args: argparse.Namespace, names: list[str], comms: list[str], wo
             raise UsageError(f"--chunks must be >= 1, got {args.chunks}")
         if all(schedules.default_chunks(name) == 1 for name in names):
             raise UsageError(f"--chunks applies to multi-chunk schedules only; none of {', '.join(names)} is one")
-    points = len(names) * len(args.ranks) * len(args.microbatches) * len(comms)
+    points = len(names) * len(args.ranks) * len(args.microbatches) * len(comm_modes)
     check_fits(f"the sweep's grid of {points} points", points, SWEEP_BYTES_PER_POINT, unit="point",
                measured_by=MEASURED)
     stages, name = max((p * _chunks_of(n, args.chunks), n) for n in names for p in args.ranks)
@@ -143,19 +144,19 @@ def sweep_main(argv: Sequence[str]) -> int:
     unknown = [n for n in names if n not in schedules.names()]
     if unknown:
         raise UsageError(f"unknown schedule {unknown[0]!r}; choose from: all, {', '.join(schedules.names())}")
-    comms = [c.strip() for c in args.comm.split(",")]
-    if any(c not in schedules.COMMS for c in comms):
-        raise UsageError(f"--comm takes {', '.join(schedules.COMMS)} (comma-separated), got {args.comm!r}")
+    comm_modes = [c.strip() for c in args.comm.split(",")]
+    if any(c not in schedules.COMM_MODES for c in comm_modes):
+        raise UsageError(f"--comm takes {', '.join(schedules.COMM_MODES)} (comma-separated), got {args.comm!r}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     workers = capped(args.workers)
-    _check_grid(args, names, comms, workers)
+    _check_grid(args, names, comm_modes, workers)
     costs = costs_from_args(args)
     target = lead_decides(lambda: claim_file(args.out, force=args.force)) if args.out else None
     with open_workers(workers) as pool:
         if pool is None:  # an MPI rank that ran simulations for rank 0
             return 0
-        table, skipped = sweep(names, args.ranks, args.microbatches, comms, costs, args.chunks,
+        table, skipped = sweep(names, args.ranks, args.microbatches, comm_modes, costs, args.chunks,
                                progress=not args.quiet, workers=pool)
     if skipped:
         print(f"skipped {len(skipped)} combination(s), e.g. {skipped[0]}", file=sys.stderr)

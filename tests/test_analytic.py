@@ -88,7 +88,7 @@ def test_zb_h1_holds_1f1b_activations(p: int, m: int) -> None:
 def _bubble_units(name: str, p: int, m: int) -> float:
     """Idle time per rank, in units of one op, of the async unit-cost dry run."""
     schedule = schedules.build(name, ranks=p, microbatches=m)
-    span = schedules.dry_run(schedules.validate(schedule, "async"), "async", UNIT).makespan
+    span = schedules.dry_run(schedules.validate(schedule, "async"), durations=UNIT).makespan
     return span - analytic.busy_per_rank(name, p, m, schedule.chunks)
 
 

@@ -465,7 +465,7 @@ def test_csv_reader_loads_or_raises_schedule_error(tmp_path: Path, text: str) ->
     except ScheduleError as err:
         assert "\n" not in str(err)
         return
-    for comm in schedules.COMMS:  # what loads also validates or is refused, never crashes
+    for comm in schedules.COMM_MODES:  # what loads also validates or is refused, never crashes
         try:
             schedules.validate(loaded, comm)
         except ScheduleError:

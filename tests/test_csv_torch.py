@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import schedules
-from schedules import COMMS, ScheduleError, load_csv
+from schedules import COMM_MODES, ScheduleError, load_csv
 
 DATA = Path(__file__).parent / "data"
 
@@ -43,7 +43,7 @@ def _write(tmp_path: Path, table: list[list[str]], label: str) -> Path:
 
 def _check_loads_validates_lowers(path: Path) -> schedules.Schedule:
     schedule = load_csv(path)
-    for comm in COMMS:
+    for comm in COMM_MODES:
         lowered = schedules.validate(schedule, comm)
         assert lowered.program.has_comms or schedule.num_ranks == 1
         assert lowered.compute_only().ops == schedule.compute_only().ops
@@ -124,6 +124,6 @@ def test_committed_files_validate(path: Path) -> None:
 
 def test_committed_torch_1f1b_is_rejected() -> None:
     schedule = load_csv(DATA / "torch_Schedule1F1B_p4_m8_compute_only.csv")
-    for comm in COMMS:
+    for comm in COMM_MODES:
         with pytest.raises(ScheduleError, match="runs before its forward 3F0"):
             schedules.validate(schedule, comm)

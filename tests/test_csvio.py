@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from test_schedules import build, configs
 
 import schedules
-from schedules import COMMS, ScheduleError, load_csv
+from schedules import COMM_MODES, ScheduleError, load_csv
 
 DATA = Path(__file__).parent / "data"
 # tmp_path is function-scoped; hypothesis examples share it and overwrite one file.
@@ -38,7 +38,7 @@ def test_round_trip_compute_only(tmp_path: Path, config) -> None:
 def test_round_trip_with_comms(tmp_path: Path, config) -> None:
     schedule = build(config)
     path = tmp_path / "s.csv"
-    for comm in COMMS:
+    for comm in COMM_MODES:
         schedules.write_csv(schedules.validate(schedule, comm), path)
         loaded = load_csv(path, name="again")
         assert loaded.ops == schedules.validate(schedule, comm).ops

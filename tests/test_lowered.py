@@ -27,15 +27,43 @@ def test_only_validate_makes_a_lowered() -> None:
     with pytest.raises(TypeError, match="only by schedules.validate"):
         Lowered(schedule, "async", False, schedule)
     lowered = schedules.validate(schedule, "blocking", reduce_grad=True)
-    assert (lowered.schedule, lowered.comm, lowered.reduce_grad) == (schedule, "blocking", True)
+    assert (lowered.schedule, lowered.comm_mode, lowered.reduce_grad) == (schedule, "blocking", True)
     assert lowered.ops == lowered.program.ops and lowered.num_ranks == 2 and lowered.name == "1f1b"
     with pytest.raises(AttributeError):
-        lowered.comm = "async"  # type: ignore[misc]
+        lowered.comm_mode = "async"  # type: ignore[misc]
+
+
+def test_a_lowered_carries_its_comm_mode_and_simulate_returns_what_ran() -> None:
+    schedule = schedules.build("zbv", ranks=2, microbatches=4)
+    lowered = schedules.validate(schedule, "blocking")
+    for comm_mode in schedules.COMM_MODES:  # not even the same one: it is already there
+        with pytest.raises(ValueError, match="comm_mode"):
+            schedules.dry_run(lowered, comm_mode)
+        with pytest.raises(ValueError, match="comm_mode"):
+            simulator.simulate(lowered, comm_mode=comm_mode)
+    assert schedules.dry_run(lowered).makespan == 0.0
+    result = simulator.simulate(schedule, comm_mode="blocking")
+    assert result.schedule == lowered and result.comm_mode == "blocking"
+    # the trace holds one row per op of the lists that ran, in their order
+    ran = [(rank, str(op)) for rank, op in result.schedule]
+    rows = result.trace[["rank", "kind", "stage", "mb"]].itertuples(index=False)
+    assert [(r, f"{s}{k}{'' if k == 'REDUCE_GRAD' else mb}") for r, k, s, mb in rows] == ran
+    found, model = schedules.validate_with(lambda program, mode: _Ran(program.num_ops()), schedule, "async")
+    assert found == schedules.validate(schedule, "async") and model.ran == found.num_ops()
+    stuck = _Ran(0)
+    stuck.stuck = {1: 0}
+    with pytest.raises(ScheduleError, match="deadlock under async communication: rank 1 at"):
+        schedules.validate_with(lambda program, mode: stuck, schedule, "async")
+
+
+class _Ran:
+    def __init__(self, ran: int):
+        self.ran, self.stuck = ran, {}
 
 
 def test_nothing_is_cached_or_flagged_on_a_schedule() -> None:
     schedule = schedules.build("zbv", ranks=4, microbatches=8)
-    for comm in schedules.COMMS:
+    for comm in schedules.COMM_MODES:
         schedules.validate(schedule, comm, reduce_grad=True)
     assert set(vars(schedule)) == {f.name for f in fields(Schedule)}
     assert not hasattr(Schedule, "with_comms") and not hasattr(Schedule, "to_csv")
@@ -91,7 +119,7 @@ def test_random_orders_either_raise_or_run() -> None:
         valid = _random_order(seed)
         for schedule in (valid, _shuffled(valid, rng)):
             for dp in (1, 2):
-                for comm in schedules.COMMS:
+                for comm in schedules.COMM_MODES:
                     try:
                         lowered = schedules.validate(schedule, comm, reduce_grad=dp > 1)
                     except ScheduleError:
@@ -99,7 +127,7 @@ def test_random_orders_either_raise_or_run() -> None:
                         counts["raised"] += 1
                         continue
                     durations = {k: rng.choice([0.5, 1.0, 2.0]) for k in (OpKind.F, OpKind.I, OpKind.W)}
-                    schedules.dry_run(lowered, comm, durations)
+                    schedules.dry_run(lowered, durations=durations)
                     if (seed + dp) % SIMULATED_EVERY == 0:
                         costs = simulator.Costs(t_f=durations[OpKind.F], t_i=durations[OpKind.I], latency=0.3,
                                                 dp=dp, grad_bytes=1.0, bandwidth=4.0)

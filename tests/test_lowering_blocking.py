@@ -40,8 +40,8 @@ def _grid(name: str):
 def _spans(schedule: Schedule, durations) -> tuple[float, float]:
     """(blocking, async) makespans of the validated lowerings, free communication."""
     blocking, asynchronous = (schedules.validate(schedule, c) for c in ("blocking", "async"))
-    return (schedules.dry_run(blocking, "blocking", durations).makespan,
-            schedules.dry_run(asynchronous, "async", durations).makespan)
+    return (schedules.dry_run(blocking, durations=durations).makespan,
+            schedules.dry_run(asynchronous, durations=durations).makespan)
 
 
 def _plain(schedule: Schedule) -> list[list[Op]]:
@@ -153,7 +153,7 @@ def test_reduce_grad_keeps_the_blocking_list_running() -> None:
         schedule = schedules.build(name, ranks=4, microbatches=8)
         lowered = schedules.validate(schedule, "blocking", reduce_grad=True)
         assert sum(op.kind is OpKind.REDUCE_GRAD for _, op in lowered) == schedule.num_stages
-        assert schedules.dry_run(lowered, "blocking", UNIT).makespan == _spans(schedule, UNIT)[1]
+        assert schedules.dry_run(lowered, durations=UNIT).makespan == _spans(schedule, UNIT)[1]
 
 
 def test_a_cyclic_compute_order_has_no_plan_and_is_reported() -> None:
@@ -165,6 +165,6 @@ def test_a_cyclic_compute_order_has_no_plan_and_is_reported() -> None:
     ])
     edges = [_transfers(schedule, rank) for rank in range(2)]
     assert plan_blocking(schedule, [r for r, _ in edges], [s for _, s in edges]) is None
-    for comm in schedules.COMMS:
+    for comm in schedules.COMM_MODES:
         with pytest.raises(ScheduleError, match=f"deadlock under {comm}"):
             schedules.validate(schedule, comm)

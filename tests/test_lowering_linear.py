@@ -55,7 +55,7 @@ def test_an_op_on_a_rank_without_its_stage_keeps_its_old_transfers() -> None:
         assert _transfers(schedule, rank) == _reference_transfers(schedule, rank)
 
 
-@pytest.mark.parametrize("comm", schedules.COMMS)
+@pytest.mark.parametrize("comm", schedules.COMM_MODES)
 def test_3000_ranks_validate_in_a_second_and_200_mb(comm: str) -> None:
     """Before: 4.5 s and 1.3 GB, a table of stages per rank in the lowering."""
     schedule = schedules.build("1f1b", ranks=3000, microbatches=8)

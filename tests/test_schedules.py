@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import schedules
-from schedules import COMMS, OpKind, Schedule, ScheduleError, analytic
+from schedules import COMM_MODES, OpKind, Schedule, ScheduleError, analytic
 from schedules.ir import Transfer, is_send
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
@@ -41,10 +41,10 @@ def build(config: tuple[str, int, int, int]) -> Schedule:
 @given(configs())
 def test_validates_under_both_semantics(config) -> None:
     schedule = build(config)
-    for comm in COMMS:
+    for comm in COMM_MODES:
         lowered = schedules.validate(schedule, comm)
         assert lowered.program.compute_only().ops == schedule.ops  # lowering only adds comm ops
-        assert schedules.dry_run(lowered, comm).makespan == 0.0  # untimed, but it finishes
+        assert schedules.dry_run(lowered).makespan == 0.0  # untimed, but it finishes
 
 
 @given(configs())
@@ -114,7 +114,7 @@ def test_dry_run_makespan_equals_closed_form(config, costs) -> None:
         "looped-bfs": (m * v + p - 1) * (t_f + t_b),  # m >= p
     }[name]
     lowered = schedules.validate(build(config), "async")
-    assert schedules.dry_run(lowered, "async", {F: t_f, I: t_i, W: t_w}).makespan == expected
+    assert schedules.dry_run(lowered, durations={F: t_f, I: t_i, W: t_w}).makespan == expected
     assert analytic.makespan(name, p, m, v, t_f, t_i, t_w) == expected
 
 
@@ -123,13 +123,13 @@ def test_blocking_keeps_the_closed_form_of_single_chunk_schedules(config) -> Non
     # Batched sends and receives meet in the same step for these: rendezvous costs nothing.
     name, p, m, v = config
     lowered = schedules.validate(build(config), "blocking")
-    assert schedules.dry_run(lowered, "blocking", _unit(1)).makespan == analytic.makespan(name, p, m, v)
+    assert schedules.dry_run(lowered, durations=_unit(1)).makespan == analytic.makespan(name, p, m, v)
 
 
 @given(configs())
 def test_blocking_is_never_faster_than_async(config) -> None:
     schedule = build(config)
-    spans = {c: schedules.dry_run(schedules.validate(schedule, c), c, {F: 1, I: 2, W: 1}).makespan for c in COMMS}
+    spans = {c: schedules.dry_run(schedules.validate(schedule, c), durations={F: 1, I: 2, W: 1}).makespan for c in COMM_MODES}
     assert spans["blocking"] >= spans["async"]
 
 
@@ -137,7 +137,7 @@ def test_blocking_is_never_faster_than_async(config) -> None:
 def test_zb_h1_makespan(config, t) -> None:
     _, p, m, _ = config
     lowered = schedules.validate(build(config), "async")
-    span = schedules.dry_run(lowered, "async", _unit(t)).makespan
+    span = schedules.dry_run(lowered, durations=_unit(t)).makespan
     if m >= p:
         assert span == t * (3 * m + p - 1)
         assert analytic.bubble_fraction("zb-h1", p, m, t_f=t, t_i=t, t_w=t) == pytest.approx((p - 1) / (3 * m + p - 1))
@@ -148,10 +148,10 @@ def test_zb_h1_makespan(config, t) -> None:
 def test_zb_h1_example_with_cost_two() -> None:
     # p = 4, m = 8, t_f = t_i = t_w = 2: 2 * (3 * 8 + 4 - 1) = 54
     lowered = schedules.validate(schedules.build("zb-h1", ranks=4, microbatches=8), "async")
-    assert schedules.dry_run(lowered, "async", _unit(2)).makespan == 54
+    assert schedules.dry_run(lowered, durations=_unit(2)).makespan == 54
 
 
-@given(configs(), st.sampled_from(COMMS))
+@given(configs(), st.sampled_from(COMM_MODES))
 def test_reduce_grad_once_per_stage_after_its_last_backward(config, comm) -> None:
     schedule = build(config)
     lowered = schedules.validate(schedule, comm, reduce_grad=True)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_schedules import build, configs
 
 import schedules
-from schedules import COMMS, Op, OpKind, Schedule, ScheduleError
+from schedules import COMM_MODES, Op, OpKind, Schedule, ScheduleError
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
 
@@ -27,7 +27,7 @@ def _with_rank(schedule: Schedule, rank: int, rank_ops: list[Op]) -> Schedule:
 def _rejected(schedule: Schedule, *words: str) -> str:
     """Assert the schedule fails under both semantics; return one message."""
     messages = []
-    for comm in COMMS:
+    for comm in COMM_MODES:
         with pytest.raises(ScheduleError) as err:
             schedules.validate(schedule, comm)
         messages.append(str(err.value))
@@ -151,7 +151,7 @@ def test_moving_a_send_before_its_producer(config, data) -> None:
     _rejected(_with_rank(lowered, rank, rank_ops), "produced the")
 
 
-@given(configs(), st.sampled_from(COMMS))
+@given(configs(), st.sampled_from(COMM_MODES))
 def test_receiving_a_gradient_before_sending_the_activation_deadlocks(config, comm) -> None:
     # Rank 0 waits for stage 1's gradient of mb 0 before it sent mb 0's activation:
     # every rule but the dry run holds, and the dry run must report a deadlock.
@@ -191,5 +191,5 @@ def test_input_backward_without_weight_backward() -> None:
 
 
 def test_unknown_comm_semantics() -> None:
-    with pytest.raises(ScheduleError, match="comm must be one of async, blocking"):
+    with pytest.raises(ScheduleError, match="comm_mode must be one of async, blocking"):
         schedules.validate(schedules.build("1f1b", ranks=2, microbatches=2), "eager")

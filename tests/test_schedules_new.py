@@ -124,7 +124,7 @@ def test_overlap_pair_is_both_ops_to_the_validator() -> None:
         schedules.validate(twice)
 
 
-@pytest.mark.parametrize("comm", schedules.COMMS)
+@pytest.mark.parametrize("comm", schedules.COMM_MODES)
 def test_overlap_pairs_through_csv(tmp_path: Path, comm: str) -> None:
     lowered = schedules.validate(schedules.build("dualpipev", 2, 4), comm, reduce_grad=True)
     path = tmp_path / "d.csv"

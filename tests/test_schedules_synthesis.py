@@ -57,7 +57,7 @@ def test_table_5_from_table_9(row) -> None:
 def test_zb_auto_is_a_schedule_like_any_other() -> None:
     schedule = schedules.synthesize(4, 8, 1.0, 1.0, 1.0, memory_limit=4)
     assert schedule.name == "zb-auto" and schedule.stage_to_rank == (0, 1, 2, 3)
-    for comm in schedules.COMMS:
+    for comm in schedules.COMM_MODES:
         lowered = schedules.validate(schedule, comm, reduce_grad=True)
         simulator.simulate(lowered, simulator.Costs(dp=2))
     peaks = simulator.simulate(schedule).peak_memory

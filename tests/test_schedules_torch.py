@@ -54,7 +54,7 @@ def test_interleaved_any_m_like_torch(microbatches: int) -> None:
     theirs = _theirs("ScheduleInterleaved1F1B", 4, microbatches)
     assert theirs is not None and _ours("ScheduleInterleaved1F1B", 4, microbatches) == theirs
     schedule = schedules.build("interleaved-1f1b", 4, microbatches)
-    for comm in schedules.COMMS:
+    for comm in schedules.COMM_MODES:
         simulator.simulate(schedule, simulator.Costs.model_share(2), comm)
 
 
@@ -75,7 +75,7 @@ def test_pytorch_dualpipev_artifact_loads_validates_and_simulates() -> None:
     assert schedule.ops == schedules.build("dualpipev", 4, 10).ops
     pairs = sum(op.kind is OpKind.OVERLAP_F_B for _, op in schedule)
     assert pairs == path.read_text().count("OVERLAP_F_B") == 41
-    for comm in schedules.COMMS:
+    for comm in schedules.COMM_MODES:
         for dp in (1, 2):
             result = simulator.simulate(schedule, simulator.Costs.model_share(2, dp=dp), comm)
             assert result.makespan > 0

@@ -33,7 +33,7 @@ def _analytic(name: str, p: int, m: int, v: int):
 
 
 @pytest.mark.parametrize("name", ["naive", "gpipe", "1f1b", "interleaved-1f1b", "zb-h1"])
-@pytest.mark.parametrize("comm", schedules.COMMS)
+@pytest.mark.parametrize("comm", schedules.COMM_MODES)
 def test_bubble_matches_closed_form(name, comm):
     covered = 0
     for p, m in GRID:
@@ -41,7 +41,7 @@ def test_bubble_matches_closed_form(name, comm):
         expected = None if schedule is None else _analytic(name, p, m, schedule.chunks)
         if expected is None:
             continue
-        result = simulator.simulate(schedule, comm=comm)
+        result = simulator.simulate(schedule, comm_mode=comm)
         assert result.bubble_fraction == pytest.approx(expected, abs=1e-9), (p, m)
         assert result.makespan == pytest.approx(schedules.analytic.makespan(name, p, m, schedule.chunks), abs=1e-9)
         covered += 1
@@ -61,7 +61,7 @@ def test_naive_utilisation_is_one_over_p(p):
 
 
 @pytest.mark.parametrize("name", schedules.names())
-@pytest.mark.parametrize("comm", schedules.COMMS)
+@pytest.mark.parametrize("comm", schedules.COMM_MODES)
 def test_compute_times_equal_the_dry_run(name, comm):
     """With free communication the simulator is the dry run with costs: same start and end
     for every compute op, under both semantics, with per-kind costs that differ."""
@@ -72,7 +72,7 @@ def test_compute_times_equal_the_dry_run(name, comm):
         if schedule is None:
             continue
         lowered = schedules.validate(schedule, comm)
-        oracle = schedules.dry_run(lowered, comm, durations)
+        oracle = schedules.dry_run(lowered, durations=durations)
         starts, ends = _per_part(lowered, oracle, durations)
         result = simulator.simulate(schedule, costs, comm)
         trace = result.trace
@@ -210,7 +210,7 @@ def test_memory_zb_h1_matches_1f1b_peak_and_holds_w_shares(p, m, w):
 
 
 @pytest.mark.parametrize("name", schedules.names())
-@pytest.mark.parametrize("comm", schedules.COMMS)
+@pytest.mark.parametrize("comm", schedules.COMM_MODES)
 def test_trace_invariants(name, comm):
     costs = Costs(latency=0.05, act_bytes=1e3, bandwidth=1e5)
     schedule = _build(name, 4, 8)
@@ -239,7 +239,7 @@ def test_simulate_validates_first():
     with pytest.raises(schedules.ScheduleError):
         simulator.simulate(bad)
     with pytest.raises(ValueError, match="comm"):
-        simulator.simulate(schedules.build("1f1b", 2, 2), comm="eventually")
+        simulator.simulate(schedules.build("1f1b", 2, 2), comm_mode="eventually")
 
 
 def test_loaded_schedule_with_comms_runs_as_written(tmp_path):

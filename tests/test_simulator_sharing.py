@@ -171,7 +171,7 @@ class _RetimeEveryOp:
 @given(name=st.sampled_from(["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv"]),
        p=st.sampled_from([2, 4]), m=st.sampled_from([2, 4, 8]), per_node=st.sampled_from([1, 2, 4]),
        rates=st.lists(st.floats(0.2, 1.0), min_size=4, max_size=4),
-       interference=st.sampled_from([0.0, 0.3]), comm=st.sampled_from(schedules.COMMS))
+       interference=st.sampled_from([0.0, 0.3]), comm=st.sampled_from(schedules.COMM_MODES))
 def test_virtual_clocks_agree_with_re_timing_every_op(name, p, m, per_node, rates, interference, comm):
     try:
         schedule = schedules.build(name, ranks=p, microbatches=m)

@@ -149,7 +149,7 @@ def plan(cfg: RunConfig, world: int, tag_ub: int | None = None) -> RunPlan:
                          f"{world // cfg.dp * (cfg.chunks or 1)} model stages ({world // cfg.dp} ranks x "
                          f"{cfg.chunks or 1} chunks)")
     schedule, ranks = _schedule(cfg, world)
-    lowered = schedules.validate(schedule, comm=cfg.comm_mode, reduce_grad=cfg.dp > 1)
+    lowered = schedules.validate(schedule, comm_mode=cfg.comm_mode, reduce_grad=cfg.dp > 1)
     bounds = stage_bounds(workload.layers, schedule.num_stages, cfg.balance)
     boundary = stage_shapes(workload, bounds, batch // parts)
     the_plan = RunPlan(cfg, lowered, ranks, workload, bounds, boundary, device, _tags(lowered, tag_ub))
