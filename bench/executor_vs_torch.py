@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import schedules  # noqa: E402
 import simulator  # noqa: E402
+from simulator.calibrate import costs_from_trace  # noqa: E402
 from executor.config import RunConfig  # noqa: E402
 from executor.launch import launch  # noqa: E402
 
@@ -151,7 +152,7 @@ def run_ours(cfg: RunConfig, schedule: str, work: Path) -> tuple[float, float, d
         raise SystemExit(f"executor failed:\n{done.stdout}\n{done.stderr}")
     summary = json.loads((out / "summary.json").read_text())
     trace = pd.read_csv(out / "trace_steps.csv")
-    costs = simulator.Costs.from_trace(trace)
+    costs = costs_from_trace(trace)
     compute_only = replace(costs, latency=0.0, bandwidth=float("inf"))
     lowered = schedules.validate(schedules.build(schedule, ranks=RANKS, microbatches=cfg.microbatches,
                                                  chunks=chunks if chunks > 1 else None))

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import schedules  # noqa: E402
 import simulator  # noqa: E402
-from simulator.cli import Parser, add_cost_flags, costs_from_args  # noqa: E402
+from cliguard import Parser  # noqa: E402
+from simulator.flags import add_cost_flags, costs_from_args  # noqa: E402
 
 COSTS = ["--act-bytes", "16777216", "--bandwidth", "12.5e9", "--latency", "1e-5", "--act-memory", "3.2e8",
          "--ranks-per-node", "8", "--share", "1,0.99,0.98,0.97,0.96,0.95,0.94,0.93"]

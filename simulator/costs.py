@@ -26,16 +26,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from schedules import analytic
 from schedules.bounds import check_fits
 
 from .bounds import BYTES_PER_OP, MEASURED
 from .costs_check import check_finite, check_number, values_of
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = ["Costs", "PerStage", "PerLink"]
 
@@ -334,12 +331,3 @@ class Costs:
         for name in ("t_f", "t_i", "t_w", "act_memory"):
             fields[name] = fields.get(name, 1.0) / chunks
         return cls(**fields)
-
-    @classmethod
-    def from_trace(cls, trace: pd.DataFrame, act_bytes: PerStage | None = None, statistic: str = "median",
-                   **overrides) -> Costs:
-        """Calibrate from a measured trace (see :mod:`simulator.calibrate`); ``statistic``
-        ("median" or "mean") summarises each stage's op durations."""
-        from .calibrate import costs_from_trace
-
-        return costs_from_trace(trace, act_bytes=act_bytes, statistic=statistic, **overrides)

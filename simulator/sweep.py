@@ -33,7 +33,7 @@ from cliguard import Parser, UsageError, claim_file, save_all
 from schedules.bounds import check_fits
 
 from .bounds import MEASURED, SWEEP_BYTES_PER_POINT, check_run
-from .cli import add_cost_flags, costs_from_args
+from .flags import add_cost_flags, costs_from_args
 from .costs import Costs
 from .profile import ProfileError
 from .result import simulate

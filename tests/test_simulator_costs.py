@@ -10,6 +10,7 @@ import pytest
 import schedules
 import simulator
 from simulator import Costs
+from simulator.calibrate import costs_from_trace
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -68,7 +69,7 @@ def _measured(name: str, comm: str = "async") -> pd.DataFrame:
 
 
 def test_from_trace_recovers_split_backward_costs():
-    costs = Costs.from_trace(_measured("zb-h1"), act_bytes=TRUE.act_bytes)
+    costs = costs_from_trace(_measured("zb-h1"), act_bytes=TRUE.act_bytes)
     assert costs.t_f == pytest.approx(TRUE.t_f)
     assert costs.t_i == pytest.approx(TRUE.t_i)
     assert costs.t_w == pytest.approx(TRUE.t_w)
@@ -78,7 +79,7 @@ def test_from_trace_recovers_split_backward_costs():
 
 
 def test_from_trace_splits_a_full_backward_half_and_half():
-    costs = Costs.from_trace(_measured("1f1b"))
+    costs = costs_from_trace(_measured("1f1b"))
     t_b = [i + w for i, w in zip(TRUE.t_i, TRUE.t_w)]
     assert costs.t_i == pytest.approx([b / 2 for b in t_b])
     assert [i + w for i, w in zip(costs.t_i, costs.t_w)] == pytest.approx(t_b)
@@ -90,14 +91,14 @@ def test_from_trace_splits_b_by_the_measured_ratio_when_some_stage_was_split():
     merged = stage2[stage2["kind"] == "I"].assign(kind="B", end=stage2[stage2["kind"] == "I"]["start"].to_numpy()
                                                   + 1.25)
     trace = pd.concat([trace.drop(stage2.index), merged], ignore_index=True)
-    costs = Costs.from_trace(trace)
+    costs = costs_from_trace(trace)
     ratio = 0.5 / 0.75  # stages 0 and 1: I / (I + W) = 2/3
     assert costs.t_i[2] == pytest.approx(ratio * 1.25)
     assert costs.t_w[2] == pytest.approx((1 - ratio) * 1.25)
 
 
 def test_from_trace_with_one_message_size_fits_latency_only():
-    costs = Costs.from_trace(_measured("1f1b"))  # no sizes given
+    costs = costs_from_trace(_measured("1f1b"))  # no sizes given
     assert costs.bandwidth == math.inf
     assert costs.latency > 0
     assert any("latency only" in note for note in costs.notes)
@@ -106,16 +107,16 @@ def test_from_trace_with_one_message_size_fits_latency_only():
 @pytest.mark.parametrize("name", ["gpipe", "1f1b", "zb-h1"])
 def test_calibrated_costs_predict_the_measured_step(name):
     trace = _measured(name)
-    costs = Costs.from_trace(trace, act_bytes=TRUE.act_bytes)
+    costs = costs_from_trace(trace, act_bytes=TRUE.act_bytes)
     predicted = simulator.simulate(schedules.build(name, ranks=3, microbatches=6), costs)
     assert predicted.makespan == pytest.approx(float(trace["end"].max()), rel=1e-9)
 
 
 def test_from_trace_rejects_a_trace_without_compute():
     with pytest.raises(ValueError, match="no compute rows"):
-        Costs.from_trace(simulator.empty_trace())
+        costs_from_trace(simulator.empty_trace())
     with pytest.raises(ValueError, match="lacks column"):
-        Costs.from_trace(pd.DataFrame({"rank": [0]}))
+        costs_from_trace(pd.DataFrame({"rank": [0]}))
 
 
 def test_from_trace_fits_the_data_parallel_ring():
@@ -123,7 +124,7 @@ def test_from_trace_fits_the_data_parallel_ring():
     true = Costs(dp=4, grad_bytes=[1e6, 3e6, 2e6], dp_bandwidth=5e8, dp_latency=1e-4)
     schedule = schedules.build("1f1b", ranks=3, microbatches=3)
     trace = simulator.simulate(schedule, true).trace
-    costs = Costs.from_trace(trace, dp=4, grad_bytes=true.grad_bytes)
+    costs = costs_from_trace(trace, dp=4, grad_bytes=true.grad_bytes)
     assert costs.dp_bandwidth == pytest.approx(5e8, rel=1e-6)
     assert costs.dp_latency == pytest.approx(1e-4, rel=1e-6)
     assert simulator.simulate(schedule, costs).makespan == pytest.approx(float(trace["end"].max()))
@@ -134,10 +135,10 @@ def test_from_trace_summarises_op_times_by_median_or_mean():
     rows = [(0, 0, mb, "F", "compute", 10.0 * mb, 10.0 * mb + d) for mb, d in enumerate((1.0, 1.0, 4.0))]
     rows += [(0, 0, mb, "B", "compute", 10.0 * mb + 5, 10.0 * mb + 7) for mb in range(3)]
     trace = pd.DataFrame(rows, columns=simulator.TRACE_COLUMNS)
-    assert Costs.from_trace(trace).t_f == pytest.approx((1.0,))
-    assert Costs.from_trace(trace, statistic="mean").t_f == pytest.approx((2.0,))
+    assert costs_from_trace(trace).t_f == pytest.approx((1.0,))
+    assert costs_from_trace(trace, statistic="mean").t_f == pytest.approx((2.0,))
     with pytest.raises(ValueError, match="statistic"):
-        Costs.from_trace(trace, statistic="mode")
+        costs_from_trace(trace, statistic="mode")
 
 
 def test_model_share_splits_a_rank_share_over_its_chunks():

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 import simulator
-from simulator.calibrate import OP_STATISTIC
+from simulator.calibrate import OP_STATISTIC, costs_from_trace
 from timeline import bubble_of
 
 from ..engine.plan import RunPlan
@@ -128,7 +128,7 @@ def calibrate(plan: RunPlan, trace: pd.DataFrame, base: simulator.Costs | None =
     outnumber cores) the ops' own work."""
     act, grads = plan.message_bytes()
     extra = {"act_bytes": act} if len(act) else {}
-    costs = simulator.Costs.from_trace(trace, statistic=OP_STATISTIC, grad_bytes=grads, dp=plan.cfg.dp, **extra)
+    costs = costs_from_trace(trace, statistic=OP_STATISTIC, grad_bytes=grads, dp=plan.cfg.dp, **extra)
     if cpu is not None and len(cpu):
         costs = _with_ops(costs, op_times(trace, cpu), plan.schedule.num_stages)
     if (trace["stream"] != "compute").any():  # host time between ops needs ops between which to read it
