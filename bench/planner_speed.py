@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from planner import GPUS, LINKS, MODELS, Machine, PlanConfig, plan  # noqa: E402
-from planner import ops, search as search_module, shapes, synthesized  # noqa: E402
+from planner import ops, search as search_module, shapes  # noqa: E402
 from planner.hardware import GIB  # noqa: E402
 from simulator.workers import open_workers  # noqa: E402
 
@@ -32,7 +32,7 @@ from simulator.workers import open_workers  # noqa: E402
 def _clear_caches() -> None:
     """Every repeat starts cold: schedules built, dry runs and layer costs computed again."""
     for cached in (shapes.registered, shapes.lowered, shapes.uniform_bubble, shapes.placement, search_module.spec_for,
-                   synthesized._synthesize, ops.layer_times, ops.embedding_times, ops.head_times):
+                   shapes._built_for, ops.layer_times, ops.embedding_times, ops.head_times):
         cached.cache_clear()
 
 

@@ -93,6 +93,15 @@ def _cells(ranks: int, names: list[str]) -> list[tuple[str, int | None, int]]:
     return cells
 
 
+def _schedule(name: str, ranks: int, m: int, chunks: int | None, profile: simulator.Profile) -> schedules.Schedule:
+    """The schedule the executor runs with ``--costs``: one built for costs is built for the
+    profile's layout (as :func:`executor.engine.plan.plan` builds it)."""
+    if not schedules.spec(name).costed:
+        return schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks)
+    costs = profile.costs(ranks=ranks, chunks=1, microbatches=m)
+    return schedules.build(name, ranks=ranks, microbatches=m, costs=costs.stage_costs(ranks))
+
+
 def _launch(ranks: int, args: list[str]) -> None:
     done = launch(ranks, args, timeout=900, capture=True, cwd=ROOT)
     if done.returncode:
@@ -124,7 +133,7 @@ def run_mode(mode: str, names: list[str], steps: int, work: Path, repeats: int =
     profile = simulator.Profile.load(folder / "profile" / "costs.json")
     rows = []
     for name, chunks, m in _cells(ranks, names):
-        schedule = schedules.build(name, ranks=ranks, microbatches=m, chunks=chunks)
+        schedule = _schedule(name, ranks, m, chunks, profile)
         predicted = simulator.simulate(schedule, profile.costs(schedule, layers=_balance(mode, chunks))).makespan
         rows.append({"mode": mode, "schedule": name, "chunks": schedule.chunks, "m": m, "predicted_s": predicted})
         print(f"  predicted before running: {name:18} m={m:<3} {predicted * 1e3:9.2f} ms", flush=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cliguard import UsageError  # arguments that cannot work: one line, exit 2 (one class for every CLI)
+from schedules import COMM_MODES
 
 __all__ = ["RunConfig", "UsageError", "parse_args", "build_parser", "ProfileOptions", "parse_profile_args"]
 
@@ -94,8 +95,8 @@ class RunConfig:
     stall_rank: int | None = None
     """Testing aid: this world rank sleeps forever at its first op of the second step."""
     t_comm: float | None = None
-    """zb-auto: communication time per hop (s) the synthesis plans with; None: the profile's
-    link latency with --costs, else 0."""
+    """zb-1p, zb-2p, zb-auto: communication time per hop (s) they are built for; None: the
+    profile's slowest boundary transfer with --costs, else 0."""
     memory_limit: float | None = None
     """zb-auto: activations a stage may hold, in microbatches; None: 2 x ranks (ZB-2p)."""
     costs: str | None = None
@@ -216,7 +217,7 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
                    help="auto: CUDA when a GPU is visible, else CPU (default %(default)s)")
     p.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default=d.dtype,
                    help="parameter and activation dtype (default %(default)s)")
-    p.add_argument("--comm", dest="comm_mode", choices=("async", "blocking"), default=d.comm_mode,
+    p.add_argument("--comm", dest="comm_mode", choices=COMM_MODES, default=d.comm_mode,
                    help="communication semantics")
     p.add_argument("--compute", choices=("real", "sleep"), default=d.compute, help="sleep: timed sleeps, real transfers")
     p.add_argument("--t-f", type=_millis, default=d.t_f, help="sleep per forward, ms (compute=sleep)")
@@ -238,13 +239,13 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
                    "warm-up, then 10 x the predicted step time)")
     p.add_argument("--stall-rank", type=int, help="testing aid: this world rank hangs at the first op of step 2")
     p.add_argument("--costs", help="costs.json from 'executor profile': also predict the step from it "
-                   "(and, for zb-auto, synthesize for its costs)")
+                   "(and build zb-1p, zb-2p and zb-auto for its costs)")
     p.add_argument("--cpu-times", action="store_true",
                    help="also record each compute op's thread CPU time (summary.json: op_cpu_time)")
     p.add_argument("--canary", action="store_true",
                    help="with --costs: scale the profile's compute costs by the machine's drift since the profile "
                         "(a fixed op timed in the profile and again just before the timed steps)")
-    p.add_argument("--t-comm", type=_millis, help="zb-auto: communication per hop it plans with, ms")
+    p.add_argument("--t-comm", type=_millis, help="zb-1p, zb-2p, zb-auto: communication per hop they plan with, ms")
     p.add_argument("--memory-limit", type=_rate, help="zb-auto: activations a stage may hold, in microbatches "
                    "(default 2 x ranks: ZB-2p; ranks gives ZB-1p)")
     p.add_argument("--inflation", action="store_true",

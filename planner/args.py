@@ -14,12 +14,12 @@ import os
 import schedules
 from simulator.sweep import whole_numbers
 
-from . import synthesized
 from .hardware import GPUS, LINKS
 from .hf import is_config_path, load_hf_config
 from .layout import SPLITS, Machine, parse_split
 from .options import OptionError, choices, load_config, override, parse_bytes, parse_sets
 from .presets import MODELS
+from .shapes import accepts, names as planned_names
 from .space import PlanConfig, check_tp
 from .transformer import RECOMPUTE
 
@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
                     "divisor of a node's GPUs that divides the heads)")
     ap.add_argument("--pp", type=whole_numbers, default=None, help="pipeline depths, e.g. 8 or 8,16 (default: all)")
     ap.add_argument("--dp", type=whole_numbers, default=None, help="data-parallel widths, e.g. 16 (default: all)")
-    ap.add_argument("--schedules", default="all", help="comma-separated schedule names (zb-1p and zb-2p too), or all (default)")
+    ap.add_argument("--schedules", default="all", help="comma-separated schedule names, or all (default: every registered one but zb-auto, which at its default cap is zb-2p)")
     ap.add_argument("--chunks", type=whole_numbers, default=(1, 2, 3, 4), help="chunk counts to try where a schedule takes them (default 1,2,3,4)")
     ap.add_argument("--split", default="uniform,balanced", help="layer splits: uniform, balanced, both (default), or "
                     "layers per model stage such as 2,3,3,3,3,3,3,2")
@@ -113,8 +113,8 @@ def _splits(text: str, layers: int) -> tuple[str, ...]:
 def _check_pairs(names: tuple[str, ...], chunks: tuple[int, ...], explicit: bool) -> None:
     """A schedule named on the command line must take one of the chunk counts given."""
     for name in names:
-        if explicit and not any(synthesized.accepts(name, v) for v in chunks):
-            takes = [v for v in range(1, 9) if synthesized.accepts(name, v)]
+        if explicit and not any(accepts(name, v) for v in chunks):
+            takes = [v for v in range(1, 9) if accepts(name, v)]
             raise OptionError(f"--chunks {','.join(map(str, chunks))}: {name} takes chunks "
                               f"{','.join(map(str, takes))}; the flags leave nothing to try")
 
@@ -165,7 +165,7 @@ def config_from_args(args: argparse.Namespace) -> PlanConfig:
     cap = args.memory_cap if args.memory_cap is not None else values.get("memory_cap", gpu.memory_bytes)
     machine = Machine(gpu, gpus, args.gpus_per_node, intra, inter)
     explicit = args.schedules.strip() != "all"
-    names = choices(args.schedules, tuple(synthesized.names()), "--schedules")
+    names = choices(args.schedules, tuple(schedules.names()), "--schedules", every=tuple(planned_names()))
     _check_pairs(names, args.chunks, explicit)
     _check_size(model, machine, global_batch, args)
     if args.tp:

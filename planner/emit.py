@@ -10,6 +10,8 @@ in a comment line rather than left out silently.
 
 from __future__ import annotations
 
+import schedules
+
 from .layout import Layout
 from .transformer import TransformerSpec
 
@@ -30,8 +32,8 @@ def _megatron_schedule(layout: Layout, layers: tuple[int, ...]) -> tuple[list[st
             args += ["--num-layers-per-virtual-pipeline-stage", str(layers[0])]
         else:
             args += ["--num-virtual-stages-per-pipeline-rank", str(v)]
-    elif name == "zb-1p" or name == "zb-2p":
-        limit = (1 if name == "zb-1p" else 2) * layout.pp
+    elif schedules.spec(name).costed:
+        limit = schedules.spec(name).memory_limit(layout.pp)
         notes.append(f"# {name}: Megatron-LM has no zero-bubble schedule; {_ZB_FORK} takes "
                      f"--enable-zero-bubble --zero-bubble-max-pending-backward {limit}")
     elif name == "zbv":

@@ -27,11 +27,12 @@ class OptionError(ValueError):
     """A bad preset name, file or override: reported in one line, exit code 2."""
 
 
-def choices(text: str, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
-    """Comma-separated values, each one of ``allowed`` (``all`` means every one for --schedules)."""
+def choices(text: str, allowed: Sequence[str], flag: str, every: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Comma-separated values, each one of ``allowed`` (``all`` means ``every``, default
+    every one, for --schedules)."""
     values = tuple(v.strip() for v in text.split(","))
     if text.strip() == "all" and flag == "--schedules":
-        return tuple(allowed)
+        return tuple(allowed if every is None else every)
     bad = [v for v in values if v not in allowed]
     if bad:
         raise OptionError(f"{flag}: unknown value {bad[0]!r}; choose from {', '.join(allowed)}")

@@ -23,6 +23,7 @@ from .hardware import GPUS
 from .options import OptionError, choices, parse_bytes
 from .profiled import ProfilePlanConfig, default_cap, load_profile, world_of
 from .search import Plan
+from .shapes import names as planned_names
 from .verify import CPU_GEMM_EFFICIENCY, rank_table, run_layouts
 
 __all__ = ["profile_config", "check_model_fields", "peak_of", "profiled_executor_args", "verify_profiled", "efficiency_report", "PEAK_REPEATS"]
@@ -88,7 +89,7 @@ def profile_config(args: argparse.Namespace, lead: bool = True) -> ProfilePlanCo
     if given:
         raise OptionError(f"{given[0]} sets the FLOPs model; with --profile the costs are measured")
     cap = parse_bytes(args.memory_cap) if args.memory_cap is not None else default_cap(profile)
-    return ProfilePlanConfig(profile, cap, choices(args.schedules, schedules.names(), "--schedules"), args.chunks, args.comm,
+    return ProfilePlanConfig(profile, cap, choices(args.schedules, schedules.names(), "--schedules", every=planned_names()), args.chunks, args.comm,
                              flops_per_row(profile), peak_of(profile, args.gpu) if lead else math.nan)
 
 

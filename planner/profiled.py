@@ -30,7 +30,7 @@ from simulator.workers import Workers
 from .layout import Layout
 from .memory import RankMemory
 from .options import OptionError
-from .search import Candidate, Plan, Search
+from .search import Candidate, Plan, Search, ranked
 
 __all__ = ["ProfilePlanConfig", "SPLIT", "load_profile", "world_of", "rows_per_microbatch", "tokens_per_row",
            "enumerate_profiled", "simulate_profiled", "plan_profiled", "default_cap"]
@@ -127,9 +127,14 @@ def _memory(profile: Profile, layout: Layout, schedule: schedules.Schedule, peak
 def simulate_profiled(job: tuple[ProfilePlanConfig, Layout]) -> Plan:
     """One SimPy run of a layout at the profile's costs (top-level: pools and MPI ship it)."""
     config, layout = job
-    schedule = schedules.build(layout.schedule, ranks=layout.pp, microbatches=layout.microbatches,
-                               chunks=layout.chunks)
-    costs = config.profile.costs(schedule, dp=layout.dp)
+    if schedules.spec(layout.schedule).costed:  # built for the profile's costs of the layout
+        costs = config.profile.costs(ranks=layout.pp, chunks=1, microbatches=layout.microbatches, dp=layout.dp)
+        schedule = schedules.build(layout.schedule, ranks=layout.pp, microbatches=layout.microbatches,
+                                   costs=costs.stage_costs(layout.pp))
+    else:
+        schedule = schedules.build(layout.schedule, ranks=layout.pp, microbatches=layout.microbatches,
+                                   chunks=layout.chunks)
+        costs = config.profile.costs(schedule, dp=layout.dp)
     result = simulate(schedule, costs, config.comm)
     memory = _memory(config.profile, layout, schedule, result.peak_memory)
     rows = layout.dp * layout.microbatches * layout.microbatch_size
@@ -154,8 +159,7 @@ def plan_profiled(config: ProfilePlanConfig, workers: Workers, progress: bool = 
     simulated = workers.map(simulate_profiled, [(config, lay) for lay in layouts], progress=progress)
     candidates = [Candidate(p.layout, p.memory, p.memory.overflow(config.memory_cap), p.step_time)
                   for p in simulated]
-    plans = sorted((p for p, c in zip(simulated, candidates) if c.overflow is None),
-                   key=lambda p: (p.step_time, p.layout))
+    plans = sorted((p for p, c in zip(simulated, candidates) if c.overflow is None), key=ranked)
     done = time.perf_counter()
     return Search(plans, candidates, skipped, {"enumerate": enumerated - began, "simulate": done - enumerated})
 

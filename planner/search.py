@@ -7,7 +7,7 @@
    are rejected, naming the part that overflows. Weights, gradients and optimizer state
    need no schedule, so a layout they alone put over the cap is rejected before its
    schedule is built (its activations then read 0). Schedules found by a search under a
-   memory limit (ZB-1p, ZB-2p, V-Half, V-Min: :mod:`planner.synthesized`) are built only
+   memory limit (ZB-1p, ZB-2p, zb-auto, V-Half, V-Min: :mod:`planner.shapes`) are built only
    when simulated; before that their activations are their limit's, which the search
    never exceeds.
 3. The pre-filter estimate of the step time is ``m x (slowest rank's F + I + W per
@@ -15,8 +15,8 @@
    gradient all-reduce and the optimizer step. The bubble is the closed form of
    :mod:`schedules.analytic` at the stages' mean costs where there is one, else that of
    the schedules' dry run at those uniform costs (for a large m at the two counts below,
-   past the fill and drain the idle time no longer grows with m); ZB-1p and ZB-2p take
-   ZB-H1's and ZB-H2's, V-Half and V-Min 1F1B's.
+   past the fill and drain the idle time no longer grows with m); ZB-1p and ZB-2p (and
+   zb-auto) take ZB-H1's and ZB-H2's, V-Half and V-Min 1F1B's.
 4. The ``top`` best estimates, and the best of every schedule, are simulated with SimPy
    (links, all-reduce, optimizer included), in the given :class:`simulator.workers.Workers`.
 
@@ -35,15 +35,15 @@ from schedules import analytic
 from simulator import Costs, simulate
 from simulator.workers import Workers
 
-from . import synthesized
 from .layout import Layout, Stages, link_costs, optimizer_time, simulator_costs, stage_costs
 from .memory import RankMemory, rank_memory
-from .shapes import EXACT_OPS, affine, extrapolate, placement, registered, sizes, uniform_bubble
+from .shapes import (EXACT_OPS, affine, built_for, built_lazily, extrapolate, memory_limit, placement, proxy,
+                     registered, sizes, uniform_bubble)
 from .space import PlanConfig, enumerate_layouts
 from .transformer import TransformerSpec
 
 __all__ = ["PlanConfig", "Candidate", "Plan", "Search", "EXACT_OPS", "spec_for", "sizes", "extrapolate", "placement", "evaluate",
-           "evaluate_group", "simulate_layout", "plan", "build_schedule"]
+           "evaluate_group", "simulate_layout", "plan", "build_schedule", "ranked"]
 
 
 @dataclass(frozen=True)
@@ -124,20 +124,17 @@ def _slowest_hop(spec: TransformerSpec, layout: Layout, links: dict) -> float:
     return lat + spec.boundary_bytes(layout.tp) / bw
 
 
-def _timing(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict) -> synthesized.Timing:
-    """Mean stage costs and the slowest hop: what ZB-1p and ZB-2p are synthesized for."""
-    S = len(stages.t_f)
-    return synthesized.Timing(sum(stages.t_f) / S, sum(stages.t_i) / S, sum(stages.t_w) / S,
-                              _slowest_hop(spec, layout, links))
+def ranked(plan: Plan) -> tuple:
+    """The order plans are listed in: by step time; on a tie a schedule not built for costs
+    first (it runs the same whatever was measured: ZB-1p often matches ZB-H1 at uniform
+    costs), then by layout."""
+    return plan.step_time, schedules.spec(plan.layout.schedule).costed, plan.layout
 
 
 def build_schedule(config: PlanConfig, layout: Layout) -> schedules.Schedule:
-    """The layout's whole schedule (a synthesized one timed with the layout's stage costs)."""
-    spec, stages, _ = _prepare(config, layout)
-    if synthesized.is_synthesized(layout.schedule):
-        timing = _timing(spec, layout, stages, link_costs(layout, config.machine))
-        return synthesized.build(layout.schedule, layout.pp, layout.microbatches, 1, timing)
-    return schedules.build(layout.schedule, ranks=layout.pp, microbatches=layout.microbatches, chunks=layout.chunks)
+    """The layout's whole schedule (one built for costs built for the layout's)."""
+    spec, stages, optimizer = _prepare(config, layout)
+    return _schedule_at(layout, layout.microbatches, simulator_costs(spec, layout, config.machine, stages, optimizer))
 
 
 def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stages, float]:
@@ -151,8 +148,8 @@ def _prepare(config: PlanConfig, layout: Layout) -> tuple[TransformerSpec, Stage
 
 def _activation_peaks(layout: Layout, stages: Stages, where) -> list[float]:
     """Each rank's activation peak: from the op order, or a searched schedule's memory limit."""
-    if synthesized.built_lazily(layout.schedule):
-        limit = synthesized.memory_limit(layout.schedule, layout.pp)
+    if built_lazily(layout.schedule):
+        limit = memory_limit(layout.schedule, layout.pp)
         return [limit * max(stages.act_memory[s] for s in own) for own in where]
     name, pp, m, v = layout.schedule, layout.pp, layout.microbatches, layout.chunks
     at = sizes(name, pp, m, v)
@@ -188,7 +185,7 @@ def _estimate(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict
     S = layout.stages
     f, i, w = (sum(t) / S for t in (stages.t_f, stages.t_i, stages.t_w))
     ratios = tuple(round(x / f / RATIO_STEP) * RATIO_STEP for x in (f, i, w))
-    name, p, m, v = synthesized.proxy(layout.schedule), layout.pp, layout.microbatches, layout.chunks
+    name, p, m, v = proxy(layout.schedule), layout.pp, layout.microbatches, layout.chunks
     try:
         bubble = analytic.bubble_fraction(name, p, m, v, *ratios)
     except ValueError:
@@ -201,10 +198,11 @@ def _estimate(spec: TransformerSpec, layout: Layout, stages: Stages, links: dict
     return layout.microbatches * per_mb / (1 - bubble) + hops + reduce + optimizer
 
 
-def _schedule_at(config: PlanConfig, layout: Layout, m: int, spec: TransformerSpec, stages: Stages) -> schedules.Schedule:
-    if synthesized.is_synthesized(layout.schedule):
-        timing = _timing(spec, layout, stages, link_costs(layout, config.machine))
-        return synthesized.build(layout.schedule, layout.pp, m, 1, timing)
+def _schedule_at(layout: Layout, m: int, costs: Costs) -> schedules.Schedule:
+    """The layout's schedule at ``m`` microbatches; one built for costs for its mean stage
+    and slowest hop (:meth:`simulator.Costs.stage_costs`)."""
+    if schedules.spec(layout.schedule).costed:
+        return built_for(layout.schedule, layout.pp, m, costs.stage_costs(layout.stages))
     return registered(layout.schedule, layout.pp, m, layout.chunks)[0]
 
 
@@ -216,13 +214,13 @@ def simulate_layout(job: tuple[PlanConfig, Layout, float]) -> Plan:
     costs = simulator_costs(spec, layout, config.machine, stages, optimizer)
     m = layout.microbatches
     at = sizes(layout.schedule, layout.pp, m, layout.chunks)[:2]
-    runs = [simulate(_schedule_at(config, layout, k, spec, stages), costs, config.comm) for k in at]
+    runs = [simulate(_schedule_at(layout, k, costs), costs, config.comm) for k in at]
     step = extrapolate(m, at, [r.makespan for r in runs])
     busy = sum(extrapolate(m, at, list(rank)) for rank in zip(*(r.busy for r in runs)))
     where = placement(layout.schedule, layout.pp, layout.chunks)
     if len(at) == 1:
         peaks = [p.bytes for p in runs[0].peak_memory]
-    elif synthesized.built_lazily(layout.schedule):  # built at two counts: their peaks, continued
+    elif built_lazily(layout.schedule):  # built at two counts: their peaks, continued
         peaks = [extrapolate(m, at, [p.bytes for p in rank]) for rank in zip(*(r.peak_memory for r in runs))]
     else:
         peaks = _activation_peaks(layout, stages, where)
@@ -265,6 +263,6 @@ def plan(config: PlanConfig, workers: Workers, progress: bool = False) -> Search
             chosen.append(best)
     plans = workers.map(simulate_layout, [(config, c.layout, c.estimate) for c in chosen], progress=progress)
     plans = [p for p in plans if p.memory.overflow(config.memory_cap) is None]
-    plans.sort(key=lambda p: (p.step_time, p.layout))
+    plans.sort(key=ranked)
     done = time.perf_counter()
     return Search(plans, candidates, skipped, {"enumerate": enumerated - began, "simulate": done - enumerated})

@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 
 import schedules
 
-from . import synthesized
 from .layout import Layout, Machine, parse_split, stage_layers
 from .ops import embedding_times, head_times, layer_times
+from .shapes import accepts, names
 from .transformer import RECOMPUTE, TransformerSpec
 
 __all__ = ["PlanConfig", "enumerate_layouts", "tp_choices", "check_tp", "divisors"]
@@ -45,7 +45,7 @@ class PlanConfig:
     microbatch_sizes: tuple[int, ...] = (1,)
     """Microbatch sizes b to try."""
     schedule_names: tuple[str, ...] = ()
-    """Schedules to try; empty: every registered one and the synthesized ones."""
+    """Schedules to try; empty: every registered one but zb-auto (:func:`planner.shapes.names`)."""
     chunks: tuple[int, ...] = (1, 2, 3, 4)
     """Chunk counts to try, each where the schedule accepts it."""
     splits: tuple[str, ...] = ("uniform", "balanced")
@@ -110,8 +110,8 @@ def check_tp(model: TransformerSpec, machine: Machine, pinned: tuple[int, ...]) 
 
 def _schedules(config: PlanConfig, pp: int) -> list[tuple[str, int]]:
     """(schedule, chunks) pairs worth trying at this depth (see the module docstring)."""
-    names = config.schedule_names or tuple(synthesized.names())
-    pairs = [(n, v) for n in names for v in config.chunks if synthesized.accepts(n, v)]
+    tried = config.schedule_names or tuple(names())
+    pairs = [(n, v) for n in tried for v in config.chunks if accepts(n, v)]
     if pp == 1:
         pairs = [(n, v) for n, v in pairs if v == 1]
         if any(n == "1f1b" for n, _ in pairs):
@@ -120,9 +120,7 @@ def _schedules(config: PlanConfig, pp: int) -> list[tuple[str, int]]:
 
 
 def _builds(name: str, pp: int, m: int, v: int) -> str | None:
-    """Why the schedule does not build (None if it does); synthesized ones always build."""
-    if synthesized.is_synthesized(name):
-        return None
+    """Why the schedule does not build (None if it does)."""
     try:
         schedules.registry.spec(name)
         if not schedules.registry.accepts(name, pp, m, v):

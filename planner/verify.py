@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
+import schedules
+
 from .hardware import Gpu
-from . import synthesized
 from .layout import Layout, stage_costs
 from .search import Plan, PlanConfig, spec_for
 from .transformer import TransformerSpec
@@ -140,9 +141,9 @@ def rank_table(rows: list[dict]) -> pd.DataFrame:
 def executor_runs(layout: Layout) -> bool:
     """Whether the executor can run ``layout`` as planned: one GPU a pipeline rank (no tensor
     parallelism, so no sequence parallelism), no recomputation, its SGD (no optimizer state
-    to shard) and a registered schedule (not one the planner synthesizes)."""
+    to shard) and a schedule not built for costs (the executor would build it for its own)."""
     return (layout.tp == 1 and layout.recompute == "none" and not layout.distributed_optimizer
-            and not synthesized.is_synthesized(layout.schedule))
+            and not schedules.spec(layout.schedule).costed)
 
 
 def verify(config: PlanConfig, plans: list[Plan], k: int, out: Path, steps: int = 10) -> pd.DataFrame:

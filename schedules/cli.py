@@ -8,10 +8,12 @@
 
 The schedule is validated under ``--comm`` before it is printed. The bubble fraction is
 this project's definition, 1 - busy / (p * makespan): the share of rank-time spent idle
-(uniform unit costs t_f = t_i = t_w = 1, free communication).
+(uniform unit costs t_f = t_i = t_w = 1, free communication). The schedules built for
+costs (zb-1p, zb-2p, zb-auto) take them from ``--t-f --t-i --t-w --t-comm``.
 
 Bad input prints one line on stderr and exits with status 2 before any work: a flag the
-schedule does not use (``--ranks`` beside ``--file``, ``--t-f`` for a built schedule), a
+schedule does not use (``--ranks`` beside ``--file``, ``--t-f`` for a schedule that is not
+built for costs, ``--memory-limit`` for one whose name fixes it), a
 size this machine cannot hold (:mod:`schedules.bounds`), a ``--csv`` path that cannot be
 written or already exists (``--force`` replaces it). A failure while running exits 1,
 Ctrl-C 130 (:func:`cliguard.run_cli`).
@@ -31,15 +33,15 @@ from .dryrun import dry_run
 from .grid import format_grid
 from .ir import COMM_MODES, OpKind, Schedule, ScheduleError
 from .lowered import Lowered
-from .registry import build, default_chunks, names, spec
-from .synthesis import NAME as SYNTHESIZED, SUMMARY as SYNTHESIS_SUMMARY, synthesize
+from .registry import Spec, StageCosts, build, default_chunks, names, spec
 from .validate import validate
 
-__all__ = ["main", "parser"]
+__all__ = ["main", "parser", "add_synthesis_flags", "check_synthesis_flags"]
 
 _UNIT = {OpKind.F: 1.0, OpKind.I: 1.0, OpKind.W: 1.0, OpKind.B: 2.0, OpKind.OVERLAP_F_B: 3.0}  # B = I + W
 _SIZE = ("ranks", "microbatches", "chunks")
-_SYNTHESIS = ("t_f", "t_i", "t_w", "t_comm", "memory_limit")
+_COSTS = ("t_f", "t_i", "t_w", "t_comm")  # the flags of a schedule built for costs
+_SYNTHESIS = (*_COSTS, "memory_limit")
 
 
 def parser() -> Parser:
@@ -48,9 +50,9 @@ def parser() -> Parser:
         description="Print a pipeline schedule as a step x rank grid with its bubble fraction "
         "(share of rank-time idle, unit costs, free communication).",
     )
-    ap.add_argument("name", nargs="?", help=f"schedule to build: {', '.join(names() + [SYNTHESIZED])}")
+    ap.add_argument("name", nargs="?", help=f"schedule to build: {', '.join(names())}")
     ap.add_argument("--file", help="load a schedule from a torch-format CSV instead of building one "
-                    "(then --ranks, --microbatches, --chunks and the zb-auto flags are refused: the file sets them)")
+                    "(then --ranks, --microbatches, --chunks and the costs flags are refused: the file sets them)")
     ap.add_argument("--list", action="store_true", help="list every schedule with its formula and constraints, and exit")
     ap.add_argument("--ranks", type=int, default=4, help="pipeline ranks p (default 4)")
     ap.add_argument("--microbatches", type=int, default=8, help="microbatches m per step (default 8)")
@@ -67,16 +69,29 @@ def parser() -> Parser:
 
 
 def add_synthesis_flags(ap: argparse.ArgumentParser, costs: bool = True) -> None:
-    """The zb-auto flags (also taken by ``python -m simulator --schedule zb-auto``, which has
-    its own --t-f/--t-i/--t-w, hence ``costs=False`` there)."""
+    """The flags of the schedules built for costs (also taken by ``python -m simulator``, which
+    has its own --t-f/--t-i/--t-w, hence ``costs=False`` there)."""
     if costs:
         for flag, what in (("--t-f", "forward"), ("--t-i", "backward-for-inputs"), ("--t-w", "backward-for-weights")):
-            ap.add_argument(flag, type=float, default=1.0, help=f"zb-auto: {what} time per stage (default 1)")
+            ap.add_argument(flag, type=float, default=1.0,
+                            help=f"zb-1p, zb-2p, zb-auto: {what} time per stage (default 1)")
     ap.add_argument("--t-comm", type=float, default=None,
-                    help="zb-auto: communication time per hop it plans with (default 0)")
+                    help="zb-1p, zb-2p, zb-auto: communication time per hop they plan with (default 0)")
     ap.add_argument("--memory-limit", type=float, default=None,
                     help="zb-auto: activations a stage may hold, in microbatches (default 2 * ranks: "
                          "ZB-2p; ranks gives ZB-1p)")
+
+
+def check_synthesis_flags(entry: Spec, given, flags=_SYNTHESIS) -> None:
+    """Refuse a costs flag among ``given`` that the schedule ``entry`` does not read, and
+    --chunks for a schedule built for costs (one stage a rank)."""
+    if entry.costed and "chunks" in given:
+        raise ScheduleError(f"--chunks does not apply: {entry.name} has one stage per rank; drop --chunks")
+    unused = [f for f in flags if f in given and not (entry.limit_given if f == "memory_limit" else entry.costed)]
+    if unused:
+        owners = [n for n in names() if (spec(n).limit_given if unused[0] == "memory_limit" else spec(n).costed)]
+        also = f" (also {', '.join(owners[:-1])})" if len(owners) > 1 else ""
+        raise ScheduleError(f"{_flag(unused[0])} is a {owners[-1]} flag{also}; {entry.name} does not use it")
 
 
 def _check_flags(args: argparse.Namespace, given: dict) -> None:
@@ -95,14 +110,7 @@ def _check_flags(args: argparse.Namespace, given: dict) -> None:
         return
     if args.name is None:
         raise ScheduleError("name a schedule, or give --file or --list")
-    if args.name == SYNTHESIZED:
-        if "chunks" in given:
-            raise ScheduleError(f"{SYNTHESIZED} has one stage per rank; drop --chunks")
-        return
-    spec(args.name)  # an unknown name fails here
-    unused = [f for f in _SYNTHESIS if f in given]
-    if unused:
-        raise ScheduleError(f"{_flag(unused[0])} is a {SYNTHESIZED} flag; {args.name} does not use it")
+    check_synthesis_flags(spec(args.name), given)  # an unknown name fails here
 
 
 def _flag(dest: str) -> str:
@@ -114,7 +122,7 @@ def _check_size(args: argparse.Namespace) -> None:
     cells than ops, is made after the validation's peak; a file is checked as it loads)."""
     if args.list or args.file is not None:
         return
-    chunks = 1 if args.name == SYNTHESIZED else args.chunks or default_chunks(args.name)
+    chunks = args.chunks or default_chunks(args.name)
     if min(args.ranks, args.microbatches, chunks) < 1:
         return  # the builder says why, in its own words
     check_fits(f"{args.name} with ranks={number(args.ranks)}, microbatches={number(args.microbatches)}, "
@@ -124,10 +132,9 @@ def _check_size(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace) -> Schedule:
     if args.file is not None:
         return load_csv(args.file)
-    if args.name == SYNTHESIZED:
-        return synthesize(args.ranks, args.microbatches, args.t_f, args.t_i, args.t_w,
-                          t_comm=args.t_comm or 0.0, memory_limit=args.memory_limit)
-    return build(args.name, ranks=args.ranks, microbatches=args.microbatches, chunks=args.chunks)
+    costs = StageCosts(args.t_f, args.t_i, args.t_w, args.t_comm or 0.0) if spec(args.name).costed else None
+    return build(args.name, ranks=args.ranks, microbatches=args.microbatches, chunks=args.chunks, costs=costs,
+                 memory_limit=args.memory_limit)
 
 
 def listing() -> str:
@@ -135,10 +142,10 @@ def listing() -> str:
     lines = []
     for name in names():
         entry = spec(name)
-        rules = "; ".join(r for r in (entry.chunk_rule, entry.microbatch_rule) if r)
+        flags = " --memory-limit (>= 1)" if entry.limit_given else ""
+        built_for = f"flags --t-f --t-i --t-w --t-comm{flags}" if entry.costed else ""
+        rules = "; ".join(r for r in (entry.chunk_rule, entry.microbatch_rule, built_for) if r)
         lines.append(f"{name:<17} {entry.summary}\n{'':<17} constraints: {rules} (default chunks {entry.default_chunks})")
-    lines.append(f"{SYNTHESIZED:<17} {SYNTHESIS_SUMMARY}\n{'':<17} constraints: chunks must be 1; "
-                 f"flags --t-f --t-i --t-w --t-comm --memory-limit (>= 1)")
     return "\n".join(lines)
 
 

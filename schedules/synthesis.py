@@ -1,5 +1,6 @@
 """Zero bubble schedules synthesized for measured costs under a memory cap (Qi et al., "Zero
-Bubble Pipeline Parallelism", ICLR 2024, §3.1 and Appendix B): ``zb-auto``.
+Bubble Pipeline Parallelism", ICLR 2024, §3.1 and Appendix B): the engine of ``zb-auto``,
+``zb-1p`` and ``zb-2p`` (registered in :mod:`schedules.zb_auto`).
 
 The paper's heuristic, run as a timed list schedule of every rank at once (the costs
 t_f, t_i, t_w per stage and t_comm per hop are what it times with):
@@ -31,42 +32,21 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
 from itertools import product
 from typing import Sequence
 
-from .bounds import BYTES_PER_OP, check_fits, lowered_ops
-from .ir import Op, OpKind, Schedule, ScheduleError
+from .ir import Op, OpKind, ScheduleError
+from .registry import StageCosts
 
-__all__ = ["synthesize", "greedy", "Timing", "NAME", "SUMMARY"]
-
-NAME = "zb-auto"
-SUMMARY = ("zero bubble synthesized for your costs under a memory cap (Qi et al. ICLR'24 §3.1); "
-           "memory_limit p = ZB-1p, 2p = ZB-2p")
+__all__ = ["greedy"]
 
 F, I, W = OpKind.F, OpKind.I, OpKind.W
-
-
-@dataclass(frozen=True)
-class Timing:
-    """What the heuristic times with: per-stage op costs and a fixed time per hop."""
-
-    t_f: float
-    t_i: float
-    t_w: float
-    t_comm: float = 0.0
-
-
-def _check(name: str, value: float, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0 \
-            or (positive and value == 0) or math.isinf(value):
-        raise ScheduleError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 class _Greedy:
     """One run of the heuristic for one setting of the knobs."""
 
-    def __init__(self, ranks: int, m: int, where: Sequence[int], timing: Timing, limit: float, w_share: float,
+    def __init__(self, ranks: int, m: int, where: Sequence[int], timing: StageCosts, limit: float, w_share: float,
                  eager_warmup: bool, fill_short: bool, diagonal: bool, inflight: int | None = None):
         self.p, self.m, self.where, self.timing = ranks, m, tuple(where), timing
         self.stages = len(where)
@@ -209,7 +189,7 @@ class _Greedy:
         return max(self.clock[r] - self.first[r] for r in range(self.p) if self.ops[r])
 
 
-def greedy(ranks: int, microbatches: int, where: Sequence[int], timing: Timing, memory_limit: float,
+def greedy(ranks: int, microbatches: int, where: Sequence[int], timing: StageCosts, memory_limit: float,
            w_memory_fraction: float = 0.5, inflight: Sequence[int | None] = (None,),
            by_makespan: bool = False) -> list[list[Op]]:
     """The heuristic's best order over its three knobs (and, for the V schedules, caps on
@@ -231,30 +211,3 @@ def greedy(ranks: int, microbatches: int, where: Sequence[int], timing: Timing, 
         if best is None or cost < best[0] - 1e-9:
             best = (cost, ops)
     return best[1]
-
-
-def synthesize(ranks: int, microbatches: int, t_f: float, t_i: float, t_w: float, t_comm: float = 0.0,
-               memory_limit: float | None = None, w_memory_fraction: float = 0.5, *,
-               bytes_per_op: int = BYTES_PER_OP) -> Schedule:
-    """The zero-bubble paper's automatic schedule for these costs: a compute-only Schedule
-    named ``zb-auto`` (one stage per rank). ``memory_limit`` (default 2p, the paper's
-    ZB-2p) is in one microbatch's activations on one stage; p gives ZB-1p. Arguments are
-    checked before any work, the size as in :func:`schedules.build`."""
-    for label, value in (("ranks", ranks), ("microbatches", microbatches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ScheduleError(f"{label} must be a whole number >= 1, got {value!r}")
-    for label, value in (("t_f", t_f), ("t_i", t_i), ("t_w", t_w)):
-        _check(label, value, positive=True)
-    _check("t_comm", t_comm)
-    limit = 2 * ranks if memory_limit is None else memory_limit
-    _check("memory_limit", limit, positive=True)
-    if limit < 1:
-        raise ScheduleError(f"memory_limit must be >= 1 (one microbatch's activations), got {limit!r}")
-    _check("w_memory_fraction", w_memory_fraction)
-    if w_memory_fraction > 1:
-        raise ScheduleError(f"w_memory_fraction must be within [0, 1], got {w_memory_fraction!r}")
-    check_fits(f"{NAME} with ranks={ranks}, microbatches={microbatches}", lowered_ops(ranks, microbatches),
-               bytes_per_op)
-    where = tuple(range(ranks))
-    ops = greedy(ranks, microbatches, where, Timing(t_f, t_i, t_w, t_comm), limit, w_memory_fraction)
-    return Schedule(NAME, ranks, microbatches, ranks, where, ops)

@@ -25,12 +25,12 @@ raises).
 from __future__ import annotations
 
 from .ir import Schedule
-from .registry import register
-from .synthesis import Timing, greedy
+from .registry import StageCosts, register
+from .synthesis import greedy
 
 __all__ = ["build_v_half", "build_v_min", "budget"]
 
-_UNIT = Timing(1.0, 1.0, 1.0)
+_UNIT = StageCosts()
 _CAPS_TRIED = 5
 
 
@@ -55,12 +55,14 @@ def _build(name: str, ranks: int, microbatches: int) -> Schedule:
 
 
 @register("v-half", chunks_ok=lambda v: v == 2, rule="chunks must be 2 (the two arms of the V)",
+          memory_limit=lambda p: 2 * budget("v-half", p),
           summary="V-Half (Qi et al. NeurIPS'24): V placement, peak ~(p+2)//2 rank-shares, bubble ~1/2 of 1F1B's")
 def build_v_half(ranks: int, microbatches: int, chunks: int = 2) -> Schedule:
     return _build("v-half", ranks, microbatches)
 
 
 @register("v-min", chunks_ok=lambda v: v == 2, rule="chunks must be 2 (the two arms of the V)",
+          memory_limit=lambda p: 2 * budget("v-min", p),
           summary="V-Min (Qi et al. NeurIPS'24): V placement, peak ~(p+4)//3 rank-shares, bubble ~2/3 of 1F1B's")
 def build_v_min(ranks: int, microbatches: int, chunks: int = 2) -> Schedule:
     return _build("v-min", ranks, microbatches)

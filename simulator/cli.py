@@ -4,6 +4,7 @@
     python -m simulator --schedule-file torch.csv --costs-from trace.csv --json
     python -m simulator --schedule zb-h1 --ranks 2 --microbatches 8 --costs out/profile/costs.json
     python -m simulator --schedule zb-auto --ranks 8 --microbatches 24 --t-f 18.5 --t-i 18.1 --t-w 9.3 --t-comm 0.6 --memory-limit 16
+    python -m simulator --schedule zb-1p --ranks 2 --microbatches 8 --costs out/profile/costs.json
     python -m simulator sweep --schedules all --ranks 2,4,8 --microbatches 4,8,16,32 --out table.csv
 
 Bad input prints one line on stderr and exits with code 2 before any work: values the
@@ -27,12 +28,12 @@ from typing import Sequence
 import schedules
 from cliguard import Parser, UsageError, claim_file, run_cli, save_all
 from schedules.bounds import number
-from schedules.cli import SYNTHESIZED, add_synthesis_flags
+from schedules.cli import add_synthesis_flags, check_synthesis_flags
 from schedules.ir import gc_paused
 
 from .bounds import BYTES_PER_OP, OUTPUT_BYTES_PER_OP, check_run
 from .costs import Costs
-from .flags import add_cost_flags, costs_from_args
+from .flags import CostSource, add_cost_flags, costs_from_args
 from .result import SimResult, simulate
 
 __all__ = ["main", "format_summary"]
@@ -44,15 +45,16 @@ def _parser() -> Parser:
     parser = Parser(prog=PROG, description="Simulate one step of a pipeline schedule "
                     "(subcommand: `python -m simulator sweep --help`).")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--schedule", choices=schedules.names() + [SYNTHESIZED],
-                      help="built-in schedule, or zb-auto: synthesized for --t-f/--t-i/--t-w/--t-comm under --memory-limit")
+    what.add_argument("--schedule", choices=schedules.names(),
+                      help="registered schedule; zb-1p, zb-2p and zb-auto are built for the layout's costs "
+                      "(their mean stage, --t-comm per hop), zb-auto under --memory-limit")
     what.add_argument("--schedule-file", metavar="X.csv", help="schedule in torch's CSV format (it sets ranks, "
                       "microbatches and chunks: those flags are then refused)")
     parser.add_argument("--ranks", type=int, default=4, help="pipeline ranks p (default 4)")
     parser.add_argument("--microbatches", type=int, default=8, help="microbatches m (default 8)")
     parser.add_argument("--chunks", type=int, default=None, help="model stages per rank (default: the schedule's)")
     add_cost_flags(parser)
-    add_synthesis_flags(parser, costs=False)  # zb-auto; --t-comm is also the link latency unless --latency
+    add_synthesis_flags(parser, costs=False)  # --t-comm is also the link latency unless --latency
     parser.add_argument("--gantt", metavar="OUT.png", help="write a Gantt chart (PNG, SVG, PDF, ...)")
     parser.add_argument("--trace", metavar="OUT.json", help="write a Perfetto / chrome://tracing trace")
     parser.add_argument("--csv", metavar="OUT.csv", help="write the trace as CSV (shared schema)")
@@ -63,7 +65,7 @@ def _parser() -> Parser:
 
 _OUTPUTS = {"gantt": "--gantt", "trace": "--trace", "csv": "--csv"}
 _SIZE = ("ranks", "microbatches", "chunks")
-_SYNTHESIS = ("t_comm", "memory_limit")  # zb-auto's own (--t-f etc. are costs for every schedule)
+_SYNTHESIS = ("t_comm", "memory_limit")  # of the schedules built for costs (--t-f etc. are every schedule's)
 
 
 def _check_flags(args: argparse.Namespace, given: dict) -> None:
@@ -71,13 +73,10 @@ def _check_flags(args: argparse.Namespace, given: dict) -> None:
     before anything is read or built)."""
     if args.schedule_file:
         unused = [f for f in _SIZE + _SYNTHESIS if f in given]
-        reason = "is set by the schedule file"
-    elif args.schedule == SYNTHESIZED:
-        unused, reason = [f for f in ("chunks",) if f in given], f"does not apply: {SYNTHESIZED} has one stage per rank"
+        if unused:
+            raise UsageError(f"--{unused[0].replace('_', '-')} is set by the schedule file; drop it")
     else:
-        unused, reason = [f for f in _SYNTHESIS if f in given], f"is a {SYNTHESIZED} flag; {args.schedule} does not use it"
-    if unused:
-        raise UsageError(f"--{unused[0].replace('_', '-')} {reason}; drop it")
+        check_synthesis_flags(schedules.spec(args.schedule), given, _SYNTHESIS)
     if args.comm not in schedules.COMM_MODES:
         raise UsageError(f"--comm must be one of {', '.join(schedules.COMM_MODES)}, got {args.comm!r}")
 
@@ -107,7 +106,7 @@ def _check_size(args: argparse.Namespace, outputs: list[str]) -> int:
     per_op = BYTES_PER_OP + sum(OUTPUT_BYTES_PER_OP[flag] for flag in outputs)
     if args.schedule_file:
         return per_op
-    chunks = 1 if args.schedule == SYNTHESIZED else args.chunks or schedules.default_chunks(args.schedule)
+    chunks = args.chunks or schedules.default_chunks(args.schedule)
     if min(args.ranks, args.microbatches, chunks, args.dp or 1) < 1:
         return per_op  # the builder (or Costs) says why, in its own words
     check_run(f"{args.schedule} with ranks={number(args.ranks)}, microbatches="
@@ -117,20 +116,22 @@ def _check_size(args: argparse.Namespace, outputs: list[str]) -> int:
     return per_op
 
 
-def _schedule(args: argparse.Namespace, costs: Costs | None, per_op: int = BYTES_PER_OP) -> schedules.Schedule:
-    if args.schedule == SYNTHESIZED:
-        times = [costs.t_f, costs.t_i, costs.t_w]
-        if any(not isinstance(t, float) for t in times):
-            if args.costs is None:
-                raise UsageError("zb-auto takes one --t-f, --t-i and --t-w for every stage, not per-stage lists")
-            times = [sum(t) / len(t) if isinstance(t, tuple) else t for t in times]  # a profile's stages: their mean
-        return schedules.synthesize(args.ranks, args.microbatches, *times, t_comm=args.t_comm or 0.0,
-                                    memory_limit=args.memory_limit, w_memory_fraction=costs.w_memory_fraction,
-                                    bytes_per_op=per_op)
+def _schedule(args: argparse.Namespace, source: CostSource, per_op: int = BYTES_PER_OP) -> tuple[schedules.Schedule,
+                                                                                                   Costs]:
+    """The schedule and its costs: a schedule built for costs is built for its layout's."""
     if args.schedule_file:
-        return schedules.load_csv(args.schedule_file, bytes_per_op=per_op)
-    return schedules.build(args.schedule, ranks=args.ranks, microbatches=args.microbatches, chunks=args.chunks,
-                           bytes_per_op=per_op)
+        schedule = schedules.load_csv(args.schedule_file, bytes_per_op=per_op)
+        return schedule, source(schedule)
+    if not schedules.spec(args.schedule).costed:
+        schedule = schedules.build(args.schedule, ranks=args.ranks, microbatches=args.microbatches,
+                                   chunks=args.chunks, bytes_per_op=per_op)
+        return schedule, source(schedule)
+    costs = source.layout(args.ranks, 1, args.microbatches)
+    if args.t_comm is not None and args.latency is None:
+        costs = dataclasses.replace(costs, latency=args.t_comm)
+    schedule = schedules.build(args.schedule, ranks=args.ranks, microbatches=args.microbatches, bytes_per_op=per_op,
+                               costs=costs.stage_costs(args.ranks, args.t_comm), memory_limit=args.memory_limit)
+    return schedule, costs
 
 
 def format_summary(result: SimResult) -> str:
@@ -177,14 +178,7 @@ def _run(argv: Sequence[str]) -> int:
     with gc_paused():
         source = costs_from_args(args)
         targets = {flag: claim_file(getattr(args, flag[2:]), force=args.force, flag=flag) for flag in outputs}
-        if args.schedule == SYNTHESIZED:  # the synthesis is made for the layout's costs
-            costs = source.layout(args.ranks, 1, args.microbatches)
-            if args.t_comm is not None and args.latency is None:
-                costs = dataclasses.replace(costs, latency=args.t_comm)
-            schedule = _schedule(args, costs, per_op)
-        else:
-            schedule = _schedule(args, None, per_op)
-            costs = source(schedule)
+        schedule, costs = _schedule(args, source, per_op)
         result = simulate(schedule, costs, comm_mode=args.comm)
         gc.freeze()
     write = _writers(result)

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence, Union
 
-from schedules import analytic
+from schedules import StageCosts, analytic
 from schedules.bounds import check_fits
 
 from .bounds import BYTES_PER_OP, MEASURED
@@ -303,6 +303,22 @@ class Costs:
         if (dst, src) in value:
             return float(value[dst, src])
         raise ValueError(f"Costs.{name} has no entry for the link between ranks {src} and {dst}")
+
+    def transfer(self, src: int, dst: int, nbytes: float) -> float:
+        """Seconds ``nbytes`` take on the directed link src -> dst: latency + bytes / bandwidth."""
+        return self.link("latency", src, dst) + (nbytes / self.link("bandwidth", src, dst) if nbytes else 0.0)
+
+    def stage_costs(self, num_stages: int, t_comm: float | None = None) -> StageCosts:
+        """What a schedule built for costs plans with (zb-1p, zb-2p, zb-auto: stage s on rank
+        s): the mean F, I and W over the stages, ``t_comm`` per hop (default: the slowest
+        boundary transfer, either way), W's memory share. The one place a layout's costs are
+        averaged for it (the simulator's CLI, the executor's ``--costs`` and the planner)."""
+        t_f, t_i, t_w = (sum(self.per_stage(name, num_stages)) / num_stages for name in ("t_f", "t_i", "t_w"))
+        if t_comm is None:
+            size = self.per_stage("act_bytes", num_stages)
+            t_comm = max((self.transfer(a, b, size[s]) for s in range(num_stages - 1)
+                          for a, b in ((s, s + 1), (s + 1, s))), default=0.0)
+        return StageCosts(t_f, t_i, t_w, t_comm, self.w_memory_fraction)
 
     def ring(self) -> tuple[float, float]:
         """(bandwidth, latency) of the data-parallel ring."""

@@ -87,14 +87,9 @@ def _tables(schedule: Schedule, costs: Costs) -> tuple[np.ndarray, np.ndarray, n
         if a == b:
             continue  # handed over locally: no SEND on this boundary
         dest[_ROW[OpKind.SEND_F], s], dest[_ROW[OpKind.SEND_B], s + 1] = b, a
-        cost[_ROW[OpKind.SEND_F], s] = _transfer(costs, a, b, size[s])
-        cost[_ROW[OpKind.SEND_B], s + 1] = _transfer(costs, b, a, size[s])
+        cost[_ROW[OpKind.SEND_F], s] = costs.transfer(a, b, size[s])
+        cost[_ROW[OpKind.SEND_B], s + 1] = costs.transfer(b, a, size[s])
     return cost, dest, base
-
-
-def _transfer(costs: Costs, src: int, dst: int, nbytes: float) -> float:
-    """latency + bytes / bandwidth on the directed link src -> dst."""
-    return costs.link("latency", src, dst) + (nbytes / costs.link("bandwidth", src, dst) if nbytes else 0.0)
 
 
 def encode(schedule: Schedule, costs: Costs, blocking: bool = False) -> Encoded:

@@ -26,14 +26,14 @@ import argparse
 import itertools
 import math
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import schedules
 from cliguard import Parser, UsageError, claim_file, save_all
 from schedules.bounds import check_fits
 
 from .bounds import MEASURED, SWEEP_BYTES_PER_POINT, check_run
-from .flags import add_cost_flags, costs_from_args
+from .flags import CostSource, add_cost_flags, costs_from_args
 from .costs import Costs
 from .profile import ProfileError
 from .result import simulate
@@ -76,7 +76,7 @@ def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-CostsOf = Union[Costs, Callable[[schedules.Schedule], Costs]]
+CostsOf = Union[Costs, CostSource]
 
 
 def _one(job: tuple[str, int, int, str, CostsOf, int | None]) -> dict | str:
@@ -84,8 +84,9 @@ def _one(job: tuple[str, int, int, str, CostsOf, int | None]) -> dict | str:
     name, p, m, comm_mode, costs, chunks = job
     v = _chunks_of(name, chunks)
     try:
-        schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v)
-        costs = costs(schedule) if callable(costs) else costs
+        costs = costs.layout(p, v, m) if isinstance(costs, CostSource) else costs
+        planned = costs.stage_costs(p * v) if schedules.spec(name).costed else None  # built for its layout's costs
+        schedule = schedules.build(name, ranks=p, microbatches=m, chunks=v, costs=planned)
         result = simulate(schedule, costs, comm_mode)
     except (schedules.ScheduleError, ProfileError) as err:
         return f"{name} p={p} m={m}: {str(err).splitlines()[0]}"
@@ -102,7 +103,7 @@ def sweep(names: Sequence[str], ranks: Sequence[int], microbatches: Sequence[int
           costs: CostsOf, chunks: int | None = None, progress: bool = True,
           workers: Workers | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The table, and one reason per skipped combination. ``costs``: one set for every
-    schedule, or a function of the schedule (a profile's layouts: one not profiled is
+    schedule, or the flags' :class:`CostSource` (a profile's layouts: one not profiled is
     skipped); ``workers`` (default: this process) runs the simulations."""
     import pandas as pd  # a third of a second to load: not for the planner, which borrows whole_numbers
 

@@ -24,7 +24,7 @@ from executor.engine.steps import run
 
 DATA = Path(__file__).resolve().parent / "data"
 SMALL = RunConfig(model="mlp", layers=8, width=24, batch=32, microbatches=4, check=True, steps=1, warmup=0, predict=False)
-BUILT_IN = (*schedules.names(), "zb-auto")  # every registered schedule and the synthesized one
+BUILT_IN = tuple(schedules.names())  # every registered schedule (zb-1p, zb-2p and zb-auto among them)
 TORCH_CSV = {
     2: [("executor_torch_ScheduleInterleavedZeroBubble_p2_m4_compute_comms.csv", 4),
         ("executor_torch_ScheduleZBVZeroBubble_p2_m4_compute_only.csv", 4)],

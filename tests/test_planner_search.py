@@ -103,7 +103,7 @@ def test_memory_from_the_op_order_equals_the_simulated_peak(name):
         [pytest.approx(r.parts) for r in rank_memory(spec, lay, where, st, [p.bytes for p in sim.peak_memory])]
 
 
-@pytest.mark.parametrize("name", [n for n in schedules.names() if n not in ("v-half", "v-min")])
+@pytest.mark.parametrize("name", [n for n in schedules.names() if not shapes.built_lazily(n)])  # limits: no order
 def test_peaks_for_a_large_m_are_exact(name, monkeypatch):
     """Beyond EXACT_OPS the peaks come from three smaller builds continued affinely, or from
     a build at m where the three disagree: either way the exact peaks."""
@@ -172,7 +172,7 @@ def test_overflow_names_the_part_that_crosses_the_cap():
 
 def test_enumeration_covers_every_schedule_and_respects_the_batch():
     layouts = enumerate_layouts(_config())
-    assert {lay.schedule for lay in layouts} == set(schedules.names()) | {"zb-1p", "zb-2p"}
+    assert {lay.schedule for lay in layouts} == set(schedules.names()) - {"zb-auto"}  # zb-2p at its default cap
     for lay in layouts:
         assert lay.tp * lay.pp * lay.dp == 8 and lay.dp * lay.microbatches * lay.microbatch_size == 64
         assert lay.stages <= LLAMA.layers and LLAMA.heads % lay.tp == 0 and LLAMA.kv % lay.tp == 0

@@ -14,7 +14,7 @@ from schedules import COMM_MODES, OpKind, Schedule, ScheduleError, analytic
 from schedules.ir import Transfer, is_send
 
 F, B, I, W = OpKind.F, OpKind.B, OpKind.I, OpKind.W
-SPLIT = {"zb-h1", "zb-h2", "interleaved-zb", "zbv", "v-half", "v-min"}  # backward split into I and W
+SPLIT = {"zb-h1", "zb-h2", "interleaved-zb", "zbv", "v-half", "v-min", "zb-1p", "zb-2p", "zb-auto"}  # I and W
 MIXED = {"dualpipev"}  # full B for some microbatches, I + W for others, pairs overlapped
 MANY_CHUNKS = {"interleaved-1f1b", "interleaved-zb", "looped-bfs"}  # any chunk count >= 2
 
@@ -210,7 +210,7 @@ def test_interleaved_constraint(ranks, microbatches, chunks) -> None:
 
 def test_names_and_default_chunks() -> None:
     assert schedules.names() == ["naive", "gpipe", "1f1b", "interleaved-1f1b", "looped-bfs", "zb-h1", "zb-h2",
-                                 "interleaved-zb", "zbv", "dualpipev", "v-half", "v-min"]
+                                 "interleaved-zb", "zbv", "dualpipev", "v-half", "v-min", "zb-1p", "zb-2p", "zb-auto"]
     assert {n: schedules.default_chunks(n) for n in schedules.names()} == {
         "naive": 1, "gpipe": 1, "1f1b": 1, "interleaved-1f1b": 2, "looped-bfs": 2, "zb-h1": 1, "zb-h2": 1,
-        "interleaved-zb": 2, "zbv": 2, "dualpipev": 2, "v-half": 2, "v-min": 2}
+        "interleaved-zb": 2, "zbv": 2, "dualpipev": 2, "v-half": 2, "v-min": 2, "zb-1p": 1, "zb-2p": 1, "zb-auto": 1}

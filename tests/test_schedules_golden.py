@@ -30,6 +30,9 @@ CASES = {  # name -> (ranks, microbatches, chunks)
     "dualpipev": (2, 4, None),
     "v-half": (2, 4, None),
     "v-min": (3, 6, None),
+    "zb-1p": (3, 4, None),  # built at unit costs (no costs given)
+    "zb-2p": (3, 5, None),
+    "zb-auto": (3, 5, None),
 }
 
 

@@ -6,6 +6,7 @@ ZB-H1 and ZB-H2."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -98,9 +99,9 @@ def test_cli_flags() -> None:
 def test_list_shows_every_schedule_with_formula_and_constraints() -> None:
     done = _run("schedules", "--list")
     assert done.returncode == 0
-    for name in schedules.names() + ["zb-auto"]:
+    for name in schedules.names():  # zb-1p, zb-2p and zb-auto among them
         assert f"\n{name} " in "\n" + done.stdout
-    assert done.stdout.count("constraints:") == len(schedules.names()) + 1
+    assert done.stdout.count("constraints:") == len(schedules.names())
     assert "(p-1)(t_f+t_i-2t_w)" in done.stdout and ">= 2 * ranks" in done.stdout
 
 
@@ -133,7 +134,7 @@ def test_stepping_only_the_ranks_an_instant_concerns_gives_the_same_order(seed: 
         p, m = rng.randint(1, 9), rng.randint(1, 20)
         vee = rng.random() < 0.4
         where = tuple(s if s < p else 2 * p - 1 - s for s in range(2 * p)) if vee else tuple(range(p))
-        timing = schedules.synthesis.Timing(*(rng.choice([1.0, rng.uniform(0.2, 3)]) for _ in range(3)),
+        timing = schedules.StageCosts(*(rng.choice([1.0, rng.uniform(0.2, 3)]) for _ in range(3)),
                                             rng.choice([0.0, rng.uniform(0, 1)]))
         limit, share = rng.uniform(1, 3 * p), rng.choice([0.5, rng.random()])
         cap = rng.choice([None, rng.randint(1, 2 * p)]) if vee else None
@@ -147,3 +148,54 @@ def test_stepping_only_the_ranks_an_instant_concerns_gives_the_same_order(seed: 
                 except ScheduleError:
                     outcome.append("stuck")
             assert outcome[0] == outcome[1], (p, m, vee, timing, limit, share, cap, eager, fill, diagonal)
+
+
+def test_zb_1p_2p_and_auto_are_registered_schedules() -> None:
+    """Built for costs through the registry like any builder: ZB-1p is zb-auto capped at p,
+    ZB-2p at 2p (its default); a cap only zb-auto takes; unit costs when none are given."""
+    costs = schedules.StageCosts(18.5, 18.1, 9.3, 0.6)
+    one_p = schedules.build("zb-1p", ranks=4, microbatches=12, costs=costs)
+    auto = schedules.build("zb-auto", ranks=4, microbatches=12, costs=costs, memory_limit=4)
+    assert (one_p.name, auto.name) == ("zb-1p", "zb-auto") and one_p.ops == auto.ops
+    assert auto.ops == schedules.synthesize(4, 12, 18.5, 18.1, 9.3, 0.6, memory_limit=4).ops
+    two_p = schedules.build("zb-2p", ranks=4, microbatches=12, costs=costs)
+    assert two_p.ops == schedules.build("zb-auto", ranks=4, microbatches=12, costs=costs).ops
+    assert schedules.build("zb-1p", 4, 12).ops == schedules.build("zb-1p", 4, 12, costs=schedules.StageCosts()).ops
+    with pytest.raises(ScheduleError, match="zb-1p takes no memory_limit"):
+        schedules.build("zb-1p", ranks=4, microbatches=12, memory_limit=8)
+    with pytest.raises(ScheduleError, match="t_w must be a finite number > 0"):
+        schedules.StageCosts(1.0, 1.0, 0.0)
+    assert [n for n in schedules.names() if schedules.spec(n).costed] == ["zb-1p", "zb-2p", "zb-auto"]
+    assert schedules.spec("zb-1p").memory_limit(4) == 4 and schedules.spec("zb-2p").memory_limit(4) == 8
+
+
+def test_stage_costs_average_the_stages_once() -> None:
+    """What a costed schedule is built for: the mean stage, the slowest boundary transfer."""
+    costs = simulator.Costs(t_f=[1.0, 3.0], t_i=[2.0, 2.0], t_w=[1.0, 0.5], act_bytes=100.0,
+                            latency={(0, 1): 0.5}, bandwidth={(0, 1): 50.0}, w_memory_fraction=0.25)
+    assert costs.stage_costs(2) == schedules.StageCosts(2.0, 2.0, 0.75, 0.5 + 100.0 / 50.0, 0.25)
+    assert costs.stage_costs(2, t_comm=0.0).t_comm == 0.0
+    assert simulator.Costs().stage_costs(4) == schedules.StageCosts()
+
+
+def test_every_cli_reaches_them_by_name(tmp_path) -> None:
+    from executor.config import RunConfig
+    from executor.engine.plan import plan
+    from planner.cli import main as planner
+
+    flags = ["--ranks", "4", "--microbatches", "8", "--t-f", "2"]
+    for name in ("zb-1p", "zb-2p", "zb-auto"):
+        done = _run("schedules", name, *flags)
+        assert done.returncode == 0 and done.stdout.startswith(f"{name}: 4 ranks, 8 microbatches"), done.stderr
+        done = _run("simulator", "--schedule", name, *flags, "--json")
+        assert done.returncode == 0 and json.loads(done.stdout)["schedule"] == name, done.stderr
+    done = _run("simulator", "sweep", "--schedules", "zb-1p,zb-2p,zb-auto", "--ranks", "2", "--microbatches", "4",
+                "--quiet")
+    assert done.returncode == 0 and [line.split(",")[0] for line in done.stdout.split()[1:]] == \
+        ["zb-1p", "zb-2p", "zb-auto"], done.stderr
+    run = plan(RunConfig(schedule="zb-1p", model="mlp", layers=4, width=16, batch=8, microbatches=4), 2, tag_ub=1 << 20)
+    assert run.schedule.name == "zb-1p"
+    csv = tmp_path / "plan.csv"
+    assert planner(["--model", "llama3-8b", "--gpus", "8", "--global-batch", "64", "--top", "1", "--workers", "1",
+                    "--quiet", "--schedules", "zb-auto", "--csv", str(csv)]) == 0
+    assert {row.split(",")[0] for row in csv.read_text().split()[1:]} == {"zb-auto"}

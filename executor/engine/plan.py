@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import schedules
 import torch
-from schedules import Schedule
-from schedules.synthesis import NAME as SYNTHESIZED
+from schedules import Schedule, StageCosts
 
 from ..config import RunConfig, UsageError
 from ..compute.model import Boundary, Workload, build_workload, check_fits, stage_bounds, stage_shapes
@@ -80,27 +79,24 @@ def _schedule(cfg: RunConfig, world: int) -> tuple[Schedule, int]:
     if world % cfg.dp:
         raise UsageError(f"world size {world} is not divisible by --dp {cfg.dp}")
     ranks = world // cfg.dp
-    if cfg.schedule == SYNTHESIZED:
-        return _synthesized(cfg, ranks), ranks
-    return schedules.build(cfg.schedule, ranks=ranks, microbatches=cfg.microbatches, chunks=cfg.chunks), ranks
+    costs = _stage_costs(cfg, ranks) if schedules.spec(cfg.schedule).costed else None
+    return schedules.build(cfg.schedule, ranks=ranks, microbatches=cfg.microbatches, chunks=cfg.chunks, costs=costs,
+                           memory_limit=cfg.memory_limit), ranks
 
 
-def _synthesized(cfg: RunConfig, ranks: int) -> Schedule:
-    """zb-auto for this model: timed from the profile's layout (its stages' means) with
-    --costs, else from --t-f/--t-i/--t-w; the profile's link latency per hop by default."""
-    t_f, t_i, t_w, t_comm = cfg.t_f, cfg.t_i, cfg.t_w, cfg.t_comm
-    if cfg.costs is not None:
-        from simulator.profile import Profile, ProfileError
+def _stage_costs(cfg: RunConfig, ranks: int) -> StageCosts:
+    """What zb-1p, zb-2p and zb-auto are built for on this model: with --costs the profile's
+    layout (:meth:`simulator.Costs.stage_costs`: its stages' mean, the slowest hop), else
+    --t-f/--t-i/--t-w and --t-comm."""
+    if cfg.costs is None:
+        return StageCosts(cfg.t_f, cfg.t_i, cfg.t_w, cfg.t_comm or 0.0)
+    from simulator.profile import Profile, ProfileError  # only to plan from a profile
 
-        try:
-            costs = Profile.load(cfg.costs).costs(ranks=ranks, chunks=1, microbatches=cfg.microbatches, dp=cfg.dp)
-        except ProfileError as err:
-            raise UsageError(str(err)) from None
-        t_f, t_i, t_w = (sum(costs.per_stage(name, ranks)) / ranks for name in ("t_f", "t_i", "t_w"))
-        if t_comm is None and isinstance(costs.latency, float):
-            t_comm = costs.latency
-    return schedules.synthesize(ranks, cfg.microbatches, t_f, t_i, t_w, t_comm=t_comm or 0.0,
-                                memory_limit=cfg.memory_limit)
+    try:
+        costs = Profile.load(cfg.costs).costs(ranks=ranks, chunks=1, microbatches=cfg.microbatches, dp=cfg.dp)
+    except ProfileError as err:
+        raise UsageError(str(err)) from None
+    return costs.stage_costs(ranks, cfg.t_comm)
 
 
 def resolve_device(cfg: RunConfig) -> torch.device:
