@@ -120,6 +120,10 @@ def test_the_graph_sees_imports_hidden_in_functions(tmp_path) -> None:
     assert sorted(cycles(found)) == [["pkg", "pkg.c"], ["pkg.a", "pkg.b"]]
 
 
+def test_the_ir_is_the_leaf_of_schedules(graph) -> None:
+    assert graph["schedules.ir"] == set()
+
+
 def test_packages_depend_one_way(graph) -> None:
     wrong = sorted((module, target) for module, targets in graph.items() for target in targets
                    if target.split(".")[0] != module.split(".")[0]

@@ -1,12 +1,11 @@
 """The checked lowered type: only validate makes one, its final lists (REDUCE_GRAD included)
-are the dry-run-checked ones, and the IR stays a leaf with nothing cached on a Schedule."""
+are the dry-run-checked ones, nothing is cached on a Schedule (that the IR is a leaf:
+tests/test_architecture.py)."""
 
 from __future__ import annotations
 
-import ast
 import random
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from test_lowering_blocking import _random_order
@@ -16,8 +15,8 @@ import simulator
 from schedules import Lowered, Op, OpKind, Schedule, ScheduleError
 from schedules.dryrun import Deadlock
 from schedules.lowering import _add_reduce_grad, lower
+from simulator.encode import encode
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEDS = 2000  # random orders; times dp in {1, 2} and both semantics
 SIMULATED_EVERY = 50  # of those, also run by the SimPy model at random costs
 
@@ -69,18 +68,38 @@ def test_nothing_is_cached_or_flagged_on_a_schedule() -> None:
     assert not hasattr(Schedule, "with_comms") and not hasattr(Schedule, "to_csv")
 
 
-def test_ir_is_the_leaf_of_the_package() -> None:
-    tree = ast.parse((ROOT / "schedules" / "ir.py").read_text())
-    imported = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    assert all(node.level == 0 and not (node.module or "").startswith("schedules") for node in imported)
-
-
 def test_one_batching_rule() -> None:
     ops = [Op.parse(t) for t in "0F0 0SEND_F0 0RECV_B0 0B0 0SEND_B0 0REDUCE_GRAD 0RECV_F1".split()]
     assert schedules.batch_ends(ops) == [1, 3, 3, 4, 5, 6, 7]
-    # the dry run, the lowering and the simulator's encoder all read it from schedules
-    for path in ("schedules/dryrun.py", "schedules/lowering.py", "simulator/encode.py"):
-        assert "batch_ends" in (ROOT / path).read_text()
+
+
+@pytest.mark.parametrize("name", ["interleaved-1f1b", "zbv", "zb-h1", "dualpipev"])
+def test_the_dry_run_the_lowering_and_the_simulator_batch_by_it(name: str) -> None:
+    """Under blocking, every consumer posts the batches batch_ends names: the dry run and the
+    simulator start every op of a batch at the same instant, the simulator's encoder keeps
+    exactly those ends, and the lowering puts no REDUCE_GRAD inside one (it would split it)."""
+    lowered = schedules.validate(schedules.build(name, ranks=4, microbatches=8), "blocking", reduce_grad=True)
+    program = lowered.program
+    ends = [schedules.batch_ends(rank_ops) for rank_ops in program.ops]
+    costs = simulator.Costs(t_f=1.0, t_i=0.7, t_w=0.4, latency=0.3, dp=2, grad_bytes=1.0)
+    parts = [[part for op in rank_ops for part in op.parts] for rank_ops in program.ops]  # as encoded
+    assert encode(program, costs, blocking=True).batch_end == [schedules.batch_ends(rank_ops) for rank_ops in parts]
+    dry = schedules.dry_run(lowered, durations={OpKind.F: 1.0, OpKind.I: 0.7, OpKind.W: 0.4})
+    trace = simulator.simulate(lowered, costs).trace
+    batches = 0
+    for rank, rank_ops in enumerate(program.ops):
+        simulated = trace[(trace["rank"] == rank) & (trace["kind"] != "OPTIMIZER")]["start"].tolist()
+        expanded = [i for i, op in enumerate(rank_ops) for _ in op.parts]  # a pair is two rows
+        starts = {i: simulated[expanded.index(i)] for i in range(len(rank_ops))}
+        for i, end in enumerate(ends[rank]):
+            if end > i + 1 and (i == 0 or ends[rank][i - 1] != end):  # opens a batch of several
+                batches += 1
+                assert len({dry.start[rank][j] for j in range(i, end)}) == 1
+                assert len({starts[j] for j in range(i, end)}) == 1
+        for i, op in enumerate(rank_ops[1:-1], 1):
+            if op.kind is OpKind.REDUCE_GRAD:
+                assert not (rank_ops[i - 1].kind.is_comm and rank_ops[i + 1].kind.is_comm)
+    assert batches > 0
 
 
 def _old_placement(program: Schedule) -> Schedule:
