@@ -171,11 +171,11 @@ def _profile(argv: list[str]) -> int:
         reason = _reason(err)
     if _refuse_alike(world, reason, "executor profile"):
         return 2
+    began = time.perf_counter()
     doc = profile(cfg, world, Path(options.out), layouts, options.repeats)
     if doc is not None:
-        wall = doc.pop("wall_s")
         print(Profile(doc, f"{options.out}/costs.json").summary())
-        print(f"wrote {options.out}/costs.json in {wall:.1f} s")
+        print(f"wrote {options.out}/costs.json in {time.perf_counter() - began:.1f} s")
     return 0
 
 

@@ -143,8 +143,8 @@ def _plan_profiled(args: argparse.Namespace, config, workers) -> _Found:
     def check(plans: list):
         return verify_profiled(config, plans, args.verify, Path(args.verify_out), args.verify_steps)
 
-    model = config.profile.conditions["model"]
-    title = f"{model.get('model')} profiled on {config.profile.conditions['host']} ({config.profile.source})"
+    model = config.profile.conditions.model
+    title = f"{model.get('model')} profiled on {config.profile.conditions.host} ({config.profile.source})"
     return _Found(search, config.memory_cap, title, check, None, None)
 
 

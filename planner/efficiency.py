@@ -41,9 +41,9 @@ def _spec(model: dict, dtype_bytes: int) -> TransformerSpec:
 
 def layer_figures(profile: Profile) -> tuple[float, float] | None:
     """(parameters, forward FLOPs per row) of one layer; None for a model of a factory."""
-    model = profile.conditions["model"]
+    model = profile.conditions.model
     if model.get("model") == "transformer":
-        spec = _spec(model, DTYPE_BYTES.get(str(profile.conditions["dtype"]), 4))
+        spec = _spec(model, DTYPE_BYTES.get(profile.conditions.dtype, 4))
         return float(spec.layer_params()), spec.layer_forward_flops()
     if model.get("model") == "mlp":
         w = float(model["width"])
@@ -56,7 +56,7 @@ def flops_per_row(profile: Profile) -> float:
     figures = layer_figures(profile)
     if figures is None:
         return math.nan
-    return 3.0 * figures[1] * int(profile.conditions["model"]["layers"])
+    return 3.0 * figures[1] * int(profile.conditions.model["layers"])
 
 
 def efficiency_table(profile: Profile, peak_flops: float) -> pd.DataFrame:
@@ -66,15 +66,15 @@ def efficiency_table(profile: Profile, peak_flops: float) -> pd.DataFrame:
     if figures is None:
         return pd.DataFrame()
     params, forward = figures
-    width = DTYPE_BYTES.get(str(profile.conditions["dtype"]), 4)
+    width = DTYPE_BYTES.get(profile.conditions.dtype, 4)
     rows = []
     for ranks, chunks, m, dp in profile.layouts:
         table = profile.layout(ranks, chunks, m, dp)
-        batch_rows = int(profile.conditions["model"]["batch"]) // (dp * m)
-        for s, stage in enumerate(table["stages"]):
-            layers = round(float(stage.get("grad_bytes", 0.0)) / (width * params))
+        batch_rows = int(profile.conditions.model["batch"]) // (dp * m)
+        for s, stage in enumerate(table.stages):
+            layers = round(float(stage.grad_bytes or 0.0) / (width * params))
             f_peak = layers * forward * batch_rows / peak_flops
-            f, b = float(stage["F"]["alone"]), float(stage["B"]["alone"])
+            f, b = float(stage.F.alone), float(stage.B.alone)
             rows.append({"ranks": ranks, "chunks": chunks, "microbatches": m, "dp": dp, "stage": s, "layers": layers,
                          "rows": batch_rows, "F_at_peak_s": f_peak, "B_at_peak_s": 2 * f_peak,
                          "F_s": f, "B_s": b, "efficiency_F": f_peak / f, "efficiency_B": 2 * f_peak / b})

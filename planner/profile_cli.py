@@ -41,10 +41,10 @@ _FLOPS_ONLY = (("config", None), ("set", []), ("split", "uniform,balanced"), ("e
 def peak_of(profile, gpu: str) -> float:
     """Peak FLOP/s of one profiled rank: measured here for a CPU profile (at its threads),
     else the ``--gpu`` preset's (its dense bf16 peak, whatever dtype the profile ran)."""
-    if str(profile.conditions.get("device", "cpu")).startswith("cpu"):
+    if profile.conditions.device.startswith("cpu"):
         from .verify import this_cpu
 
-        return this_cpu(int(profile.conditions.get("threads", 1)), repeats=PEAK_REPEATS).peak_flops
+        return this_cpu(profile.conditions.threads, repeats=PEAK_REPEATS).peak_flops
     if gpu not in GPUS:
         raise OptionError(f"--gpu: unknown preset {gpu!r}; choose from {', '.join(GPUS)}")
     return GPUS[gpu].peak_flops
@@ -57,7 +57,7 @@ _MODEL_FIELDS = {"transformer": ("layers", "width", "heads", "seq_len", "batch")
 def check_model_fields(profile, path: str) -> dict:
     """``conditions.model`` of a profile, every field the planner reads a whole number >= 1;
     OptionError naming the file and the field otherwise."""
-    model = profile.conditions.get("model")
+    model = profile.conditions.model
     if not isinstance(model, dict):
         raise OptionError(f"--profile {path}: conditions.model must be an object, got {model!r}")
     for field in _MODEL_FIELDS.get(model.get("model"), ("batch",)):
@@ -96,15 +96,15 @@ def profile_config(args: argparse.Namespace, lead: bool = True) -> ProfilePlanCo
 def profiled_executor_args(config: ProfilePlanConfig, plan: Plan, out: Path, steps: int) -> list[str]:
     """The ``python -m executor`` arguments that run ``plan`` with the profile's model flags."""
     lay, c = plan.layout, config.profile.conditions
-    model = c["model"]
+    model = c.model
     args = ["--schedule", lay.schedule, "--microbatches", str(lay.microbatches), "--chunks", str(lay.chunks),
-            "--dp", str(lay.dp), "--threads", str(c.get("threads", 1)), "--dtype", str(c["dtype"])]
+            "--dp", str(lay.dp), "--threads", str(c.threads), "--dtype", c.dtype]
     for key in ("model", "layers", "width", "batch", "seq_len", "heads", "compute", "seed"):
         if key in model:
             args += [f"--{key.replace('_', '-')}", str(model[key])]
     if model.get("compute") == "sleep":  # the profile keeps seconds; the executor takes ms
         args += [arg for key in ("t_f", "t_i", "t_w") for arg in (f"--{key.replace('_', '-')}", repr(model[key] * 1e3))]
-    if str(c.get("device", "cpu")).startswith("cuda"):
+    if c.device.startswith("cuda"):
         args += ["--device", "cuda"]
     return args + ["--steps", str(steps), "--warmup", "1", "--no-predict", "--out", str(out)]
 

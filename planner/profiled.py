@@ -1,7 +1,7 @@
 """``--profile costs.json``: plan for the model the executor ran, from what it measured.
 
 The FLOPs model (:mod:`planner.transformer` at an assumed efficiency) is replaced by a
-profile of ``python -m executor profile`` (format: :mod:`simulator.profile`). The search
+profile of ``python -m executor profile`` (format: :mod:`simulator.costs_json`). The search
 shrinks to what the profile covers: pp x dp is the profile's world (its ``ranks``), and
 for every profiled (ranks, chunks, microbatches, dp) each schedule that takes that many
 chunks is one layout, costed by :meth:`simulator.Profile.costs` (per-stage F, I, W and B,
@@ -69,17 +69,17 @@ def load_profile(path: str) -> Profile:
 
 def world_of(profile: Profile) -> int:
     """World ranks the profile ran on: pipeline ranks x dp of every layout it holds."""
-    return int(profile.conditions["ranks"])
+    return profile.conditions.ranks
 
 
 def rows_per_microbatch(profile: Profile, dp: int, microbatches: int) -> int:
     """Rows (sequences) of one microbatch: the profiled batch over dp x m."""
-    return int(profile.conditions["model"]["batch"]) // (dp * microbatches)
+    return int(profile.conditions.model["batch"]) // (dp * microbatches)
 
 
 def tokens_per_row(profile: Profile) -> int:
     """Tokens a row carries: seq_len for the transformer, 1 for an MLP or a factory's model."""
-    model = profile.conditions["model"]
+    model = profile.conditions.model
     return int(model.get("seq_len", 1)) if model.get("model") == "transformer" else 1
 
 
@@ -108,8 +108,8 @@ def enumerate_profiled(config: ProfilePlanConfig, skipped: list[str]) -> list[La
 def _memory(profile: Profile, layout: Layout, schedule: schedules.Schedule, peaks) -> RankMemory:
     """The rank with the most memory (see the module docstring)."""
     table = profile.layout(layout.pp, layout.chunks, layout.microbatches, layout.dp)
-    grads = [float(s.get("grad_bytes", 0.0)) for s in table["stages"]]
-    boundary = table["boundary_bytes"]
+    grads = [float(s.grad_bytes or 0.0) for s in table.stages]
+    boundary = table.boundary_bytes
     where = schedule.stage_to_rank
     buffers = [0.0] * layout.pp
     for s in range(schedule.num_stages - 1):
@@ -167,4 +167,4 @@ def plan_profiled(config: ProfilePlanConfig, workers: Workers, progress: bool = 
 def default_cap(profile: Profile) -> float:
     """This host's memory shared by the ranks of a node (the profile's ranks_per_node)."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return float(memory) / max(1, int(profile.conditions["ranks_per_node"]))
+    return float(memory) / max(1, profile.conditions.ranks_per_node)

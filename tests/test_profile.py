@@ -11,6 +11,7 @@ import pytest
 import schedules
 import simulator
 from simulator import Costs, Profile, ProfileError, fit_link
+from simulator.costs_json import CostsDocument, Dispatch
 
 F, B, I, W = 0.010, 0.016, 0.011, 0.007  # noqa: E741  (a fused B is cheaper than I + W)
 
@@ -108,6 +109,23 @@ def test_a_layout_not_profiled_names_what_to_profile():
         profile.costs(schedules.build("interleaved-1f1b", ranks=4, microbatches=16, chunks=2))
     with pytest.raises(ProfileError, match="at dp=1, 2: say which dp"):
         Profile(_document([_layout(2, 1, 8), _layout(2, 1, 8, dp=2)])).costs(ranks=2, chunks=1, microbatches=8)
+
+
+def test_one_typed_schema_writes_and_reads(tmp_path):
+    """The writer builds the reader's own records and saves them checked as the reader
+    checks them: what fails to load is never written."""
+    doc = Profile(_document()).doc
+    doc.save(tmp_path / "costs.json")
+    assert CostsDocument.load(tmp_path / "costs.json") == doc and doc.to_dict() == _document()
+    for counts in ([4, 8], 8):  # what the profile writes, and what it wrote before 2026-12-04
+        doc.dispatch = Dispatch(1e-5, 2e-6, 3e-6, schedules=["1f1b", "zb-h1"], microbatches=counts)
+        doc.save(tmp_path / "costs.json")
+        assert CostsDocument.load(tmp_path / "costs.json").dispatch.microbatches == counts
+    assert doc.layouts[1].stages[0].F.alone == _document()["layouts"][1]["stages"][0]["F"]["alone"]
+    doc.layouts[0].optimizer = [0.1]
+    with pytest.raises(ProfileError, match=r"layouts\[0\].optimizer has 1 values; expected 2"):
+        doc.save(tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
 
 
 def _broken(change) -> dict:

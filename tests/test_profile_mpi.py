@@ -32,8 +32,8 @@ def test_profile_of_sleeps_recovers_them_within_3_percent(tmp_path):
     for got, want in ((costs.t_f, 0.020), (costs.t_i, 0.010), (costs.t_w, 0.005), (costs.t_b, 0.015)):
         for value in got:
             assert value == pytest.approx(want, rel=0.03), (got, want)
-    assert profile.conditions["ranks"] == 2 and profile.conditions["model"]["compute"] == "sleep"
-    assert len(profile.data["share"]) == profile.conditions["ranks_per_node"]
+    assert profile.conditions.ranks == 2 and profile.conditions.model["compute"] == "sleep"
+    assert len(profile.doc.share) == profile.conditions.ranks_per_node
 
 
 def test_small_profile_predicts_a_run_before_it_runs(tmp_path):

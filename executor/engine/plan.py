@@ -43,10 +43,15 @@ class RunPlan:
     tags: TagPlan
     """MPI tags of the transfers, within TAG_UB (:mod:`executor.transport.tags`)."""
 
+    def output_bytes(self) -> list[float]:
+        """Bytes of each stage's output for one microbatch (the last stage's: its loss's input),
+        as much as the gradient coming back to it: the one place they are counted."""
+        return [float(math.prod(shape) * dtype.itemsize) for shape, dtype in self.boundary]
+
     def message_bytes(self) -> tuple[list[float], list[float]]:
         """Bytes crossing each stage boundary per microbatch, and gradient bytes per stage:
         the one place both are counted (the profile, the fit and the report ask here)."""
-        act = [float(math.prod(shape) * dtype.itemsize) for shape, dtype in self.boundary[:-1]]
+        act = self.output_bytes()[:-1]
         grads = [float(sum(p.numel() * p.element_size() for layer in self.workload.layers[start:stop]
                            for p in layer.parameters())) for start, stop in self.bounds]
         return act, grads

@@ -1,9 +1,9 @@
 """``mpiexec -n P python -m executor profile [model flags] --out DIR``: measure a model once.
 
-It runs on the real ranks with the run's model flags and writes ``DIR/costs.json`` in the
-format of :mod:`simulator.profile` (JSON only, checked by the reader before it is
-written), which ``simulator.Profile.load`` reads to predict any schedule and microbatch
-count before it runs. The profile is made of runs: every measurement of the model's ops
+It runs on the real ranks with the run's model flags and writes ``DIR/costs.json``: it
+builds the typed document of :mod:`simulator.costs_json` (the reader's own schema, which
+checks it before it is written), which ``simulator.Profile.load`` reads to predict any
+schedule and microbatch count before it runs. The profile is made of runs: every measurement of the model's ops
 comes from the executor itself (:func:`~executor.engine.plan.plan`,
 :func:`~executor.engine.steps.execute`: the run's threads, allocator, device, buffers,
 interpreter and clock), not from a second copy of its set-up.
@@ -39,7 +39,6 @@ import math
 import os
 import platform
 import statistics
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +49,9 @@ from mpi4py import MPI
 
 import schedules
 from simulator.calibrate import OP_STATISTIC
+from simulator.costs_json import (FORMAT, VERSION, Canary, Conditions, CostsDocument, Dispatch, LayoutTable, LinkPair,
+                                  Links, OpMemory, OpTimes, Scheduler, StageTable)
+from simulator.fit import fit_link
 
 from ..compute.model import build_workload, check_fits
 from ..config import RunConfig, UsageError
@@ -135,7 +137,7 @@ class _Layout:
                 self.alone = {key: t for table in result.alone[:the_plan.ranks] for key, t in table.items()}
         return added
 
-    def table(self, topology, optimizer_of: dict[int, float], allreduce: dict[int, float] | None) -> dict:
+    def table(self, topology, optimizer_of: dict[int, float], allreduce: dict[int, float] | None) -> LayoutTable:
         """The layout's entry of costs.json."""
         if self.cpu:  # ranks outnumber cores: an op's own work, not its waits for a core
             ops = pd.concat(self.cpu, ignore_index=True)
@@ -148,20 +150,14 @@ class _Layout:
         run, mean = grouped.agg(OP_STATISTIC), grouped.mean()
         p = self.fused
         act, grads = p.message_bytes()
-        stages = []
-        for s in range(p.schedule.num_stages):
-            row = {kind: {"alone": float(self.alone[(s, kind)]), "run": float(run[(s, kind)]),
-                          "run_mean": float(mean[(s, kind)])} for kind in KINDS}
-            row["memory"] = {kind: float(self.memory.get((s, kind), 0.0)) for kind in KINDS}
-            row["grad_bytes"] = grads[s]
-            stages.append(row)
-        table = {"ranks": p.ranks, "chunks": p.schedule.chunks, "microbatches": p.cfg.microbatches,
-                 "dp": topology.replicas, "stages": stages, "boundary_bytes": act,
-                 "layers": [stop - start for start, stop in p.bounds],
-                 "optimizer": [optimizer_of[r] for r in range(p.ranks)]}
-        if allreduce is not None:
-            table["allreduce"] = [allreduce[s] for s in range(p.schedule.num_stages)]
-        return table
+        stages = [StageTable(**{kind: OpTimes(float(self.alone[(s, kind)]), run=float(run[(s, kind)]),
+                                               run_mean=float(mean[(s, kind)])) for kind in KINDS},
+                             memory=OpMemory(**{kind: float(self.memory.get((s, kind), 0.0)) for kind in KINDS}),
+                             grad_bytes=grads[s])
+                  for s in range(p.schedule.num_stages)]
+        return LayoutTable(p.ranks, p.schedule.chunks, p.cfg.microbatches, topology.replicas, stages, act,
+                           [optimizer_of[r] for r in range(p.ranks)], layers=[stop - start for start, stop in p.bounds],
+                           allreduce=None if allreduce is None else [allreduce[s] for s in range(p.schedule.num_stages)])
 
 
 def _optimizer(trace: pd.DataFrame) -> dict[int, float]:
@@ -187,10 +183,9 @@ def plan_layouts(cfg: RunConfig, world: MPI.Comm, chunks_list=(1, 2), microbatch
     return {(c, m): _Layout(*_plans(cfg, world, ranks, c, m)) for c, m in cut}
 
 
-def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: int = 5) -> dict | None:
+def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: int = 5) -> CostsDocument | None:
     """Measure ``layouts`` (:func:`plan_layouts`) and write ``out/costs.json`` (claimed by
     the caller); return the document on world rank 0."""
-    began = time.perf_counter()
     ranks = world.Get_size() // cfg.dp
     topology = split_world(world, ranks, cfg.dp)
     local_rank, local_size = node_layout(world)
@@ -220,18 +215,14 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
         return None
     traces = [t for layout in layouts.values() for t in layout.traces]
     everything = pd.concat(traces, ignore_index=True)
-    dispatch = {**host_times(everything), "schedules": sorted({x.fused.cfg.schedule for x in layouts.values()}
-                                                              | {x.split.cfg.schedule for x in layouts.values()}),
-                "microbatches": sorted({m for _, m in layouts})} if ranks > 1 else None
+    dispatch = Dispatch(**host_times(everything),
+                        schedules=sorted({x.fused.cfg.schedule for x in layouts.values()}
+                                         | {x.split.cfg.schedule for x in layouts.values()}),
+                        microbatches=sorted({m for _, m in layouts})) if ranks > 1 else None
     tables = [x.table(topology, _optimizer(pd.concat(x.traces)), reduce.get(key)) for key, x in layouts.items()]
     doc = _document(cfg, world, local_size, rates, interference, pairs, tables, first.device, before, after)
-    doc["scheduler"] = os_scheduler
-    if dispatch is not None:
-        doc["dispatch"] = dispatch
-    from simulator.profile import Profile  # the reader checks what the writer wrote, and writes it
-
-    Profile(doc, str(out / "costs.json")).save(out / "costs.json")
-    doc["wall_s"] = time.perf_counter() - began
+    doc.scheduler, doc.dispatch = Scheduler(**os_scheduler), dispatch
+    doc.save(out / "costs.json")  # checked as the reader checks it
     return doc
 
 
@@ -253,33 +244,29 @@ def _allreduce_tables(layouts: dict, topology, local_rank: int, local_size: int,
 
 
 def _document(cfg: RunConfig, world: MPI.Comm, local_size: int, share, interference, pairs, tables, device,
-              before: list[float], after: list[float]) -> dict:
-    from simulator.fit import fit_link
-    from simulator.profile import FORMAT, VERSION
-
+              before: list[float], after: list[float]) -> CostsDocument:
     links = []
     for pair in pairs:
         sizes, seconds = zip(*pair["samples"]) if pair["samples"] else ((8.0,), (0.0,))
         fit = fit_link(sizes, seconds, "ping-pong")
-        links.append({"src": pair["src"], "dst": pair["dst"], "latency": fit.latency,
-                      "bandwidth": None if math.isinf(fit.bandwidth) else fit.bandwidth,
-                      "bytes": list(sizes), "seconds": list(seconds)})
-    every = [(b, s) for pair in links for b, s in zip(pair["bytes"], pair["seconds"])]
+        links.append(LinkPair(pair["src"], pair["dst"], fit.latency, _finite(fit.bandwidth), list(sizes),
+                              list(seconds)))
+    every = [(b, s) for pair in links for b, s in zip(pair.bytes, pair.seconds)]
     overall = fit_link(*zip(*every), "ping-pong") if every else None
     model = {k: getattr(cfg, k) for k in ("model", "layers", "width", "batch", "seq_len", "heads", "dtype", "device",
                                          "compute", "t_f", "t_i", "t_w", "dp", "seed")}
     model["balance"] = list(cfg.balance) if cfg.balance else None
-    return {
-        "format": FORMAT, "version": VERSION,
-        "conditions": {"host": platform.node(), "ranks": world.Get_size(), "ranks_per_node": local_size,
-                       "threads": torch.get_num_threads(), "dtype": cfg.dtype, "device": str(device),
-                       "torch": torch.__version__, "mpi": MPI.Get_library_version().splitlines()[0].strip(),
-                       "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model},
-        "canary": {"op": canary.CANARY, "threads": torch.get_num_threads(),
-                   "seconds": [(a + b) / 2 for a, b in zip(before, after)], "before": before, "after": after},
-        "share": share, "comm_interference": float(interference),
-        "links": {"latency": overall.latency if overall else 0.0,
-                  "bandwidth": None if overall is None or math.isinf(overall.bandwidth) else overall.bandwidth,
-                  "pairs": links},
-        "layouts": tables,
-    }
+    conditions = Conditions(platform.node(), world.Get_size(), local_size, torch.get_num_threads(), cfg.dtype,
+                            str(device), torch.__version__, MPI.Get_library_version().splitlines()[0].strip(),
+                            datetime.now(timezone.utc).isoformat(timespec="seconds"), model)
+    return CostsDocument(
+        FORMAT, VERSION, conditions, share, float(interference),
+        Links(overall.latency if overall else 0.0, None if overall is None else _finite(overall.bandwidth), links),
+        tables,
+        canary=Canary(canary.CANARY, [(a + b) / 2 for a, b in zip(before, after)], threads=torch.get_num_threads(),
+                      before=before, after=after))
+
+
+def _finite(bandwidth: float) -> float | None:
+    """A fitted bandwidth as the format writes it: null for infinite (latency only)."""
+    return None if math.isinf(bandwidth) else bandwidth

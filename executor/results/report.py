@@ -102,9 +102,8 @@ def _memory(result: RunResult, cmp: Comparison | None) -> dict:
     plan = result.plan
     out = {"measured_peak_activation_bytes": held.measured_peaks(result.memory, plan.ranks)}
     if cmp is not None:
-        grads = [math.prod(shape) * dtype.itemsize for shape, dtype in plan.boundary]
         out["predicted_peak_activation_bytes"] = held.predicted_peaks(
-            plan.schedule, cmp.costs, result.memory, grads)
+            plan.schedule, cmp.costs, result.memory, plan.output_bytes())
         sizes, share = held.per_microbatch(plan.schedule.ops, result.memory, plan.schedule.num_stages)
         out["measured_activation_bytes_per_microbatch"] = sizes
         out["measured_w_memory_fraction"] = share
