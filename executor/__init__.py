@@ -26,7 +26,8 @@ The parts, one folder each, in layers (each imports only the ones below it):
   MPI buffers), :mod:`~executor.transport.p2p` (the two semantics),
   :mod:`~executor.transport.tags`, :mod:`~executor.transport.progress` (the progress
   policies), :mod:`~executor.transport.parallel` (pipeline x data parallel, the gradient
-  all-reduce).
+  all-reduce), :mod:`~executor.transport.background` (the daemon thread the progress
+  policy and the watchdog each run).
 * :mod:`executor.compute` (bottom): what computes. :mod:`~executor.compute.model`
   (workload, stage partition and shapes), :mod:`~executor.compute.stage` (F, B, I, W),
   :mod:`~executor.compute.memory` (activation bytes held), :mod:`~executor.compute.oracle`

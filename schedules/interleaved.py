@@ -25,7 +25,8 @@ from __future__ import annotations
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
-__all__ = ["build_interleaved", "rounds_ok", "rounds_rule", "round_size", "chunk_order"]
+__all__ = ["build_interleaved", "rounds_ok", "rounds_rule", "round_size", "chunk_order", "LOOPED", "warmup_of",
+           "looping"]
 
 
 def rounds_ok(ranks: int, microbatches: int) -> bool:
@@ -34,6 +35,11 @@ def rounds_ok(ranks: int, microbatches: int) -> bool:
 
 
 rounds_rule = "microbatches must be divisible by max(1, microbatches // ranks) rounds (torch's rule)"
+
+LOOPED = {"chunks_ok": lambda v: v >= 2, "rule": "chunks (model stages per rank) must be >= 2",
+          "microbatches_ok": rounds_ok, "microbatch_rule": rounds_rule}
+"""The registry's rules for a schedule of looped chunks in torch's rounds (this one and
+:mod:`schedules.interleaved_zb`)."""
 
 
 def round_size(ranks: int, microbatches: int) -> int:
@@ -50,22 +56,29 @@ def chunk_order(ranks: int, microbatches: int, chunks: int, rank: int, backward:
             for j in range(n)]
 
 
-@register("interleaved-1f1b", chunks_ok=lambda v: v >= 2, rule="chunks (model stages per rank) must be >= 2",
-          microbatches_ok=rounds_ok, microbatch_rule=rounds_rule,
-          summary="Megatron-LM interleaved 1F1B (Narayanan et al. SC'21), torch's rounds for any m; "
-                  "bubble (p-1)/(mv+p-1) when p divides m")
+def warmup_of(ranks: int, microbatches: int, chunks: int, rank: int, hops: int) -> int:
+    """Chunk-forwards rank r runs before its first backward: (v - 1) n fill its later chunks
+    with one round, and ``hops`` per rank after it cover the way to the last rank and back
+    (2 for a full backward; 1 when only the input-backward is on the way back)."""
+    return min((chunks - 1) * round_size(ranks, microbatches) + hops * (ranks - rank - 1), microbatches * chunks)
+
+
+def looping(name: str, ranks: int, microbatches: int, chunks: int, ops: list[list[Op]]) -> Schedule:
+    """The schedule of these lists on the looped placement: stage s on rank s mod p."""
+    return Schedule(name, ranks, microbatches, ranks * chunks, tuple(s % ranks for s in range(ranks * chunks)), ops)
+
+
+@register("interleaved-1f1b", **LOOPED, summary="Megatron-LM interleaved 1F1B (Narayanan et al. SC'21), torch's "
+                                               "rounds for any m; bubble (p-1)/(mv+p-1) when p divides m")
 def build_interleaved(ranks: int, microbatches: int, chunks: int = 2) -> Schedule:
-    total = microbatches * chunks
-    n = round_size(ranks, microbatches)
     ops = []
     for rank in range(ranks):
         fwd = [Op(OpKind.F, s, mb) for s, mb in chunk_order(ranks, microbatches, chunks, rank, backward=False)]
         bwd = [Op(OpKind.B, s, mb) for s, mb in chunk_order(ranks, microbatches, chunks, rank, backward=True)]
-        warmup = min(2 * (ranks - rank - 1) + (chunks - 1) * n, total)
+        warmup = warmup_of(ranks, microbatches, chunks, rank, hops=2)
         rank_ops = fwd[:warmup]
         for f, b in zip(fwd[warmup:], bwd):
             rank_ops += (f, b)
-        rank_ops += bwd[total - warmup:]
+        rank_ops += bwd[len(bwd) - warmup:]
         ops.append(rank_ops)
-    stage_to_rank = tuple(s % ranks for s in range(ranks * chunks))
-    return Schedule("interleaved-1f1b", ranks, microbatches, ranks * chunks, stage_to_rank, ops)
+    return looping("interleaved-1f1b", ranks, microbatches, chunks, ops)

@@ -15,7 +15,7 @@ below interleaved 1F1B's; the simulator gives it for any costs.
 
 from __future__ import annotations
 
-from .interleaved import chunk_order, round_size, rounds_ok, rounds_rule
+from .interleaved import LOOPED, chunk_order, looping, warmup_of
 from .ir import Op, OpKind, Schedule
 from .registry import register
 
@@ -24,18 +24,15 @@ __all__ = ["build_interleaved_zb"]
 F, I, W = OpKind.F, OpKind.I, OpKind.W
 
 
-@register("interleaved-zb", chunks_ok=lambda v: v >= 2, rule="chunks (model stages per rank) must be >= 2",
-          microbatches_ok=rounds_ok, microbatch_rule=rounds_rule,
-          summary="zero bubble on looped stages (Qi et al. ICLR'24, torch ScheduleInterleavedZeroBubble); "
-                  "no closed form")
+@register("interleaved-zb", **LOOPED, summary="zero bubble on looped stages (Qi et al. ICLR'24, torch "
+                                             "ScheduleInterleavedZeroBubble); no closed form")
 def build_interleaved_zb(ranks: int, microbatches: int, chunks: int = 2) -> Schedule:
     total = microbatches * chunks
-    n = round_size(ranks, microbatches)
     ops = []
     for rank in range(ranks):
         fwd = chunk_order(ranks, microbatches, chunks, rank, backward=False)
         bwd = chunk_order(ranks, microbatches, chunks, rank, backward=True)
-        warmup = min((chunks - 1) * n + (ranks - rank - 1), total)
+        warmup = warmup_of(ranks, microbatches, chunks, rank, hops=1)
         rank_ops = [Op(F, *fwd[k]) for k in range(warmup)]
         weights = 0  # W passes run so far; they follow the I order
         for k in range(total):
@@ -47,5 +44,4 @@ def build_interleaved_zb(ranks: int, microbatches: int, chunks: int = 2) -> Sche
                 weights += 1
         rank_ops += [Op(W, *bwd[k]) for k in range(weights, total)]
         ops.append(rank_ops)
-    stage_to_rank = tuple(s % ranks for s in range(ranks * chunks))
-    return Schedule("interleaved-zb", ranks, microbatches, ranks * chunks, stage_to_rank, ops)
+    return looping("interleaved-zb", ranks, microbatches, chunks, ops)

@@ -22,6 +22,16 @@ __all__ = ["Lowered"]
 _CHECKED = object()
 
 
+class _OfProgram:
+    """An attribute (or method) of a Lowered that is its ``program``'s, read from there."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = name
+
+    def __get__(self, lowered: Lowered | None, owner: type | None = None):
+        return self if lowered is None else getattr(lowered.program, self.attribute)
+
+
 @dataclass(frozen=True)
 class Lowered:
     """A validated schedule and the per-rank lists that run it under ``comm_mode``."""
@@ -42,44 +52,20 @@ class Lowered:
         if self.proof is not _CHECKED:
             raise TypeError("a Lowered is made only by schedules.validate(schedule, comm_mode, reduce_grad)")
 
-    @property
-    def ops(self) -> tuple[tuple[Op, ...], ...]:
-        """``ops[rank]``: what the rank runs, in order."""
-        return self.program.ops
-
-    @property
-    def name(self) -> str:
-        return self.program.name
-
-    @property
-    def num_ranks(self) -> int:
-        return self.program.num_ranks
-
-    @property
-    def num_microbatches(self) -> int:
-        return self.program.num_microbatches
-
-    @property
-    def num_stages(self) -> int:
-        return self.program.num_stages
-
-    @property
-    def stage_to_rank(self) -> tuple[int, ...]:
-        return self.program.stage_to_rank
-
-    @property
-    def chunks(self) -> int:
-        return self.program.chunks
-
-    def stages_of(self, rank: int) -> tuple[int, ...]:
-        return self.program.stages_of(rank)
-
-    def num_ops(self) -> int:
-        return self.program.num_ops()
-
-    def compute_only(self) -> Schedule:
-        """The final lists without SEND/RECV/REDUCE_GRAD."""
-        return self.program.compute_only()
+    # What the final lists share with the schedule (name, placement, sizes): read off them.
+    ops = _OfProgram()
+    """``ops[rank]``: what the rank runs, in order."""
+    name = _OfProgram()
+    num_ranks = _OfProgram()
+    num_microbatches = _OfProgram()
+    num_stages = _OfProgram()
+    stage_to_rank = _OfProgram()
+    chunks = _OfProgram()
+    stages_of = _OfProgram()
+    """``stages_of(rank)``: the model stages the rank holds."""
+    num_ops = _OfProgram()
+    compute_only = _OfProgram()
+    """``compute_only()``: the final lists without SEND/RECV/REDUCE_GRAD."""
 
     def __iter__(self) -> Iterator[tuple[int, Op]]:
         """(rank, op) for every op of the final lists, rank by rank."""

@@ -30,41 +30,29 @@ F, I, W = OpKind.F, OpKind.I, OpKind.W
 
 
 def _rank_order(ranks: int, microbatches: int, rank: int) -> list[tuple[OpKind, int, int]]:
-    """(kind, chunk, mb) for one rank over ``microbatches`` (>= 2p - 1) microbatches."""
+    """(kind, chunk, mb) for one rank over ``microbatches`` (>= 2p - 1) microbatches: the
+    phases of the module docstring, each a group of (kind, chunk) repeated."""
     n = microbatches
     order: list[tuple[OpKind, int, int]] = []
     done = {(kind, chunk): 0 for kind in (F, I, W) for chunk in (0, 1)}
 
-    def emit(kind: OpKind, chunk: int) -> None:
-        order.append((kind, chunk, done[kind, chunk]))
-        done[kind, chunk] += 1
+    def emit(times: int, *group: tuple[OpKind, int]) -> None:
+        for _ in range(times):
+            for kind, chunk in group:
+                order.append((kind, chunk, done[kind, chunk]))
+                done[kind, chunk] += 1
 
-    for _ in range(2 * (ranks - rank) - 1):
-        emit(F, 0)
-    for _ in range(rank):
-        emit(F, 1)
-        emit(F, 0)
-    for _ in range(ranks - rank):
-        emit(F, 1)
-        emit(I, 1)
-        emit(W, 1)
-    while done[F, 1] < done[F, 0] or done[F, 0] < n:
+    emit(2 * (ranks - rank) - 1, (F, 0))  # warm-up
+    emit(rank, (F, 1), (F, 0))
+    emit(ranks - rank, (F, 1), (I, 1), (W, 1))
+    while done[F, 1] < done[F, 0] or done[F, 0] < n:  # steady
         if done[F, 0] < n:
-            emit(F, 0)
-        emit(I, 0)
-        emit(W, 0)
-        emit(F, 1)
-        emit(I, 1)
-        emit(W, 1)
-    for _ in range(rank):
-        emit(I, 0)
-        emit(I, 1)
-    for _ in range(ranks - rank):
-        emit(I, 0)
-        emit(W, 0)
-    for chunk in (1, 0):
-        while done[W, chunk] < done[I, chunk]:
-            emit(W, chunk)
+            emit(1, (F, 0))
+        emit(1, (I, 0), (W, 0), (F, 1), (I, 1), (W, 1))
+    emit(rank, (I, 0), (I, 1))  # cool-down
+    emit(ranks - rank, (I, 0), (W, 0))
+    for chunk in (1, 0):  # the deferred W
+        emit(done[I, chunk] - done[W, chunk], (W, chunk))
     return order
 
 

@@ -15,10 +15,11 @@ a hang). Without warm-up (``--warmup 0``, ``--check``) the first limit stays.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 
 from mpi4py import MPI
+
+from ..transport.background import Background
 
 __all__ = ["Watchdog", "abort_job", "FIRST_STEPS_S", "FIRST_FACTOR", "FIRST_FLOOR_S", "FACTOR", "FLOOR_S", "GRACE_S"]
 
@@ -43,15 +44,13 @@ def abort_job(message: str, code: int) -> None:
     MPI.COMM_WORLD.Abort(code)
 
 
-class Watchdog:
+class Watchdog(Background):
     def __init__(self, interpreter, world_rank: int, limit: float = FIRST_STEPS_S):
+        super().__init__("watchdog")
         self.interpreter, self.world_rank, self.limit = interpreter, world_rank, limit
-        self._cond = threading.Condition()
         self._deadline: float | None = None
         self._step = -1
-        self._running = True
-        self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
-        self._thread.start()
+        self._start()
 
     def arm(self, step: int) -> None:
         with self._cond:
@@ -62,13 +61,7 @@ class Watchdog:
         with self._cond:
             self._deadline = None
 
-    def close(self) -> None:
-        with self._cond:
-            self._running = False
-            self._cond.notify()
-        self._thread.join()
-
-    def _watch(self) -> None:
+    def _loop(self) -> None:
         with self._cond:
             while self._running:
                 if self._deadline is None:

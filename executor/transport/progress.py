@@ -52,10 +52,11 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import threading
 import time
 
 from mpi4py import MPI
+
+from .background import Background
 
 __all__ = ["Pending", "Progress", "ThreadProgress", "make_progress", "check_thread_level", "POLICIES",
            "MAX_INTERVAL_S"]
@@ -138,7 +139,7 @@ class Progress:
         pass
 
 
-class ThreadProgress(Progress):
+class ThreadProgress(Progress, Background):
     """The ``thread`` policy: a daemon thread polls outstanding requests every ``interval``.
 
     The waiting caller takes its request out of the polled set first, then polls it itself,
@@ -146,15 +147,13 @@ class ThreadProgress(Progress):
     """
 
     def __init__(self, spin: bool = True, wait_interval: float = 20e-6, interval: float = 200e-6):
-        super().__init__(spin, wait_interval, pokes=False)
+        Progress.__init__(self, spin, wait_interval, pokes=False)
         if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
             raise RuntimeError("the progress thread needs MPI_THREAD_MULTIPLE; this MPI provides less")
+        Background.__init__(self, "mpi-progress")
         self.interval = interval
-        self._cond = threading.Condition()
-        self._running = True
         self._polling = False  # the thread is inside Testsome on a snapshot of _pending
-        self._thread = threading.Thread(target=self._loop, name="mpi-progress", daemon=True)
-        self._thread.start()
+        self._start()
 
     def add(self, request: MPI.Request) -> Pending:
         item = Pending(request)
@@ -178,10 +177,7 @@ class ThreadProgress(Progress):
         return item.done_at
 
     def close(self) -> None:
-        with self._cond:
-            self._running = False
-            self._cond.notify_all()
-        self._thread.join()
+        Background.close(self)
 
     def _loop(self) -> None:
         _tight_timer_slack()
