@@ -62,7 +62,7 @@ def run() -> None:
           f"the estimate)")
     runs = []
     for name, p, m in SIZES:
-        figures = [_per_op(name, p, m, "--comm", comm) for comm in ("async", "blocking")]
+        figures = [_per_op(name, p, m, "--comm", comm_mode) for comm_mode in ("async", "blocking")]
         figures.append(_per_op(name, p, m, *COSTS))
         runs.append(max(figures))
         print(f"{name:<17} {p:>3} {m:>5} {figures[0]:>6.0f} {figures[1]:>8.0f} {figures[2]:>10.0f}", flush=True)
