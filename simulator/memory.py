@@ -47,10 +47,12 @@ def _per_stage(value: float | Sequence[float], stages: np.ndarray) -> np.ndarray
 
 
 def _received_gradients(trace: pd.DataFrame, grad_memory: float | Sequence[float]) -> dict[str, np.ndarray]:
-    """Events of received output gradients: held from their RECV_B's end until the B or I
-    of the same rank, stage and microbatch ends (a measured run counts those buffers)."""
+    """Events of received output gradients: held from their RECV_B's end until the last op
+    of the same rank, stage and microbatch that needs it ends: its B, or under a split
+    backward its W, whose weight gradient is made from the output gradient its I was
+    given (a measured run counts those buffers, and keeps them until then)."""
     recv = trace[trace["kind"] == "RECV_B"]
-    back = trace[trace["kind"].isin(["B", "I"])].merge(recv[["rank", "stage", "mb"]], on=["rank", "stage", "mb"])
+    back = trace[trace["kind"].isin(["B", "W"])].merge(recv[["rank", "stage", "mb"]], on=["rank", "stage", "mb"])
     size_in = _per_stage(grad_memory, recv["stage"].to_numpy().astype(np.int64))
     size_out = _per_stage(grad_memory, back["stage"].to_numpy().astype(np.int64))
     return {"rank": np.concatenate([recv["rank"].to_numpy(), back["rank"].to_numpy()]),
@@ -101,7 +103,8 @@ def memory_timeline(trace: pd.DataFrame, act_memory: float | Sequence[float] = 1
     """Columns rank, time, bytes, inflight: the value after each allocation or free.
 
     ``grad_memory`` (bytes of one received output gradient per stage; None: not counted)
-    adds what a measured run also holds: each received gradient until its backward ends."""
+    adds what a measured run also holds: each received gradient until its B, or its W under a
+    split backward, ends."""
     return _running(_trace_events(trace, act_memory, w_fraction, grad_memory))
 
 

@@ -182,6 +182,21 @@ def test_data_parallel_ring_all_reduce():
     assert list(optimizer["end"] - optimizer["start"]) == pytest.approx([0.5, 0.5])
 
 
+@pytest.mark.parametrize("name", ["zb-h1", "1f1b"])
+def test_a_received_gradient_is_held_until_the_op_that_last_needs_it(name):
+    """A RECV_B's gradient counts from its arrival until its B ends, or, under a split
+    backward, until its W ends: W's weight gradient is made from the output gradient I was
+    given (the executor's stage keeps it; tests/test_executor_instrument.py measures it)."""
+    trace = simulator.simulate(schedules.build(name, ranks=2, microbatches=4), Costs(t_f=1.0, t_i=1.0, t_w=1.0)).trace
+    held = simulator.memory_timeline(trace, act_memory=0.0, grad_memory=1.0)
+    held = held[held["rank"] == 0]
+    change = held["bytes"].diff().fillna(held["bytes"])
+    rank0 = trace[trace["rank"] == 0]
+    last = "W" if name == "zb-h1" else "B"
+    assert sorted(held["time"][change > 0]) == sorted(rank0[rank0["kind"] == "RECV_B"]["end"])
+    assert sorted(held["time"][change < 0]) == sorted(rank0[rank0["kind"] == last]["end"])
+
+
 def test_memory_gpipe_holds_every_microbatch():
     m = 6
     result = simulator.simulate(schedules.build("gpipe", ranks=4, microbatches=m), Costs(act_memory=3.0))

@@ -122,12 +122,12 @@ def transfers(trace: pd.DataFrame) -> pd.DataFrame:
     the trace has those columns."""
     groups = [c for c in _GROUPS if c in trace.columns]
     sides = Transfer.sides()
-    comm = trace[trace["kind"].isin(list(sides))]
-    direction = comm["kind"].map({kind: side[0] for kind, side in sides.items()})
-    comm = comm.assign(forward=direction == "F",
-                       stage=comm["stage"] + comm["kind"].map({kind: side[1] for kind, side in sides.items()}))
-    sent = comm["kind"].str.startswith("SEND")
+    rows = trace[trace["kind"].isin(list(sides))]
+    direction = rows["kind"].map({kind: side[0] for kind, side in sides.items()})
+    rows = rows.assign(forward=direction == "F",
+                       stage=rows["stage"] + rows["kind"].map({kind: side[1] for kind, side in sides.items()}))
+    sent = rows["kind"].str.startswith("SEND")
     on = ["forward", "stage", "mb", *groups]
     extra = ["bytes"] if "bytes" in trace.columns else []
-    return comm[sent][on + ["rank", "start", "end"] + extra].merge(
-        comm[~sent][on + ["rank", "start", "end"]], on=on, suffixes=("_send", "_recv"))
+    return rows[sent][on + ["rank", "start", "end"] + extra].merge(
+        rows[~sent][on + ["rank", "start", "end"]], on=on, suffixes=("_send", "_recv"))

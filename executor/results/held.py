@@ -11,8 +11,9 @@ From the samples of :mod:`executor.compute.memory` (bytes held at each op bounda
 
 The prediction is the simulator's peak for the same lowered schedule and costs, with
 ``act_memory`` per stage and ``w_memory_fraction`` set to those measured figures, and
-each received output gradient counted until its backward ends (its size is the stage's
-output, known from the model), since the run counts those buffers too.
+each received output gradient counted until its B ends, or under a split backward its W
+(the stage keeps the gradient its I was given for W; its size is the stage's output, known
+from the model), since the run counts those buffers too.
 """
 
 from __future__ import annotations
