@@ -59,7 +59,7 @@ marked optional)::
        "allreduce": [float, ...]}],       # dp > 1 only: gradient all-reduce, one per stage
      "dispatch": {                        # optional: host time around ops (Costs.dispatch_*),
        "compute": float, "send": float,   #   read off short runs of the schedules named
-       "recv": float, "schedules": [str, ...], "microbatches": int,
+       "recv": float, "schedules": [str, ...], "microbatches": int | [int, ...],
        "optimizer": [float, ...],         #   optional, per pipeline rank: the optimizer step in
        "step": [float, ...]}}             #   those runs, and a step's host time outside its ops
 

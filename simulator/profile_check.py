@@ -132,8 +132,11 @@ def check_profile(data: Any, source: str) -> None:
         if "schedules" in dispatch and not all(isinstance(name, str) for name in c.get(dispatch, "schedules",
                                                                                        "dispatch", list)):
             c.fail("dispatch.schedules", "must be a list of schedule names")
-        if "microbatches" in dispatch:
-            c.whole(dispatch, "microbatches", "dispatch")
+        if "microbatches" in dispatch:  # the runs' m: one, or one per layout the runs covered
+            found = dispatch["microbatches"]
+            counts = found if isinstance(found, list) else [found]
+            if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+                c.fail("dispatch.microbatches", f"must be a whole number >= 1 or a list of them, got {found!r}")
         for key in ("optimizer", "step"):  # optional: per pipeline rank, from the same runs
             if key in dispatch:
                 c.numbers(dispatch, key, "dispatch", conditions["ranks"] // max(1, _dp(data)))
