@@ -208,7 +208,8 @@ class Profile:
         fields.update(self._placement(ranks, table["dp"]))
         if times != "concurrent":
             fields.update(share=tuple(self.data["share"]), comm_interference=self.data["comm_interference"])
-            fields.update(_slices(self.data.get("scheduler")))
+            if self.conditions["model"].get("compute") != "sleep":  # sleeping stages hold no core
+                fields.update(_slices(self.data.get("scheduler")))
         if table["dp"] > 1:
             fields.update(dp=table["dp"], **_ring(table))
         dispatch = self.data.get("dispatch")
