@@ -17,7 +17,6 @@ run, the other ranks asleep: :mod:`executor.record.alone`). Nothing here imports
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys

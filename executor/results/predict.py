@@ -25,7 +25,6 @@ costs by it. Both predictions are made before the timed steps run, and both are 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import pandas as pd
