@@ -1,6 +1,6 @@
 """The planner against published GPU measurements: predicted beside published, row by row.
 
-    python bench/published.py [--workers 2] [--table megatron,zero-bubble,korthikanti]
+    python bench/published.py [--workers 2] [--table megatron,zero-bubble,korthikanti,profile]
 
 Megatron-LM, Table 1 of Narayanan et al., "Efficient Large-Scale Language Model Training on
 GPU Clusters Using Megatron-LM", SC'21 (arXiv 2104.04473): GPT models on A100-80GB (DGX
@@ -51,6 +51,12 @@ SC'23) lists them to validate against (calculon-ai/calculon, calculon/megatron/v
 and validation/*.json). Their memory is checked too: Megatron ran these layouts, so the
 planner must not find them over 80 GiB.
 
+A fourth, ``profile``, is no validation row but the evidence of where time goes: the
+zero-bubble paper's per-stage profile (Table 9, at each model's smallest m: T_F, T_B (our I)
+and T_W of the stage its scheduler plans with, the median one, a middle stage of 3, 4, 3 and
+2 layers for 1.5B, 6.2B, 14.6B and 28.3B; the last two at p = 16 and 32, b = 1), per layer,
+beside the planner's F, I and W of one layer. Its rows are counted apart.
+
 Every published figure is typed in below from the papers; nothing is fitted to them: the
 GPU's three efficiencies come from the sources named in :mod:`planner.hardware`. The bench
 prints each row, the median and largest |error| over both tables, and each schedule's
@@ -70,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from planner import GPUS, LINKS, Layout, Link, Machine, PlanConfig, TransformerSpec, plan  # noqa: E402
 from planner.hardware import GIB  # noqa: E402
+from planner.ops import layer_times  # noqa: E402
 from planner.search import evaluate, simulate_layout  # noqa: E402
 from simulator.workers import open_workers  # noqa: E402
 
@@ -115,6 +122,13 @@ ZB = {  # Qi et al. ICLR'24, Table 4: samples per GPU per second at m = 24, 32, 
     ("6.2B", "zb-1p"): (3.88, 4.00, 4.20), ("6.2B", "zb-2p"): (4.32, 4.35, 4.39),
 }
 ZB_VOCAB = 32004
+
+ZB_PROFILE = {  # Qi et al. ICLR'24, Tables 3 and 9 (smallest m): layers, hidden, heads, b, p; T_F, T_B, T_W (ms)
+    "1.5B": ((22, 2304, 24, 6, 8), (18.522, 18.086, 9.337)),
+    "6.2B": ((30, 4096, 32, 3, 8), (29.718, 29.444, 19.927)),
+    "14.6B": ((46, 5120, 40, 1, 16), (11.347, 11.248, 8.132)),
+    "28.3B": ((62, 6144, 48, 1, 32), (10.419, 10.207, 7.715)),
+}
 
 KORTHIKANTI = {  # name: (layers, hidden, heads, GPUs, pp, batch, microbatch, interleaving, s/iteration full, seq+sel)
     "22B": (48, 6144, 64, 8, 1, 4, 4, 1, 1.42, 1.10),
@@ -216,6 +230,21 @@ def korthikanti(workers) -> list[dict]:
     return rows
 
 
+def profile(workers) -> list[dict]:
+    """One layer's F, I, W against the zero-bubble paper's profile of a stage over its layers."""
+    rows = []
+    for name, ((layers, hidden, heads, b, p), measured) in ZB_PROFILE.items():
+        per_stage = -(-layers // p)  # a middle stage of the padded split
+        spec = TransformerSpec(f"zb-{name}", layers=layers, hidden=hidden, heads=heads, seq=1024, vocab=ZB_VOCAB,
+                               microbatch_size=b, source="Qi et al. ICLR'24, Table 3")
+        t = layer_times(spec, GPUS["a100-80gb"], LINKS["nvlink"])
+        for phase, predicted, stage in zip("FIW", (t.f, t.i, t.w), measured):
+            rows.append({"table": "profile", "row": f"{name} {phase} a layer (stage / {per_stage})", "unit": "ms",
+                         "published": stage / per_stage, "predicted": predicted * 1e3, "peak_gib": float("nan"),
+                         "layout": f"Table 9's stage of {per_stage} layers, b = {b}, tp 1, pp {p}"})
+    return rows
+
+
 def _ratios(rows: list[dict]) -> list[str]:
     """Each schedule against 1F1B at the same model and m: predicted ratio over published ratio."""
     by = {r["row"]: r for r in rows if r["table"] == "zero-bubble"}
@@ -239,10 +268,10 @@ def _ratios(rows: list[dict]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2, help="processes for the planner's searches (default 2)")
-    ap.add_argument("--table", default="megatron,zero-bubble,korthikanti",
-                    help="comma-separated tables: megatron, zero-bubble, korthikanti (default all three)")
+    ap.add_argument("--table", default="megatron,zero-bubble,korthikanti,profile",
+                    help="comma-separated tables: megatron, zero-bubble, korthikanti, profile (default all four)")
     args = ap.parse_args()
-    tables = {"megatron": megatron, "zero-bubble": zero_bubble, "korthikanti": korthikanti}
+    tables = {"megatron": megatron, "zero-bubble": zero_bubble, "korthikanti": korthikanti, "profile": profile}
     chosen = args.table.split(",")
     if any(t not in tables for t in chosen):
         ap.error(f"--table: choose from {', '.join(tables)}")
