@@ -1,6 +1,6 @@
 """The planner against published GPU measurements: predicted beside published, row by row.
 
-    python bench/published.py [--workers 2] [--table megatron,zero-bubble,korthikanti]
+    python bench/published.py [--workers 2] [--table megatron,zero-bubble,korthikanti,profile]
 
 Megatron-LM, Table 1 of Narayanan et al., "Efficient Large-Scale Language Model Training on
 GPU Clusters Using Megatron-LM", SC'21 (arXiv 2104.04473): GPT models on A100-80GB (DGX
@@ -16,17 +16,29 @@ them until they complete (``comm="blocking"``: Megatron-LM's batched isend/irecv
 
 The zero-bubble paper, Table 4 of Qi et al., "Zero Bubble (Almost) Pipeline Parallelism",
 ICLR 2024 (arXiv 2401.10241): pure pipeline parallelism on 8 A100-80GB (p = 8, one node),
-sequence 1024, no recomputation, the first and last stages one layer fewer; samples per
-GPU per second at m = 24, 32, 64. 1.5B: 22 layers, h 2304, 24 heads, microbatch 6; 6.2B:
-30 layers, h 4096, 32 heads, microbatch 3. The paper gives no vocabulary: its authors'
-scripts train with a 32k SentencePiece tokenizer (``--vocab-size 32004`` in
-sail-sg/zero-bubble-pipeline-parallelism), which Megatron-LM pads to 32,128; the split
-2,3,3,3,3,3,3,2 (and 3,4,...,4,3) is the paper's. 22 or 30 layers cannot be cut into 16
-equal chunks and the paper does not say how its interleaved 1F1B placed them, so that row
-is the planner's best of a uniform, a balanced and a split keeping each rank's layer count
-(chunks 1,2,...,2,1 then 1,...,1 for 1.5B). Transfers are the planner's default,
-asynchronous (the paper does not say how its runtime posts them; under
-``comm="blocking"`` the predicted ZB-1p and ZB-2p gains over 1F1B shrink by about 6 points).
+sequence 1024, no recomputation; samples per GPU per second at m = 24, 32, 64. 1.5B: 22
+layers, h 2304, 24 heads, microbatch 6; 6.2B: 30 layers, h 4096, 32 heads, microbatch 3.
+Every row is the paper's own layout, evaluated as given (no search), as the authors' fork
+(sail-sg/zero-bubble-pipeline-parallelism) runs it:
+  * vocabulary: its scripts train with a 32k SentencePiece tokenizer (``--vocab-size
+    32004``), which Megatron-LM pads to 32,128;
+  * layers: ``--allow-padding-num-layers`` pads 22 (30) layers to 24 (32) and takes the two
+    padding layers from the first and the last model stage: 2,3,3,3,3,3,3,2 (3,4,...,4,3);
+  * interleaved 1F1B: ``--num-layers-per-virtual-pipeline-stage 1`` (its
+    examples/pretrain_zero_bubble.sh), so v = 3 (1.5B) and v = 4 (6.2B) chunks of one layer,
+    the padding again the first and the last (its ``get_offset``): the first chunk of rank 0
+    holds the embedding alone and the last chunk of rank 7 the head alone (split 0,1,...,1,0);
+  * transfers: 1F1B and interleaved 1F1B run Megatron-LM's own schedules, whose
+    point-to-point calls wait for their transfers (``comm="blocking"``); ZB-1p and ZB-2p run
+    the fork's runtime, which posts batched isend/irecv ahead and waits just before the
+    consumer (``comm="async"``);
+  * the link between stages is the paper's own measurement of a boundary transfer on its
+    node, Table 9's T_comm: 0.60-0.76 ms for the 1.5B's 28.3 MB and 0.53-0.58 ms for the
+    6.2B's 25.2 MB, about 47 GB/s (``ZB_P2P``; NCCL's all-reduce bus bandwidth, the planner's
+    ``nvlink`` default, is 200).
+ZB-1p and ZB-2p are synthesized by the planner (:mod:`planner.synthesized`: the mean stage
+costs, a limit of p and 2p stage-microbatches); the fork plans with the median stage's
+costs and a limit in bytes, p (2p) times stage 1's activations of one microbatch.
 
 A third table, not in issue #17's targets, checks what the two do not: sequence
 parallelism and selective recomputation, and layouts given in full. Korthikanti et al.,
@@ -38,6 +50,12 @@ recomputation. The figures and each run's layout (tp 8; pp 1, 8, 35, 64; batch 4
 SC'23) lists them to validate against (calculon-ai/calculon, calculon/megatron/validation.py
 and validation/*.json). Their memory is checked too: Megatron ran these layouts, so the
 planner must not find them over 80 GiB.
+
+A fourth, ``profile``, is no validation row but the evidence of where time goes: the
+zero-bubble paper's per-stage profile (Table 9, at each model's smallest m: T_F, T_B (our I)
+and T_W of the stage its scheduler plans with, the median one, a middle stage of 3, 4, 3 and
+2 layers for 1.5B, 6.2B, 14.6B and 28.3B; the last two at p = 16 and 32, b = 1), per layer,
+beside the planner's F, I and W of one layer. Its rows are counted apart.
 
 Every published figure is typed in below from the papers; nothing is fitted to them: the
 GPU's three efficiencies come from the sources named in :mod:`planner.hardware`. The bench
@@ -56,8 +74,10 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from planner import GPUS, LINKS, Machine, PlanConfig, TransformerSpec, plan  # noqa: E402
+from planner import GPUS, LINKS, Layout, Link, Machine, PlanConfig, TransformerSpec, plan  # noqa: E402
 from planner.hardware import GIB  # noqa: E402
+from planner.ops import layer_times  # noqa: E402
+from planner.search import evaluate, simulate_layout  # noqa: E402
 from simulator.workers import open_workers  # noqa: E402
 
 
@@ -86,10 +106,14 @@ MEGATRON = [  # Narayanan et al. SC'21, Table 1
     MegatronRow("1008.0B", 128, 25600, 160, 8, 64, 3072, 3072, 163),
 ]
 
-ZB_MODELS = {  # Qi et al. ICLR'24 (as issue #17 gives them): layers, hidden, heads, microbatch size, split, interleaved split
-    "1.5B": (22, 2304, 24, 6, "2,3,3,3,3,3,3,2", "1,2,2,2,2,2,2,1,1,1,1,1,1,1,1,1"),
-    "6.2B": (30, 4096, 32, 3, "3,4,4,4,4,4,4,3", "2,2,2,2,2,2,2,2,1,2,2,2,2,2,2,1"),
+ZB_MODELS = {  # Qi et al. ICLR'24 (as issue #17 gives them): layers, hidden, heads, microbatch size, split
+    "1.5B": (22, 2304, 24, 6, "2,3,3,3,3,3,3,2"),
+    "6.2B": (30, 4096, 32, 3, "3,4,4,4,4,4,4,3"),
 }
+ZB_P = 8
+ZB_COMM = {"1f1b": "blocking", "interleaved-1f1b": "blocking", "zb-1p": "async", "zb-2p": "async"}
+ZB_P2P = Link("zb-p2p", 47e9, 0.0, "Qi et al. ICLR'24, Table 9, T_comm: 28.3 MB in 0.601 ms (1.5B, m = 24), "
+                                   "25.2 MB in 0.527 ms (6.2B, m = 24)")
 ZB_M = (24, 32, 64)
 ZB = {  # Qi et al. ICLR'24, Table 4: samples per GPU per second at m = 24, 32, 64
     ("1.5B", "1f1b"): (11.8, 12.5, 13.6), ("1.5B", "interleaved-1f1b"): (13.1, 13.4, 13.9),
@@ -98,6 +122,13 @@ ZB = {  # Qi et al. ICLR'24, Table 4: samples per GPU per second at m = 24, 32, 
     ("6.2B", "zb-1p"): (3.88, 4.00, 4.20), ("6.2B", "zb-2p"): (4.32, 4.35, 4.39),
 }
 ZB_VOCAB = 32004
+
+ZB_PROFILE = {  # Qi et al. ICLR'24, Tables 3 and 9 (smallest m): layers, hidden, heads, b, p; T_F, T_B, T_W (ms)
+    "1.5B": ((22, 2304, 24, 6, 8), (18.522, 18.086, 9.337)),
+    "6.2B": ((30, 4096, 32, 3, 8), (29.718, 29.444, 19.927)),
+    "14.6B": ((46, 5120, 40, 1, 16), (11.347, 11.248, 8.132)),
+    "28.3B": ((62, 6144, 48, 1, 32), (10.419, 10.207, 7.715)),
+}
 
 KORTHIKANTI = {  # name: (layers, hidden, heads, GPUs, pp, batch, microbatch, interleaving, s/iteration full, seq+sel)
     "22B": (48, 6144, 64, 8, 1, 4, 4, 1, 1.42, 1.10),
@@ -143,26 +174,37 @@ def megatron(workers) -> list[dict]:
     return rows
 
 
+def _zb_layout(name: str, schedule: str, m: int) -> Layout:
+    """The paper's layout of one row (see the module docstring)."""
+    layers, _, _, b, split = ZB_MODELS[name]
+    v = 1
+    if schedule == "interleaved-1f1b":  # one layer per virtual stage, layers padded by two
+        v = -(-layers // ZB_P)
+        assert ZB_P * v == layers + 2
+        split = ",".join(["0"] + ["1"] * layers + ["0"])
+    return Layout(schedule, ZB_P, 1, v, m, b, split, "none", 1)
+
+
 def zero_bubble(workers) -> list[dict]:
-    rows = []
+    machine = Machine(GPUS["a100-80gb"], ZB_P, 8, ZB_P2P, LINKS["infiniband"])
+    jobs, rows = [], []
     for (name, schedule), published in ZB.items():
-        layers, hidden, heads, b, split, interleaved = ZB_MODELS[name]
+        layers, hidden, heads, b, _ = ZB_MODELS[name]
         spec = TransformerSpec(f"zb-{name}", layers=layers, hidden=hidden, heads=heads, seq=1024, vocab=ZB_VOCAB,
                                source="Qi et al. ICLR'24, as issue #17 gives it")
-        v = 2 if schedule == "interleaved-1f1b" else 1
-        splits = ("uniform", "balanced", interleaved) if v == 2 else (split,)
         for m, figure in zip(ZB_M, published):
-            config = PlanConfig(spec, _machine(8), m * b, 80 * GIB, microbatch_sizes=(b,), schedule_names=(schedule,),
-                                chunks=(v,), splits=splits, recompute=("none",), tp=(1,), pp=(8,),
-                                sequence_parallel=(False,), top=3)
-            began = time.perf_counter()
-            found = plan(config, workers)
-            best = found.plans[0] if found.plans else None
+            layout = _zb_layout(name, schedule, m)
+            config = PlanConfig(spec, machine, m * b, 80 * GIB, microbatch_sizes=(b,), schedule_names=(schedule,),
+                                chunks=(layout.chunks,), splits=(layout.split,), recompute=("none",), tp=(1,),
+                                pp=(ZB_P,), sequence_parallel=(False,), top=1, comm=ZB_COMM[schedule])
+            jobs.append((config, layout, evaluate(config, layout).estimate))
             rows.append({"table": "zero-bubble", "row": f"{name} {schedule} m={m}", "unit": "samples/GPU/s",
-                         "published": figure, "predicted": best.samples_per_gpu_per_s if best else float("nan"),
-                         "layout": best.layout.label() if best else "nothing fits",
-                         "peak_gib": best.memory.total / GIB if best else float("nan"),
-                         "seconds": time.perf_counter() - began})
+                         "published": figure})
+    for row, (config, layout, _), found in zip(rows, jobs, workers.map(simulate_layout, jobs)):
+        counts = layout.split.split(",")
+        short = f"0,1x{len(counts) - 2},0" if layout.chunks > 1 else layout.split  # the padded interleaving
+        row.update(predicted=found.samples_per_gpu_per_s, peak_gib=found.memory.total / GIB,
+                   layout=f"{layout.label().replace(layout.split, short)} comm={config.comm}")
     return rows
 
 
@@ -185,6 +227,21 @@ def korthikanti(workers) -> list[dict]:
                          "layout": best.layout.label() if best else "over 80 GiB: " + found.candidates[0].overflow,
                          "peak_gib": (best.memory.total if best else found.candidates[0].memory.total) / GIB,
                          "rejected": int(best is None), "checked": 1, "seconds": time.perf_counter() - began})
+    return rows
+
+
+def profile(workers) -> list[dict]:
+    """One layer's F, I, W against the zero-bubble paper's profile of a stage over its layers."""
+    rows = []
+    for name, ((layers, hidden, heads, b, p), measured) in ZB_PROFILE.items():
+        per_stage = -(-layers // p)  # a middle stage of the padded split
+        spec = TransformerSpec(f"zb-{name}", layers=layers, hidden=hidden, heads=heads, seq=1024, vocab=ZB_VOCAB,
+                               microbatch_size=b, source="Qi et al. ICLR'24, Table 3")
+        t = layer_times(spec, GPUS["a100-80gb"], LINKS["nvlink"])
+        for phase, predicted, stage in zip("FIW", (t.f, t.i, t.w), measured):
+            rows.append({"table": "profile", "row": f"{name} {phase} a layer (stage / {per_stage})", "unit": "ms",
+                         "published": stage / per_stage, "predicted": predicted * 1e3, "peak_gib": float("nan"),
+                         "layout": f"Table 9's stage of {per_stage} layers, b = {b}, tp 1, pp {p}"})
     return rows
 
 
@@ -211,10 +268,10 @@ def _ratios(rows: list[dict]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2, help="processes for the planner's searches (default 2)")
-    ap.add_argument("--table", default="megatron,zero-bubble,korthikanti",
-                    help="comma-separated tables: megatron, zero-bubble, korthikanti (default all three)")
+    ap.add_argument("--table", default="megatron,zero-bubble,korthikanti,profile",
+                    help="comma-separated tables: megatron, zero-bubble, korthikanti, profile (default all four)")
     args = ap.parse_args()
-    tables = {"megatron": megatron, "zero-bubble": zero_bubble, "korthikanti": korthikanti}
+    tables = {"megatron": megatron, "zero-bubble": zero_bubble, "korthikanti": korthikanti, "profile": profile}
     chosen = args.table.split(",")
     if any(t not in tables for t in chosen):
         ap.error(f"--table: choose from {', '.join(tables)}")

@@ -20,11 +20,15 @@ of each preset says which); none is fitted to the planner's validation rows:
     kernel reached 1.80 of 2.04 TB/s, 88 %, with Nsight Compute agreeing: NVIDIA
     developer forum, "Trouble to reach peak bandwidth of A100", 2025).
 ``kernel_overhead``
-    seconds every kernel adds to its FLOPs or bytes (launch, ramp-up and the last partial
-    wave of tiles): what makes small GEMMs run further from peak. From the matrix
+    seconds every kernel adds to its FLOPs or bytes (launch and ramp-up). From the matrix
     efficiency table of Calculon's A100 description (Isaev et al., SC'23: 60 % of peak for
     a 1-GFLOP GEMM, 95 % from 128 GFLOP), a 1-GFLOP GEMM takes 2.0 us longer than at the
     large-GEMM rate.
+
+Beside them, each GPU's SM count (datasheet): a GEMM runs in waves of one output tile per
+SM (:func:`planner.ops.gemm_time`), so the tile and wave quantization of NVIDIA's "Matrix
+Multiplication Background User's Guide" and the tile's output writes, which follow its
+FLOPs, make small, thin or awkwardly shaped GEMMs run further from peak.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class Gpu:
     hbm_bandwidth: float
     """Device memory bandwidth (bytes/s)."""
     gemm_efficiency: float
-    """Share of ``peak_flops`` a large bf16 GEMM sustains (measured; see the module docstring)."""
+    """Share of ``peak_flops`` a large bf16 GEMM sustains (measured; see the module docstring):
+    the rate of a tile's multiply-accumulates in :func:`planner.ops.gemm_time`."""
     hbm_efficiency: float
     """Share of ``hbm_bandwidth`` a large memory-bound kernel sustains (measured)."""
     kernel_overhead: float
@@ -65,6 +70,9 @@ class Gpu:
     """Default link between GPUs of one node (a key of LINKS)."""
     source: str = ""
     """Where the figures come from."""
+    sms: int = 0
+    """Streaming multiprocessors (datasheet): a GEMM runs in waves of one tile per SM
+    (:func:`planner.ops.gemm_time`); 0 prices GEMMs as a plain roofline (a CPU, say)."""
 
     def __post_init__(self) -> None:
         for field in ("peak_flops", "memory_bytes", "hbm_bandwidth"):
@@ -72,6 +80,8 @@ class Gpu:
         for field in ("gemm_efficiency", "hbm_efficiency"):
             _positive("gpu", field, getattr(self, field), upper=1.0)
         _positive("gpu", "kernel_overhead", self.kernel_overhead, zero=True)
+        if isinstance(self.sms, bool) or not isinstance(self.sms, int) or self.sms < 0:
+            raise ValueError(f"gpu sms must be a whole number >= 0, got {self.sms!r}")
 
     @property
     def gemm_flops(self) -> float:
@@ -110,16 +120,18 @@ GPUS: dict[str, Gpu] = {
     "a100-80gb": Gpu("a100-80gb", 312e12, 80 * GIB, 2.039e12, 267.9 / 312, 0.88, 2e-6, "nvlink",
                      "NVIDIA A100 datasheet (SXM4 80GB): 312 TFLOP/s bf16 dense, 2,039 GB/s HBM2e; "
                      f"gemm_efficiency {_MAMF} (A100 SXM 267.9 TFLOP/s, CUDA 12.1); hbm_efficiency {_HBM}; "
-                     f"kernel_overhead {_OVERHEAD}"),
+                     f"kernel_overhead {_OVERHEAD}; 108 SMs (NVIDIA A100 whitepaper)", sms=108),
     "h100-80gb": Gpu("h100-80gb", 989e12, 80 * GIB, 3.35e12, 792.1 / 989, 0.88, 2e-6, "nvlink4",
                      "NVIDIA H100 datasheet (SXM5): 989 TFLOP/s bf16 dense, 3.35 TB/s HBM3; "
                      f"gemm_efficiency {_MAMF} (H100 SXM 792.1 TFLOP/s); hbm_efficiency and kernel_overhead "
-                     "assumed as the A100's (no H100 measurement found)"),
+                     "assumed as the A100's (no H100 measurement found); 132 SMs (NVIDIA H100 whitepaper, SXM5)",
+                     sms=132),
     "h200-141gb": Gpu("h200-141gb", 989e12, 141e9, 4.8e12, 790 / 989, 0.88, 2e-6, "nvlink4",
                       "NVIDIA H200 datasheet (SXM): 989 TFLOP/s bf16 dense, 141 GB HBM3e, 4.8 TB/s; "
                       "gemm_efficiency: a bf16 8192^3 matmul ran at about 790 TFLOP/s on this project's H200 "
                       "(REFERENCE.md; Bekman's MAMF table gives 794.5 for H100/H200); hbm_efficiency and "
-                      "kernel_overhead assumed as the A100's (no H200 measurement found)"),
+                      "kernel_overhead assumed as the A100's (no H200 measurement found); 132 SMs (H100's die)",
+                      sms=132),
 }
 
 LINKS: dict[str, Link] = {

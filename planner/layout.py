@@ -7,7 +7,11 @@ further layer to the stage that would be fastest after taking it, counting the e
 on the first stage and the LM head on the last (their F + I + W from :mod:`planner.ops`);
 for identical layers this greedy minimises the slowest stage. An explicit list such as
 ``2,3,3,3,3,3,3,2`` gives the layers of each model stage in order (pp x chunks entries).
-Every stage keeps at least one layer.
+Every stage keeps at least one layer; with chunks > 1 an explicit split may leave the first
+and the last model stage empty, the embedding or the LM head alone on a rank that holds
+other stages too: Megatron-LM's padded layer counts with one layer per virtual stage (the
+zero-bubble authors' ``--allow-padding-num-layers``, whose padding layers are the first and
+the last).
 
 Placement (Megatron-LM's order, tensor-parallel ranks adjacent): GPU (d pp + r) tp + k is
 tensor rank k of pipeline rank r of replica d, and GPU g sits in node g // gpus_per_node,
@@ -106,14 +110,16 @@ class Stages:
     act_memory: tuple[float, ...]
 
 
-def parse_split(text: str, stages: int | None = None, layers: int | None = None) -> tuple[int, ...]:
+def parse_split(text: str, stages: int | None = None, layers: int | None = None, chunks: int = 1) -> tuple[int, ...]:
     """An explicit split ``2,3,3,2``; ValueError unless every entry is a whole number >= 1
-    and, where given, there are ``stages`` entries summing to ``layers``."""
+    (with ``chunks`` > 1 the first and the last may be 0) and, where given, there are
+    ``stages`` entries summing to ``layers``."""
     try:
         counts = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"--split takes uniform, balanced or layers per stage such as 2,3,3,2, got {text!r}") from None
-    if not counts or min(counts) < 1:
+    inner = counts[1:-1] if chunks > 1 else counts
+    if not counts or min(counts) < 0 or min(inner, default=1) < 1 or sum(counts) < 1:
         raise ValueError(f"--split {text}: every stage needs at least one layer")
     if stages is not None and len(counts) != stages:
         raise ValueError(f"--split {text}: {len(counts)} stages given for {stages} (pp x chunks)")
@@ -122,16 +128,17 @@ def parse_split(text: str, stages: int | None = None, layers: int | None = None)
     return counts
 
 
-def stage_layers(spec: TransformerSpec, stages: int, split: str, first: float = 0.0, last: float = 0.0) -> tuple[int, ...]:
+def stage_layers(spec: TransformerSpec, stages: int, split: str, first: float = 0.0, last: float = 0.0,
+                 chunks: int = 1) -> tuple[int, ...]:
     """Layers per model stage (see the module docstring); ValueError if stages > layers.
     ``first`` and ``last`` are what the embedding and the head cost, in layers (balanced only)."""
     L = spec.layers
+    if split not in SPLITS:
+        return parse_split(split, stages, L, chunks)
     if stages > L:
         raise ValueError(f"{stages} stages for {L} layers")
     if split == "uniform":
         return tuple(L // stages + (1 if s < L % stages else 0) for s in range(stages))
-    if split != "balanced":
-        return parse_split(split, stages, L)
     extra = [0.0] * stages
     extra[0] += first
     extra[-1] += last
@@ -155,7 +162,7 @@ def stage_costs(spec: TransformerSpec, layout: Layout, machine: Machine) -> Stag
     layer = layer_times(spec, gpu, link, tp, sp, layout.recompute)
     embed, head = embedding_times(spec, gpu, link, tp, sp), head_times(spec, gpu, link, tp, sp)
     unit = _total(layer)
-    layers = stage_layers(spec, layout.stages, layout.split, _total(embed) / unit, _total(head) / unit)
+    layers = stage_layers(spec, layout.stages, layout.split, _total(embed) / unit, _total(head) / unit, layout.chunks)
     act = spec.activation_bytes_per_layer(layout.recompute, tp, sp)
     last = layout.stages - 1
     times, params, memory = [], [], []

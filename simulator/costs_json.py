@@ -266,7 +266,7 @@ class Dispatch(_Record):
     schedules: list[str] | None = _optional()
     """The schedules whose runs these come from,"""
     microbatches: list[int] | int | None = _optional(least=1)
-    """and their microbatch counts (one whole number in files written before 2026-12-04)."""
+    """and their microbatch counts: one, or one per layout the runs covered."""
     optimizer: list[float] | None = _optional()
     """Per pipeline rank: the optimizer step in those runs,"""
     step: list[float] | None = _optional()
@@ -275,9 +275,10 @@ class Dispatch(_Record):
     def check(self, reader: _Reader, where: str) -> None:
         if self.schedules is not None and not all(isinstance(name, str) for name in self.schedules):
             reader.fail(f"{where}.schedules", "must be a list of schedule names")
-        if isinstance(self.microbatches, list):
-            for i, m in enumerate(self.microbatches):
-                reader.value(int, m, f"{where}.microbatches[{i}]", {"least": 1})
+        counts = self.microbatches
+        if isinstance(counts, list) and (not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                                           for n in counts)):
+            reader.fail(f"{where}.microbatches", f"must be a whole number >= 1 or a list of them, got {counts!r}")
 
 
 @dataclass(slots=True)

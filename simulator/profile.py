@@ -139,7 +139,8 @@ class Profile:
         fields.update(self._placement(ranks, table.dp))
         if times != "concurrent":
             fields.update(share=tuple(self.doc.share), comm_interference=self.doc.comm_interference)
-            fields.update(_slices(self.doc.scheduler))
+            if self.doc.conditions.model.get("compute") != "sleep":  # sleeping stages hold no core
+                fields.update(_slices(self.doc.scheduler))
         if table.dp > 1:
             fields.update(dp=table.dp, **_ring(table))
         dispatch = self.doc.dispatch

@@ -9,14 +9,15 @@ import pytest
 
 from planner import GPUS, LINKS, MODELS, TransformerSpec
 from planner.hardware import Gpu, Link
-from planner.ops import (COLLECTIVES, Op, PhaseTimes, embedding_ops, head_ops, layer_ops, layer_times, op_time,
-                         phase_times)
+from planner.ops import (COLLECTIVES, TILES, Op, PhaseTimes, embedding_ops, gemm_time, head_ops, layer_ops,
+                         layer_times, op_time, phase_times)
 
 GPT3 = MODELS["gpt3-175b"]
 LLAMA = MODELS["llama2-70b"]
 GPU = Gpu("test", peak_flops=100e12, memory_bytes=80e9, hbm_bandwidth=1e12, gemm_efficiency=0.5,
           hbm_efficiency=0.8, kernel_overhead=2e-6)
 LINK = Link("test", bandwidth=1e9, latency=1e-6)
+WAVES = dataclasses.replace(GPU, sms=10)  # the same GPU with 10 SMs: GEMMs run in waves of tiles
 
 
 def _flops(ops, kind="gemm") -> float:
@@ -105,8 +106,43 @@ def test_the_per_head_attention_gemms_are_memory_bound_on_an_a100():
     a100, nvlink = GPUS["a100-80gb"], LINKS["nvlink"]
     scores = next(op for op in layer_ops(GPT3, 8)["F"] if op.name == "scores")
     assert scores.bytes / a100.hbm_bytes > scores.flops / a100.gemm_flops
+    # QKV at tp 8, b = 1: 2048 x 4608 output, k = 12288. In 256 x 128 tiles 8 x 36 = 288 tiles
+    # on 108 SMs are 3 waves (2.67 full), in 128 x 128 tiles 576 are 6 (5.33): the big tile wins
     qkv = next(op for op in layer_ops(GPT3, 8)["F"] if op.name == "qkv")
-    assert op_time(qkv, a100, nvlink, 8) == pytest.approx(qkv.flops / a100.gemm_flops + a100.kernel_overhead)
+    wave = 108 * (2 * 256 * 128 * 12288 / a100.gemm_flops + 2 * 256 * 128 / a100.hbm_bytes)
+    assert op_time(qkv, a100, nvlink, 8) == pytest.approx(3 * wave + a100.kernel_overhead)
+    assert op_time(qkv, a100, nvlink, 8) > qkv.flops / a100.gemm_flops * 1.1  # a third wave 2/3 full
+
+
+def test_a_gemm_runs_in_waves_of_one_tile_per_sm():
+    """Hand-worked on 10 SMs at 50 TFLOP/s and 0.8 TB/s: an SM does 5 TFLOP/s and writes 80 GB/s."""
+    # 512 x 256 output, k = 1024: 4 tiles of 256 x 128 or 8 of 128 x 128, one wave either way;
+    # the small tile takes half as long, 2 x 128 x 128 x 1024 / 5e12 + 2 x 128 x 128 / 8e10
+    flat = Op("g", "gemm", 2 * 512 * 256 * 1024, 2 * (512 * 1024 + 1024 * 256 + 512 * 256), (512, 256, 1024, 1, 2))
+    assert gemm_time(flat, WAVES) == pytest.approx(6.7108864e-6 + 0.4096e-6)
+    assert gemm_time(flat, GPU) == pytest.approx(flat.flops / 50e12)  # no SMs given: the roofline
+    assert (256, 128) in TILES and (128, 128) in TILES
+    # batched with a short k (the attention's Q K^T): 20 x 256 x 256, k = 64, 80 tiles of
+    # 128 x 128 in 8 waves of 0.42 us of FLOPs and 0.41 us of output; the roofline (the output
+    # bytes at the HBM rate) would hide the FLOPs behind the writes
+    thin = Op("t", "gemm", 2 * 256 * 256 * 64 * 20, 2 * (2 * 256 * 64 + 256 * 256) * 20, (256, 256, 64, 20, 2))
+    assert gemm_time(thin, WAVES) == pytest.approx(8 * (2 * 128 * 128 * 64 / 5e12 + 2 * 128 * 128 / 8e10))
+    assert gemm_time(thin, WAVES) > thin.bytes / 0.8e12 == gemm_time(thin, GPU)
+    # a GEMM that fills whole waves of big tiles runs at the large-GEMM rate plus its output writes
+    full = Op("f", "gemm", 2 * 1280 * 1024 * 4096, 0.0, (1280, 1024, 4096, 1, 2))  # 40 tiles of 256 x 128: 4 waves
+    assert gemm_time(full, WAVES) == pytest.approx(4 * 10 * (2 * 256 * 128 * 4096 / 50e12 + 2 * 256 * 128 / 0.8e12))
+
+
+def test_megatron_kernels_outside_the_gemms():
+    """QKV's bias is added after its GEMM (the other biases ride in the fused bias-GeLU and
+    bias-dropout-add), the attention's output is transposed back to [s, b, h] and, in the
+    backward, the Q, K and V gradients are joined into one [s, b, 3h]."""
+    T, h = GPT3.tokens, GPT3.hidden
+    ops = {op.name: op for phase in "FI" for op in layer_ops(GPT3, 8)[phase]}
+    assert ops["qkv-bias"].bytes == 2 * 2 * T * 3 * h / 8 == ops["qkv-split-bwd"].bytes
+    assert ops["context-transpose"].bytes == 2 * 2 * T * h / 8 == ops["context-transpose-bwd"].bytes
+    assert "qkv-bias" not in {op.name for op in layer_ops(LLAMA, 8)["F"]}  # no biases
+    assert "qkv-split-bwd" in {op.name for op in layer_ops(LLAMA, 8)["I"]}
 
 
 def test_stage_ends():
@@ -115,6 +151,10 @@ def test_stage_ends():
     V = GPT3.padded_vocab(8) / 8
     assert _flops(head["F"]) == _flops(head["W"]) == _flops(head["I"]) == pytest.approx(2 * T * h * V)
     assert len(_names(head["I"], "all-reduce")) == 1 and not _names(head["F"], "all-reduce")
+    # Megatron-LM's cross-entropy in fp32: cast (2 + 4 bytes a logit), max (4), subtract (8),
+    # exp (8), sum (4), divide (8); backward: scale the saved softmax (8), cast back (4 + 2)
+    by_name = {op.name: op.bytes for phase in "FI" for op in head[phase]}
+    assert by_name["cross-entropy"] == 38 * T * V and by_name["cross-entropy-bwd"] == 14 * T * V
     embed = embedding_ops(GPT3, 8)
     assert embed["I"] == () and _flops(embed["F"]) == 0.0  # a lookup; its gradient is a scatter-add (W)
     assert len(_names(embed["F"], "all-reduce")) == 1 and embed["W"]

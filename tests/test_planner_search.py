@@ -60,6 +60,14 @@ def test_an_explicit_split_is_taken_as_given_and_checked():
                           ("0,4,3,3,3,3,3,3", "at least one layer"), ("two,three", "layers per stage")):
         with pytest.raises(ValueError, match=message):
             parse_split(text, 8, 22)
+    # interleaved, one layer a chunk: the first and the last chunk may hold the embedding or the
+    # head alone (Megatron-LM's padding layers), a chunk in between may not
+    padded = ",".join(["0"] + ["1"] * 22 + ["0"])
+    lay = Layout("interleaved-1f1b", 8, 1, 3, 8, 1, padded, "none")
+    st = stage_costs(spec, lay, _machine())
+    assert st.layers[0] == st.layers[-1] == 0 and sum(st.layers) == 22 and st.t_f[0] > 0 < st.t_f[-1]
+    with pytest.raises(ValueError, match="at least one layer"):
+        parse_split(",".join(["1", "0"] + ["1"] * 22), 24, 22, chunks=3)
 
 
 def test_tensor_ranks_are_adjacent_so_a_pipeline_leaves_the_node_once_tp_x_pp_exceeds_it():

@@ -125,7 +125,8 @@ def build_runtime(plan: RunPlan, topology: Topology, local_rank: int, local_size
     keep_freed_memory()
     device = _device(plan, local_rank)
     held = plan.schedule.stages_of(rank)
-    progress = make_progress(cfg.progress, spin=local_size <= len(os.sched_getaffinity(0)))
+    progress = make_progress(cfg.progress, spin=local_size <= len(os.sched_getaffinity(0)),
+                             backoff=cfg.compute == "real")  # sleeping stages take no core from a poll
     check_thread_level(cfg.progress, device.type)
     layers = {s: _layers(plan, s, device) for s in held} if cfg.compute == "real" else {}
     data = _microbatches(plan, topology, held, device)

@@ -114,7 +114,7 @@ def execute(the_plan: RunPlan, world: MPI.Comm, *, alone_repeats: int = 20) -> R
                 if cfg.inflation:
                     alone = time_ops(runtime, the_plan, world, alone_repeats)
                 if cfg.costs is not None:  # the machine's speed now, against the profile's
-                    canary_now = canary_in_turns(world)
+                    canary_now = canary_in_turns(world, runtime.device)
                 runtime.recorder.clear()  # on a GPU the recorder resets the memory peak every step
             watchdog.arm(step)
             local = _step(runtime, world, cfg)

@@ -189,12 +189,13 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
     ranks = world.Get_size() // cfg.dp
     topology = split_world(world, ranks, cfg.dp)
     local_rank, local_size = node_layout(world)
-    before = canary.canary_in_turns(world)
+    first = next(iter(layouts.values())).fused
+    device = _rank_device(first, local_rank)
+    before = canary.canary_in_turns(world, device)
     steps = 0
     for r in range(ROUNDS):  # round-robin: a slow spell hits one round of every layout
         for layout in layouts.values():
             steps += layout.run(world, r == 0, repeats, steps)
-    first = next(iter(layouts.values())).fused
     runtime = build_runtime(first, topology, local_rank, local_size)  # the run's own parts, for the probes
     local = world.Split_type(MPI.COMM_TYPE_SHARED)
     try:
@@ -210,7 +211,7 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
     finally:
         runtime.close()
         local.Free()
-    after = canary.canary_in_turns(world)
+    after = canary.canary_in_turns(world, device)
     if world.Get_rank() != 0:
         return None
     traces = [t for layout in layouts.values() for t in layout.traces]
@@ -224,6 +225,16 @@ def profile(cfg: RunConfig, world: MPI.Comm, out: Path, layouts: dict, repeats: 
     doc.scheduler, doc.dispatch = Scheduler(**os_scheduler), dispatch
     doc.save(out / "costs.json")  # checked as the reader checks it
     return doc
+
+
+def _rank_device(the_plan: RunPlan, local_rank: int) -> torch.device:
+    """The device this rank's runs compute on: its GPU (local rank mod the node's GPUs, as
+    the runtime places it), or the CPU."""
+    if the_plan.device.type == "cuda":
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
+    return the_plan.device
 
 
 def _allreduce_tables(layouts: dict, topology, local_rank: int, local_size: int, dp: int) -> dict:
@@ -263,8 +274,8 @@ def _document(cfg: RunConfig, world: MPI.Comm, local_size: int, share, interfere
         FORMAT, VERSION, conditions, share, float(interference),
         Links(overall.latency if overall else 0.0, None if overall is None else _finite(overall.bandwidth), links),
         tables,
-        canary=Canary(canary.CANARY, [(a + b) / 2 for a, b in zip(before, after)], threads=torch.get_num_threads(),
-                      before=before, after=after))
+        canary=Canary(canary.describe(device), [(a + b) / 2 for a, b in zip(before, after)],
+                      threads=torch.get_num_threads(), before=before, after=after))
 
 
 def _finite(bandwidth: float) -> float | None:

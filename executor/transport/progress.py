@@ -202,13 +202,15 @@ class ThreadProgress(Progress, Background):
             time.sleep(self.interval)
 
 
-def make_progress(policy: str, spin: bool) -> Progress:
-    """The progress object of ``policy`` (one of :data:`POLICIES`)."""
+def make_progress(policy: str, spin: bool, backoff: bool = True) -> Progress:
+    """The progress object of ``policy`` (one of :data:`POLICIES`). ``backoff`` False: a
+    sleeping waiter polls every 20 us throughout (where the other ranks need no core, as
+    when their stages sleep, a late wake-up costs and a poll does not)."""
     if policy == "thread":
         return ThreadProgress(spin)
     if policy not in POLICIES:
         raise ValueError(f"unknown progress policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    return Progress(spin, pokes=policy in ("idle", "hooks", "boundary"))
+    return Progress(spin, pokes=policy in ("idle", "hooks", "boundary"), max_interval=MAX_INTERVAL_S if backoff else 0.0)
 
 
 def check_thread_level(policy: str, device_type: str) -> None:
