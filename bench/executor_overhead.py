@@ -18,7 +18,7 @@ For each progress policy (default: the executor's default only), ``--runs`` repe
   case of the MPI tests), async step over blocking step.
 
 Printed: a table per policy (medians over the runs, each ratio taken within one run),
-and one summary line per policy for the README's table. Run it on a quiet machine: it
+and one summary line per policy for docs/results.md's table. Run it on a quiet machine: it
 launches 4 jobs per run and policy.
 """
 

@@ -1,7 +1,7 @@
 """How fast the planner answers: the GPT-3 search over tp x pp x dp x schedules x chunks x m
 x recomputation x sequence parallelism, and the two sizes issue #18 bounds.
 
-Plans GPT-3 175B on 1,024 A100-80GB (8 per node, global batch 1536) as the README's
+Plans GPT-3 175B on 1,024 A100-80GB (8 per node, global batch 1536) as docs/planner.md's
 command does, with microbatch sizes 1, 2 and 4 (so three microbatch counts per dp), and
 prints the layouts enumerated, the pre-filter's and the simulations' wall time and the
 whole plan's (median of --repeat runs, each with cold caches and a new worker pool). Then,

@@ -233,7 +233,7 @@ def build_parser(conflict_handler: str = "error") -> argparse.ArgumentParser:
     p.add_argument("--no-predict", dest="predict", action="store_false", help="skip the simulator comparison")
     p.add_argument("--fail-rank", type=int, help="testing aid: raise on this world rank mid-step (failure handling)")
     p.add_argument("--progress", choices=("idle", "hooks", "boundary", "thread", "mpich"), default=d.progress,
-                   help="how transfers progress during compute (default %(default)s; see the README's table)")
+                   help="how transfers progress during compute (default %(default)s; see docs/executor.md)")
     p.add_argument("--recv-window", type=_positive, help="async: receives pre-posted ahead (default 2 x ranks)")
     p.add_argument("--timeout", type=_seconds, help="watchdog per step, seconds (default: 300 s during "
                    "warm-up, then 10 x the predicted step time)")

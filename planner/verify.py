@@ -39,7 +39,7 @@ __all__ = ["RUN_TIMEOUT_S", "CPU_GEMM_EFFICIENCY", "this_cpu", "check_runnable",
 
 CPU_GEMM_EFFICIENCY = 0.6
 """Share of the measured matmul peak a CPU op is assumed to reach (the planner's former flat
-efficiency; a profile of the executor's transformer measured 0.66 on a quiet core, README)."""
+efficiency; a profile of the executor's transformer measured 0.66 on a quiet core, docs/planner.md)."""
 
 
 def this_cpu(threads: int = 1, repeats: int = 5) -> Gpu:

@@ -15,7 +15,7 @@ on the microbatches in flight and keeping the order with the smallest makespan:
 plus small terms. A rank-share is one microbatch's activations for a whole rank's share
 of the model; each of the two chunks holds half of one (``Costs.model_share(2)``), so the
 budgets are 2 ((p + 2) // 2) and 2 ((p + 4) // 3) chunk-microbatches. Measured
-(tests/test_schedules_new.py, README): both peaks sit exactly at their budgets; v-half's
+(tests/test_schedules_new.py, docs/schedules.md): both peaks sit exactly at their budgets; v-half's
 bubble is 0.37-0.58 of 1F1B's (p = 4, 8, 16; m = 2p, 4p), the paper's half; v-min's is
 0.86-1.66 of it, not the paper's two thirds: this heuristic does not find the paper's
 building block at a third of the memory. No closed form (:func:`schedules.analytic.makespan`

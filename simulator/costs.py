@@ -160,10 +160,12 @@ class Costs:
         if self.w_memory_fraction > 1:
             raise ValueError(f"Costs.w_memory_fraction must be within [0, 1], got {self.w_memory_fraction!r}")
 
-    def scaled(self, factor: float) -> Costs:
+    def scaled(self, factor: float, ops: bool = True) -> Costs:
         """These costs with every compute time (ops, optimizer, the host time around ops)
         times ``factor``; links and memory unchanged. E.g. by the machine's drift since a
-        profile was taken (``executor --canary``)."""
+        profile was taken (``executor --canary``). ``ops=False`` leaves the op times as they
+        are and scales only the host's (the optimizer and the time around ops): for sleeping
+        stages, whose ops do not drift with the machine."""
         if not (math.isfinite(factor) and factor > 0):
             raise ValueError(f"a scale factor must be a finite number > 0, got {factor!r}")
         if factor == 1.0:
@@ -172,8 +174,8 @@ class Costs:
         def times(value):
             return tuple(v * factor for v in value) if isinstance(value, Sequence) else value * factor
 
-        fields = {name: times(getattr(self, name)) for name in ("t_f", "t_i", "t_w", "optimizer_time")}
-        if self.t_b is not None:
+        fields = {name: times(getattr(self, name)) for name in (("t_f", "t_i", "t_w") if ops else ()) + ("optimizer_time",)}
+        if ops and self.t_b is not None:
             fields["t_b"] = times(self.t_b)
         fields.update({name: getattr(self, name) * factor for name in ("dispatch_compute", "dispatch_send",
                                                                         "dispatch_recv")})

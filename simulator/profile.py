@@ -110,7 +110,8 @@ class Profile:
               scale: float = 1.0, layers: Sequence[int] | None = None) -> Costs:
         """The :class:`Costs` of ``schedule``'s layout (or of the one named by keywords);
         ``times`` None: ``run`` where the layout has it, else ``sequence``, else ``alone``;
-        every compute time (ops, the host time around them, optimizer) times ``scale``;
+        every compute time (ops, the host time around them, optimizer) times ``scale`` (the host's
+        only when the profile slept, :attr:`sleeping`);
         ``layers``: the layers of each model stage of the run, where they differ from the
         profile's (:func:`recut`)."""
         if schedule is not None:
@@ -139,7 +140,7 @@ class Profile:
         fields.update(self._placement(ranks, table.dp))
         if times != "concurrent":
             fields.update(share=tuple(self.doc.share), comm_interference=self.doc.comm_interference)
-            if self.doc.conditions.model.get("compute") != "sleep":  # sleeping stages hold no core
+            if not self.sleeping:  # sleeping stages hold no core
                 fields.update(_slices(self.doc.scheduler))
         if table.dp > 1:
             fields.update(dp=table.dp, **_ring(table))
@@ -159,7 +160,13 @@ class Profile:
             costs = Costs(**fields, notes=(note + (f", scaled x{scale:.4f}" if scale != 1.0 else ""),))
         except ValueError as err:  # a value the format allows but the costs do not (a share of 0 ...)
             raise ProfileError(f"{self.source}: {err}") from None
-        return costs.scaled(scale)
+        return costs.scaled(scale, ops=not self.sleeping)
+
+    @property
+    def sleeping(self) -> bool:
+        """Whether the profiled stages slept (``--compute sleep``) instead of computing: their
+        ops hold no core and do not drift with the machine."""
+        return self.doc.conditions.model.get("compute") == "sleep"
 
     @property
     def canary(self) -> list[float] | None:

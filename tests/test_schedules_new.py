@@ -96,7 +96,7 @@ def test_v_half_and_v_min_memory_budgets(p: int) -> None:
     assert peaks["v-half"] <= (p + 2) // 2 and peaks["v-min"] <= (p + 4) // 3  # rank-shares
     assert peaks["v-min"] < peaks["v-half"] < p
     # V-Half buys its memory without losing to 1F1B; V-Min (a third of 1F1B's memory)
-    # here pays more bubble than the paper's (see the README).
+    # here pays more bubble than the paper's (see docs/schedules.md).
     assert bubbles["v-half"] < 0.6 * one_f_one_b.bubble_fraction  # the paper: about half
 
 

@@ -178,3 +178,12 @@ def test_host_time_of_sends_after_a_receive_goes_to_the_next_op():
     assert result.makespan > free.makespan
     compute = result.trace[(result.trace["stream"] == "compute") & (result.trace["kind"] != "OPTIMIZER")]
     assert ((compute["end"] - compute["start"]).round(9) == 1.0).all()
+
+
+def test_scaled_without_ops_scales_only_the_host_time():
+    """A sleeping profile's canary drift moves the host's time, not its sleeps."""
+    costs = simulator.Costs(t_f=1.0, t_i=0.5, t_w=0.5, t_b=1.0, optimizer_time=0.1, dispatch_compute=1e-4)
+    both, host = costs.scaled(2.0), costs.scaled(2.0, ops=False)
+    assert both.t_f == 2.0 and both.t_b == 2.0 and both.optimizer_time == pytest.approx(0.2)
+    assert host.t_f == 1.0 and host.t_i == 0.5 and host.t_w == 0.5 and host.t_b == 1.0
+    assert host.optimizer_time == pytest.approx(0.2) and host.dispatch_compute == pytest.approx(2e-4)

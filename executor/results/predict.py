@@ -20,7 +20,7 @@ factors whose product it is (:class:`ErrorSplit`):
 
 The run's canary (:mod:`executor.record.canary`), timed just before its timed steps,
 against the profile's gives ``canary_drift``; ``--canary`` scales the profile's compute
-costs by it. Both predictions are made before the timed steps run, and both are reported.
+costs by it (a sleeping profile's host time only: a sleep does not drift). Both predictions are made before the timed steps run, and both are reported.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def _split(plan: RunPlan, run: pd.Series, profile: simulator.Profile, raw: simul
     lowered = plan.schedule
     raw_step = simulator.simulate(lowered, raw).makespan
     drift = canary.drift(canary_now, profile.canary) if canary_now and profile.canary else None
-    scaled_costs = raw.scaled(drift) if drift else None
+    scaled_costs = raw.scaled(drift, ops=not profile.sleeping) if drift else None
     scaled_step = simulator.simulate(lowered, scaled_costs).makespan if scaled_costs else None
     use_scaled = plan.cfg.canary and scaled_costs is not None
     used, used_step = (scaled_costs, scaled_step) if use_scaled else (raw, raw_step)

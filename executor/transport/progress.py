@@ -4,8 +4,8 @@ MPICH moves a large non-blocking transfer only while some MPI call runs on the r
 (rendezvous hand-shakes and the chunked shared-memory copy both need it), so an Isend
 posted before a long compute would otherwise wait for the next Wait and no transfer would
 overlap compute (REFERENCE.md: 256 MiB beside 75 ms of compute took the sum of both).
-Three policies, chosen by ``--progress`` (the README has the measurements behind the
-default):
+Three policies, chosen by ``--progress`` (docs/executor.md and docs/results.md have the
+measurements behind the default):
 
 ``idle`` (default): no thread. The main thread tests every outstanding request at each
     op boundary (:meth:`Progress.poke`, called by the interpreter), and inside an op only
