@@ -165,16 +165,13 @@ COSTS=()
 if ((DRY)) || [[ -f $WORK/profile/costs.json ]]; then COSTS=(--costs "$WORK/profile/costs.json" --canary); fi
 NAMES=$(python3 -c "import schedules; print(' '.join(schedules.names()))" 2>/dev/null \
   || "$PY" -c "import schedules; print(' '.join(schedules.names()))")
-for s in $NAMES; do
+for s in $NAMES; do  # zb-1p, zb-2p and zb-auto among them, built for the profile's costs
   extra=()
   case $s in 1f1b|gpipe|zb-h1) extra=(--inflation) ;; esac
   executor "large-$s" run large 75 --schedule "$s" --microbatches $M "${LARGE[@]}" --steps $STEPS "${COSTS[@]}" "${extra[@]}"
 done
 executor large-1f1b-blocking run large 75 --schedule 1f1b --microbatches $M "${LARGE[@]}" --steps $STEPS --comm blocking "${COSTS[@]}"
 executor large-1f1b-boundary run large 75 --schedule 1f1b --microbatches $M "${LARGE[@]}" --steps $STEPS --progress boundary "${COSTS[@]}"
-if ((${#COSTS[@]})); then  # synthesized for the profile's costs
-  executor large-zb-auto run large 75 --schedule zb-auto --microbatches $M "${LARGE[@]}" --steps $STEPS "${COSTS[@]}"
-fi
 
 # --- correctness at the large size last: the single-process oracle runs on each rank's CPU
 for s in 1f1b zb-h1; do
