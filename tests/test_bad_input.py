@@ -345,11 +345,17 @@ def test_entry_points_as_processes(d: Path) -> None:
 
 # ---- Ctrl-C, and failures at the end --------------------------------------------------------
 
+def default_sigint() -> None:
+    """In a child before it starts: Ctrl-C's default action, even where this test runs with
+    SIGINT ignored (a shell's background job), which a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(argv: list[str], after: float = 3.0) -> tuple[int, str, float]:
     """Start ``argv`` in a session of its own, Ctrl-C the whole group (as a terminal does)
     after ``after`` seconds; (exit code, stderr, seconds from Ctrl-C until it ended)."""
     proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=default_sigint)
     time.sleep(after)
     os.killpg(proc.pid, signal.SIGINT)
     sent = time.perf_counter()

@@ -115,11 +115,17 @@ def test_a_stalled_rank_ends_the_job_from_the_first_step_without_a_timeout():
 
 
 @pytest.mark.mpi
+def default_sigint() -> None:
+    """Ctrl-C's default action in mpiexec and its ranks, even where this test runs with SIGINT
+    ignored (a shell's background job), which they would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_ends_every_rank_with_130_and_one_line(tmp_path):
     cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "executor", "--schedule", "1f1b", "--microbatches", "4",
            *SMALL, "--steps", "100000", "--no-predict", "--out", str(tmp_path / "run")]
     with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint) as proc:
         time.sleep(8)  # well into the timed steps
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
