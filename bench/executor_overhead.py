@@ -1,6 +1,6 @@
 """What the executor does to the ops it times, and to the step: inflation, overhead, overlap.
 
-    .venv/bin/python bench/executor_overhead.py [--steps 10] [--runs 3] [--policies idle,hooks,thread,mpich]
+    .venv/bin/python bench/executor_overhead.py [--steps 10] [--runs 3] [--policies idle,hooks,thread,mpich] [--balance 3,5]
 
 For each progress policy (default: the executor's default only), ``--runs`` repetitions of:
 
@@ -51,24 +51,24 @@ def _run(args: list[str], out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def _plain() -> list[dict]:
+def _plain(model: list[str]) -> list[dict]:
     """Per stage, {kind: median s} of the MLP's stages in a plain process (no MPI)."""
-    done = subprocess.run([sys.executable, "-m", "executor.record.plain", "--ranks", "2", *MLP], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "executor.record.plain", "--ranks", "2", *model], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     if done.returncode:
         raise SystemExit(f"plain process failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)["stages"]
 
 
-def measure(policy: str, steps: int, work: Path, k: int) -> dict:
+def measure(policy: str, steps: int, work: Path, k: int, model: list[str] = MLP) -> dict:
     timed = ["--steps", str(steps), "--warmup", "3", "--progress", policy]
-    plain = _plain()
-    inflated = _run(["--schedule", "1f1b", *MLP, *timed, "--inflation"], work / f"{policy}-{k}-inflation")
-    split = _run(["--schedule", "zb-h1", *MLP, *timed, "--inflation"], work / f"{policy}-{k}-split")
+    plain = _plain(model)
+    inflated = _run(["--schedule", "1f1b", *model, *timed, "--inflation"], work / f"{policy}-{k}-inflation")
+    split = _run(["--schedule", "zb-h1", *model, *timed, "--inflation"], work / f"{policy}-{k}-split")
     vs_plain = {(r["rank"], r["stage"], r["kind"]): r["run_s"] / plain[r["stage"]][r["kind"]]
                 for summary, kinds in ((inflated, "FB"), (split, "IW")) for r in summary["op_inflation"]
                 if r["kind"] in kinds}
-    blocking = _run(["--schedule", "1f1b", *MLP, *timed, "--comm", "blocking"], work / f"{policy}-{k}-blocking")
+    blocking = _run(["--schedule", "1f1b", *model, *timed, "--comm", "blocking"], work / f"{policy}-{k}-blocking")
     sleep = ["--steps", str(max(3, steps // 3)), "--warmup", "1", "--progress", policy]
     big_async = _run([*LARGE, *sleep], work / f"{policy}-{k}-large-async")
     big_blocking = _run([*LARGE, *sleep, "--comm", "blocking"], work / f"{policy}-{k}-large-blocking")
@@ -89,16 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run (default %(default)s, at least 10)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are printed (default %(default)s)")
     parser.add_argument("--policies", default="idle", help=f"comma-separated, of {', '.join(POLICIES)}")
+    parser.add_argument("--balance", help="layers per stage, e.g. 3,5 (default: the model's even split)")
     args = parser.parse_args(argv)
     policies = args.policies.split(",")
     if any(p not in POLICIES for p in policies) or args.steps < 10 or args.runs < 1:
         parser.error(f"--policies from {', '.join(POLICIES)}; --steps >= 10; --runs >= 1")
-    print(f"p = 2, default MLP (8 x 512, batch 512, m = 8, 1 thread a rank); {args.runs} runs of "
+    model = [*MLP, "--balance", args.balance] if args.balance else MLP
+    split = f", layers {args.balance}" if args.balance else ""
+    print(f"p = 2, default MLP (8 x 512{split}, batch 512, m = 8, 1 thread a rank); {args.runs} runs of "
           f"{args.steps} timed steps; medians over runs of ratios taken within one run")
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         for policy in policies:
-            runs = [measure(policy, args.steps, Path(tmp), k) for k in range(args.runs)]
+            runs = [measure(policy, args.steps, Path(tmp), k, model) for k in range(args.runs)]
             med = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key not in ("ops", "plain")}
             worst = {}
             for what, title in (("plain", "a plain process (bare layers, no MPI)"), ("ops", "alone inside the run")):
