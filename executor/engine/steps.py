@@ -222,11 +222,9 @@ def _step(runtime: Runtime, world: MPI.Comm, cfg: RunConfig) -> float:
 
 
 def _barrier(world: MPI.Comm, progress) -> None:
-    """A barrier that waits as the run's waits do: MPICH's Barrier polls, which on an
-    oversubscribed node takes the core a late rank needs."""
-    if progress.spin:
-        world.Barrier()
-        return
+    """A barrier that waits as the run's waits do (on an oversubscribed node MPICH's Barrier
+    polls, taking the core a late rank needs), and in Python: a rank blocked inside MPI's
+    Barrier cannot take Ctrl-C, and the job then ended without rank 0's line."""
     progress.wait(progress.add(world.Ibarrier()))
 
 
