@@ -1,6 +1,7 @@
 """What the executor does to the ops it times, and to the step: inflation, overhead, overlap.
 
-    .venv/bin/python bench/executor_overhead.py [--steps 10] [--runs 3] [--policies idle,hooks,thread,mpich] [--balance 3,5]
+    .venv/bin/python bench/executor_overhead.py [--steps 10] [--runs 3] [--policies idle,hooks,thread,mpich]
+        [--balance 3,5]
 
 For each progress policy (default: the executor's default only), ``--runs`` repetitions of:
 

@@ -174,7 +174,8 @@ class Costs:
         def times(value):
             return tuple(v * factor for v in value) if isinstance(value, Sequence) else value * factor
 
-        fields = {name: times(getattr(self, name)) for name in (("t_f", "t_i", "t_w") if ops else ()) + ("optimizer_time",)}
+        scaled = (*(("t_f", "t_i", "t_w") if ops else ()), "optimizer_time")
+        fields = {name: times(getattr(self, name)) for name in scaled}
         if ops and self.t_b is not None:
             fields["t_b"] = times(self.t_b)
         fields.update({name: getattr(self, name) * factor for name in ("dispatch_compute", "dispatch_send",

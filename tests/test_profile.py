@@ -308,3 +308,16 @@ def test_dispatch_gives_host_times_and_the_runs_optimizer():
     document["dispatch"]["send"] = -1.0
     with pytest.raises(ProfileError, match="dispatch"):
         Profile(document)
+
+
+def test_a_sleeping_profiles_scale_leaves_its_sleeps_alone():
+    """The canary's drift moves a real profile's op times; a sleeping one's only its host time."""
+    schedule = schedules.build("1f1b", ranks=2, microbatches=8)
+    real, sleeping = _document(), _document()
+    sleeping["conditions"]["model"] = {"compute": "sleep", "width": 512, "batch": 64}
+    assert not Profile(real).sleeping and Profile(sleeping).sleeping
+    base, doubled = Profile(sleeping).costs(schedule), Profile(sleeping).costs(schedule, scale=2.0)
+    assert doubled.t_f == base.t_f and doubled.t_b == base.t_b
+    assert doubled.optimizer_time == pytest.approx(tuple(2 * t for t in base.optimizer_time))
+    moved = Profile(real).costs(schedule, scale=2.0)
+    assert moved.t_f == pytest.approx([2 * t for t in Profile(real).costs(schedule).t_f])

@@ -20,7 +20,8 @@ factors whose product it is (:class:`ErrorSplit`):
 
 The run's canary (:mod:`executor.record.canary`), timed just before its timed steps,
 against the profile's gives ``canary_drift``; ``--canary`` scales the profile's compute
-costs by it (a sleeping profile's host time only: a sleep does not drift). Both predictions are made before the timed steps run, and both are reported.
+costs by it (a sleeping profile's host time only: a sleep does not drift). Both predictions
+are made before the timed steps run, and both are reported.
 """
 
 from __future__ import annotations
